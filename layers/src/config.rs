@@ -1,0 +1,171 @@
+//! The per-invocation configuration that flows down the stack.
+
+use std::{fmt, future::Future, path::PathBuf, time::Duration};
+
+use futures_util::future::BoxFuture;
+use temporalio_client::{ClientOptions, ConnectionOptions};
+use temporalio_common::worker::{
+    VersioningBehavior, WorkerDeploymentOptions, WorkerDeploymentVersion,
+};
+use temporalio_sdk::WorkerOptions;
+
+use crate::BoxError;
+
+/// The address used when neither a config file nor `TEMPORAL_ADDRESS` names one.
+pub const DEFAULT_ADDRESS: &str = "http://localhost:7233";
+/// The namespace used when neither a config file nor `TEMPORAL_NAMESPACE` names one.
+pub const DEFAULT_NAMESPACE: &str = "default";
+/// How much longer than the graceful shutdown timeout the default buffer is.
+pub const BUFFER_OVER_GRACEFUL_SHUTDOWN: Duration = Duration::from_secs(2);
+
+/// A shutdown hook: runs once after the worker stopped.
+pub type ShutdownHook = Box<dyn FnOnce() -> BoxFuture<'static, Result<(), BoxError>> + Send>;
+
+/// Everything one invocation's worker is built from. A fresh one is made for every
+/// invocation (nothing leaks between invocations); the layers fill it in and the user's
+/// configure callback changes what it needs.
+///
+/// `Debug` never prints the API key or TLS material.
+pub struct LambdaWorkerConfig {
+    /// How to connect to Temporal (address, API key, TLS, gRPC metadata, identity…),
+    /// pre-filled from Temporal's envconfig (config file + `TEMPORAL_*` variables).
+    pub connection: ConnectionOptions,
+    /// Client options (namespace, data converter…), pre-filled from envconfig.
+    pub client: ClientOptions,
+    /// Worker options: task queue, registrations and tuning, pre-filled with the Lambda
+    /// defaults and `TEMPORAL_TASK_QUEUE`. Register workflows and activities here.
+    pub worker: WorkerOptions,
+    /// How long before the invocation deadline graceful shutdown begins. `None` means
+    /// graceful shutdown timeout + 2 s (7 s with the defaults).
+    pub shutdown_deadline_buffer: Option<Duration>,
+    /// The versioning behaviour given to workflows of this worker: `Pinned` (the
+    /// default) or `AutoUpgrade`. The Rust SDK has no per-workflow behaviour, so this is
+    /// the worker-wide default; `Unspecified` is rejected.
+    pub versioning_behavior: VersioningBehavior,
+    /// The config file Temporal's client configuration was read from, if any.
+    pub config_file: Option<PathBuf>,
+    shutdown_hooks: Vec<ShutdownHook>,
+}
+
+impl Default for LambdaWorkerConfig {
+    /// A blank config: default address and namespace, no task queue, SDK worker defaults.
+    /// The stack's layers fill it in.
+    fn default() -> Self {
+        let placeholder = WorkerDeploymentVersion::builder()
+            .deployment_name("")
+            .build_id("")
+            .build();
+        Self {
+            connection: ConnectionOptions::new(
+                temporalio_client::Url::parse(DEFAULT_ADDRESS).expect("default address is a URL"),
+            )
+            .build(),
+            client: ClientOptions::new(DEFAULT_NAMESPACE).build(),
+            // Setting deployment options here avoids the SDK hashing the executable.
+            worker: WorkerOptions::new("")
+                .deployment_options(WorkerDeploymentOptions::new(placeholder).build())
+                .build(),
+            shutdown_deadline_buffer: None,
+            versioning_behavior: VersioningBehavior::Pinned,
+            config_file: None,
+            shutdown_hooks: Vec::new(),
+        }
+    }
+}
+
+impl LambdaWorkerConfig {
+    /// The graceful shutdown timeout in force (zero when unset).
+    pub fn graceful_shutdown_timeout(&self) -> Duration {
+        self.worker.graceful_shutdown_period.unwrap_or_default()
+    }
+
+    /// The shutdown deadline buffer in force: the one set, else graceful shutdown timeout + 2 s.
+    pub fn effective_shutdown_deadline_buffer(&self) -> Duration {
+        self.shutdown_deadline_buffer
+            .unwrap_or_else(|| self.graceful_shutdown_timeout() + BUFFER_OVER_GRACEFUL_SHUTDOWN)
+    }
+
+    /// Adds a hook that runs after the worker stopped, in the order added. An error or a
+    /// panic is logged and the next hook still runs.
+    pub fn add_shutdown_hook<F, E>(&mut self, hook: F) -> &mut Self
+    where
+        F: FnOnce() -> Result<(), E> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        self.shutdown_hooks.push(Box::new(move || {
+            Box::pin(async move { hook().map_err(Into::into) })
+        }));
+        self
+    }
+
+    /// Adds an async hook that runs after the worker stopped, in the order added. Hooks
+    /// share the time left before the answer is due; one that overruns it is abandoned.
+    pub fn add_async_shutdown_hook<F, Fut, E>(&mut self, hook: F) -> &mut Self
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        self.shutdown_hooks.push(Box::new(move || {
+            Box::pin(async move { hook().await.map_err(Into::into) })
+        }));
+        self
+    }
+
+    /// Number of shutdown hooks registered.
+    pub fn shutdown_hook_count(&self) -> usize {
+        self.shutdown_hooks.len()
+    }
+
+    /// Takes the shutdown hooks out, in order (the core service runs them).
+    pub fn take_shutdown_hooks(&mut self) -> Vec<ShutdownHook> {
+        std::mem::take(&mut self.shutdown_hooks)
+    }
+}
+
+impl fmt::Debug for LambdaWorkerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.connection;
+        let set = |b: bool| if b { "<set>" } else { "<unset>" };
+        f.debug_struct("LambdaWorkerConfig")
+            .field("address", &c.target.as_str())
+            .field("namespace", &self.client.namespace)
+            .field("identity", &c.identity)
+            .field("api_key", &set(c.api_key.is_some()))
+            .field("tls", &set(c.tls_options.is_some()))
+            .field(
+                "grpc_metadata_keys",
+                &c.headers.as_ref().map(|h| {
+                    let mut keys: Vec<_> = h.keys().collect();
+                    keys.sort();
+                    keys
+                }),
+            )
+            .field("config_file", &self.config_file)
+            .field("task_queue", &self.worker.task_queue)
+            .field(
+                "client_identity_override",
+                &self.worker.client_identity_override,
+            )
+            .field("max_cached_workflows", &self.worker.max_cached_workflows)
+            .field(
+                "workflow_task_poller_behavior",
+                &self.worker.workflow_task_poller_behavior,
+            )
+            .field(
+                "activity_task_poller_behavior",
+                &self.worker.activity_task_poller_behavior,
+            )
+            .field(
+                "graceful_shutdown_period",
+                &self.worker.graceful_shutdown_period,
+            )
+            .field(
+                "shutdown_deadline_buffer",
+                &self.effective_shutdown_deadline_buffer(),
+            )
+            .field("versioning_behavior", &self.versioning_behavior)
+            .field("shutdown_hooks", &self.shutdown_hooks.len())
+            .finish_non_exhaustive()
+    }
+}

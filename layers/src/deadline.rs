@@ -1,0 +1,347 @@
+//! The deadline watchdog: turns the Lambda deadline into a shutdown schedule and makes
+//! sure the invocation answers before the deadline, always.
+//!
+//! At the start of an invocation, *work time* = time left − shutdown deadline buffer.
+//! Work time ≤ 1 s fails the invocation ("Lambda timeout is too short", with both numbers
+//! and what to change); under 5 s logs a warning. Otherwise it sets
+//! [`Invocation::schedule`]: stop polling at `deadline − buffer`, give up on a worker that
+//! has not drained by `shutdown_at + graceful timeout + 1 s`, and have everything inside
+//! done by `deadline − 500 ms`. The schedule is computed once from the *absolute*
+//! deadline, so time spent connecting never eats the buffer. The inner service is cut
+//! off at `answer_by` with [`LambdaWorkerError::DeadlineExceeded`] (`tower::timeout`
+//! takes a fixed duration; this needs an absolute instant).
+//!
+//! ```
+//! use std::time::{Duration, SystemTime, UNIX_EPOCH};
+//! use temporal_lambda_worker_layers::{BoxError, DeadlineWatchdogLayer, Invocation};
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), BoxError> {
+//! let mut svc = ServiceBuilder::new()
+//!     .layer(DeadlineWatchdogLayer::new())
+//!     .service(service_fn(|inv: Invocation| async move {
+//!         let s = inv.schedule.expect("a deadline was given");
+//!         Ok::<_, BoxError>(s.deadline - s.shutdown_at)
+//!     }));
+//! let mut inv = Invocation::new(serde_json::Value::Null, Default::default());
+//! let in_60s = SystemTime::now() + Duration::from_secs(60);
+//! inv.context.deadline = in_60s.duration_since(UNIX_EPOCH)?.as_millis() as u64;
+//! // The default buffer: graceful shutdown timeout (unset here: 0 s) + 2 s.
+//! assert_eq!(svc.ready().await?.call(inv).await?, Duration::from_secs(2));
+//! # Ok(()) }
+//! ```
+
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context as TaskContext, Poll},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use lambda_runtime::Context;
+use pin_project::pin_project;
+use tokio::time::{Instant, Timeout};
+use tower::{Layer, Service};
+
+use crate::{BoxError, Invocation, LambdaWorkerError, ShutdownSchedule};
+
+/// Work time at or below this fails the invocation.
+pub const MIN_WORK_TIME: Duration = Duration::from_secs(1);
+/// Work time below this logs a warning.
+pub const WARN_WORK_TIME: Duration = Duration::from_secs(5);
+/// The worker and the shutdown hooks must be done this long before the deadline.
+pub const HOOKS_DONE_BEFORE_DEADLINE: Duration = Duration::from_millis(500);
+/// The configure teardown must be done this long before the deadline (what is left is
+/// for sending the answer to the Runtime API).
+pub const ANSWER_BEFORE_DEADLINE: Duration = Duration::from_millis(200);
+/// How much longer than the graceful shutdown timeout a drain may take before the
+/// worker is abandoned.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
+/// Time left until the invocation deadline, `None` when the context carries none.
+pub fn remaining_time(context: &Context) -> Option<Duration> {
+    if context.deadline == 0 {
+        return None;
+    }
+    let deadline = UNIX_EPOCH + Duration::from_millis(context.deadline);
+    Some(
+        deadline
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// The deadline as a monotonic instant (converted once, at the call).
+pub fn deadline_instant(context: &Context) -> Option<Instant> {
+    remaining_time(context).map(|left| Instant::now() + left)
+}
+
+pub(crate) fn teardown_deadline(context: &Context) -> Option<Instant> {
+    deadline_instant(context).map(|d| d - ANSWER_BEFORE_DEADLINE)
+}
+
+impl ShutdownSchedule {
+    /// The schedule for a deadline, a shutdown buffer and a graceful shutdown timeout.
+    pub fn new(deadline: Instant, buffer: Duration, graceful_shutdown_timeout: Duration) -> Self {
+        let answer_by = deadline - HOOKS_DONE_BEFORE_DEADLINE.min(buffer);
+        let shutdown_at = deadline - buffer;
+        let drain_by = (shutdown_at + graceful_shutdown_timeout + DRAIN_GRACE).min(answer_by);
+        Self {
+            deadline,
+            shutdown_at,
+            drain_by,
+            answer_by,
+        }
+    }
+}
+
+/// Layer that schedules graceful shutdown and enforces the answer deadline. Place it
+/// after the configure layer (it reads the buffer the callback may have set), closest
+/// to the worker service.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DeadlineWatchdogLayer {
+    _priv: (),
+}
+
+impl DeadlineWatchdogLayer {
+    /// The layer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl<S> Layer<S> for DeadlineWatchdogLayer {
+    type Service = DeadlineWatchdog<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        DeadlineWatchdog { inner }
+    }
+}
+
+/// The service made by [`DeadlineWatchdogLayer`].
+#[derive(Clone, Debug)]
+pub struct DeadlineWatchdog<S> {
+    inner: S,
+}
+
+impl<S> Service<Invocation> for DeadlineWatchdog<S>
+where
+    S: Service<Invocation>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = WatchdogFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut inv: Invocation) -> Self::Future {
+        let Some(remaining) = remaining_time(&inv.context) else {
+            inv.schedule = None;
+            return WatchdogFuture::Unbounded {
+                future: self.inner.call(inv),
+            };
+        };
+        let buffer = inv.config.effective_shutdown_deadline_buffer();
+        let work = remaining.saturating_sub(buffer);
+        if work <= MIN_WORK_TIME {
+            return WatchdogFuture::Failed {
+                error: Some(LambdaWorkerError::TimeoutTooShort { remaining, buffer }),
+            };
+        }
+        if work < WARN_WORK_TIME {
+            tracing::warn!(
+                remaining_ms = remaining.as_millis() as u64,
+                buffer_ms = buffer.as_millis() as u64,
+                work_ms = work.as_millis() as u64,
+                "only {:.1}s to poll before the shutdown buffer ({:.1}s): raise the function's \
+                 timeout for useful invocations",
+                work.as_secs_f64(),
+                buffer.as_secs_f64()
+            );
+        }
+        let schedule = ShutdownSchedule::new(
+            Instant::now() + remaining,
+            buffer,
+            inv.config.graceful_shutdown_timeout(),
+        );
+        inv.schedule = Some(schedule);
+        WatchdogFuture::Bounded {
+            future: tokio::time::timeout_at(schedule.answer_by, self.inner.call(inv)),
+        }
+    }
+}
+
+/// Response future of [`DeadlineWatchdog`].
+#[pin_project(project = WatchdogProj)]
+#[derive(Debug)]
+pub enum WatchdogFuture<F> {
+    /// No deadline: the inner future as is.
+    Unbounded {
+        /// The inner future.
+        #[pin]
+        future: F,
+    },
+    /// The inner future, cut off at `answer_by`.
+    Bounded {
+        /// The inner future under a timeout.
+        #[pin]
+        future: Timeout<F>,
+    },
+    /// Failed before calling the inner service.
+    Failed {
+        /// The error, taken when polled.
+        error: Option<LambdaWorkerError>,
+    },
+}
+
+impl<F, R, E> Future for WatchdogFuture<F>
+where
+    F: Future<Output = Result<R, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<R, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            WatchdogProj::Unbounded { future } => future.poll(cx).map_err(Into::into),
+            WatchdogProj::Bounded { future } => match future.poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Ok(result)) => Poll::Ready(result.map_err(Into::into)),
+                Poll::Ready(Err(_elapsed)) => {
+                    Poll::Ready(Err(LambdaWorkerError::DeadlineExceeded.into()))
+                }
+            },
+            WatchdogProj::Failed { error } => Poll::Ready(Err(error
+                .take()
+                .expect("WatchdogFuture polled after completion")
+                .into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{context_in, run_through};
+    use tower::{ServiceBuilder, ServiceExt, service_fn};
+
+    fn inv_with(
+        remaining: Duration,
+        graceful: Option<Duration>,
+        buffer: Option<Duration>,
+    ) -> Invocation {
+        let mut inv = Invocation::new(Default::default(), context_in("r", remaining));
+        inv.config.worker.graceful_shutdown_period = graceful;
+        inv.config.shutdown_deadline_buffer = buffer;
+        inv
+    }
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[tokio::test(start_paused = true)]
+    async fn schedule_is_deadline_minus_buffer() {
+        let inv = run_through(
+            DeadlineWatchdogLayer::new(),
+            inv_with(S(60), Some(S(5)), None),
+        )
+        .await
+        .unwrap();
+        let s = inv.schedule.unwrap();
+        let to_deadline = s.deadline - Instant::now();
+        assert!(
+            to_deadline <= S(60) && to_deadline > S(59),
+            "{to_deadline:?}"
+        );
+        assert_eq!(
+            s.deadline - s.shutdown_at,
+            S(7),
+            "default buffer = graceful 5s + 2s"
+        );
+        assert_eq!(s.drain_by - s.shutdown_at, S(6), "graceful + 1s grace");
+        assert_eq!(s.deadline - s.answer_by, HOOKS_DONE_BEFORE_DEADLINE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drain_cap_never_passes_answer_by() {
+        // Buffer smaller than graceful timeout: drain would end after the deadline.
+        let inv = run_through(
+            DeadlineWatchdogLayer::new(),
+            inv_with(S(60), Some(S(30)), Some(S(3))),
+        )
+        .await
+        .unwrap();
+        let s = inv.schedule.unwrap();
+        assert_eq!(s.drain_by, s.answer_by);
+        assert!(s.answer_by < s.deadline);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn work_time_of_one_second_or_less_is_an_error_with_both_numbers() {
+        let err = run_through(
+            DeadlineWatchdogLayer::new(),
+            inv_with(Duration::from_millis(7_500), Some(S(5)), None),
+        )
+        .await
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("Lambda timeout is too short"), "{msg}");
+        assert!(msg.contains("shutdown deadline buffer is 7.0s"), "{msg}");
+        assert!(
+            msg.contains("7.5s remained") || msg.contains("7.4s remained"),
+            "{msg}"
+        );
+        assert!(msg.contains("--timeout"), "{msg}");
+        assert_eq!(
+            err.downcast_ref::<LambdaWorkerError>()
+                .unwrap()
+                .error_type(),
+            "TemporalLambdaWorker.TimeoutTooShort"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn work_time_just_over_one_second_is_allowed() {
+        let inv = run_through(
+            DeadlineWatchdogLayer::new(),
+            inv_with(Duration::from_millis(8_600), Some(S(5)), None),
+        )
+        .await
+        .unwrap();
+        assert!(inv.schedule.is_some());
+    }
+
+    #[tokio::test]
+    async fn no_deadline_means_no_schedule() {
+        let inv = run_through(
+            DeadlineWatchdogLayer::new(),
+            Invocation::new(Default::default(), Default::default()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(inv.schedule, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_inner_service_is_answered_before_the_deadline() {
+        let mut svc = ServiceBuilder::new()
+            .layer(DeadlineWatchdogLayer::new())
+            .service(service_fn(|_: Invocation| async {
+                std::future::pending::<()>().await;
+                Ok::<_, BoxError>(())
+            }));
+        let start = Instant::now();
+        let err = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(inv_with(S(30), Some(S(5)), None))
+            .await
+            .unwrap_err();
+        let e = err.downcast_ref::<LambdaWorkerError>().unwrap();
+        assert!(e.recycles_process());
+        let elapsed = start.elapsed();
+        assert!(elapsed < S(30) && elapsed >= S(29), "{elapsed:?}");
+    }
+}

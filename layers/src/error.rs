@@ -1,0 +1,179 @@
+//! The errors an invocation can fail with, each worded so a person knows what to change.
+
+use std::{fmt, path::PathBuf, time::Duration};
+
+/// Boxed error type used by every service in the stack (as in `tower`).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why an invocation failed.
+///
+/// Every variant's `Display` says what went wrong *and* what to change. The Lambda
+/// adapter reports it through the Runtime API's error endpoint with [`error_type`]
+/// as the `errorType`.
+///
+/// [`error_type`]: LambdaWorkerError::error_type
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum LambdaWorkerError {
+    /// The Temporal client configuration (TOML file or `TEMPORAL_*` variables) is unusable.
+    Config {
+        /// The file involved, when the problem is in (or about) a file.
+        path: Option<PathBuf>,
+        /// What is wrong.
+        message: String,
+    },
+    /// No task queue was set.
+    MissingTaskQueue,
+    /// The Worker Deployment Version or versioning behaviour is unusable.
+    InvalidVersion(String),
+    /// The invocation leaves too little time to poll before the shutdown buffer.
+    TimeoutTooShort {
+        /// Time left until the Lambda deadline when the invocation started.
+        remaining: Duration,
+        /// The shutdown deadline buffer in force.
+        buffer: Duration,
+    },
+    /// The user's configure callback returned an error.
+    ConfigureFailed(BoxError),
+    /// The user's configure callback panicked.
+    ConfigurePanicked(String),
+    /// Connecting to Temporal or creating the worker failed.
+    Connect {
+        /// The server address that was tried.
+        target: String,
+        /// Why it failed.
+        source: BoxError,
+    },
+    /// The worker stopped with an error while polling.
+    Worker(BoxError),
+    /// The worker did not finish its graceful shutdown in time; the process is recycled.
+    DrainTimeout {
+        /// The graceful shutdown timeout that was configured.
+        graceful_shutdown_timeout: Duration,
+    },
+    /// The invocation was still running when it had to answer; the process is recycled.
+    DeadlineExceeded,
+}
+
+impl LambdaWorkerError {
+    /// The `errorType` reported to the Lambda Runtime API.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::Config { .. } => "TemporalLambdaWorker.ConfigError",
+            Self::MissingTaskQueue => "TemporalLambdaWorker.MissingTaskQueue",
+            Self::InvalidVersion(_) => "TemporalLambdaWorker.InvalidVersion",
+            Self::TimeoutTooShort { .. } => "TemporalLambdaWorker.TimeoutTooShort",
+            Self::ConfigureFailed(_) => "TemporalLambdaWorker.ConfigureFailed",
+            Self::ConfigurePanicked(_) => "TemporalLambdaWorker.ConfigurePanicked",
+            Self::Connect { .. } => "TemporalLambdaWorker.ConnectError",
+            Self::Worker(_) => "TemporalLambdaWorker.WorkerError",
+            Self::DrainTimeout { .. } => "TemporalLambdaWorker.DrainTimeout",
+            Self::DeadlineExceeded => "TemporalLambdaWorker.DeadlineExceeded",
+        }
+    }
+
+    /// True when the process is in an unknown state after this error (a worker that
+    /// would not drain is still running): answer, then exit so Lambda starts a fresh one.
+    pub fn recycles_process(&self) -> bool {
+        matches!(self, Self::DrainTimeout { .. } | Self::DeadlineExceeded)
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+impl fmt::Display for LambdaWorkerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Config {
+                path: Some(path),
+                message,
+            } => write!(
+                f,
+                "Temporal client config file {}: {message}. Fix the file, or point \
+                 TEMPORAL_CONFIG_FILE at a valid one",
+                path.display()
+            ),
+            Self::Config {
+                path: None,
+                message,
+            } => write!(
+                f,
+                "Temporal client configuration: {message}. Check the TEMPORAL_* environment \
+                 variables of the function"
+            ),
+            Self::MissingTaskQueue => f.write_str(
+                "no task queue is configured: set `config.worker.task_queue` in your configure \
+                 callback, or set the TEMPORAL_TASK_QUEUE environment variable on the function",
+            ),
+            Self::InvalidVersion(msg) => write!(f, "invalid worker deployment version: {msg}"),
+            Self::TimeoutTooShort { remaining, buffer } => {
+                let work = remaining.saturating_sub(*buffer);
+                let needed = (*buffer + Duration::from_secs(10)).as_secs();
+                write!(
+                    f,
+                    "Lambda timeout is too short: {} remained before the invocation deadline and \
+                     the shutdown deadline buffer is {}, which leaves {} to poll for tasks (more \
+                     than 1.0s is required). Raise the function's timeout to at least {needed}s \
+                     (aws lambda update-function-configuration --timeout {needed}), or lower \
+                     `shutdown_deadline_buffer` / `graceful_shutdown_period` in your configure callback",
+                    secs(*remaining),
+                    secs(*buffer),
+                    secs(work),
+                )
+            }
+            Self::ConfigureFailed(e) => write!(f, "the configure callback failed: {e}"),
+            Self::ConfigurePanicked(msg) => write!(
+                f,
+                "the configure callback panicked: {msg}. Fix the callback; this invocation did \
+                 not start a worker"
+            ),
+            Self::Connect { target, source } => write!(
+                f,
+                "could not start a worker against Temporal at {target}: {source}. Check \
+                 TEMPORAL_ADDRESS / the config file's address, network access from the \
+                 function (VPC, security groups), and TLS / API key settings"
+            ),
+            Self::Worker(e) => write!(f, "the Temporal worker stopped with an error: {e}"),
+            Self::DrainTimeout {
+                graceful_shutdown_timeout,
+            } => write!(
+                f,
+                "the worker did not finish within its graceful shutdown timeout ({}) — an \
+                 activity ignored cancellation. The process will be recycled. Make long \
+                 activities heartbeat and honour cancellation, or raise \
+                 `graceful_shutdown_period`, `shutdown_deadline_buffer` and the function's \
+                 timeout together",
+                secs(*graceful_shutdown_timeout)
+            ),
+            Self::DeadlineExceeded => f.write_str(
+                "the invocation had not finished shortly before its deadline and was answered \
+                 early; the process will be recycled. Shorten shutdown hooks and teardown, or \
+                 raise `shutdown_deadline_buffer`",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for LambdaWorkerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::ConfigureFailed(e) | Self::Worker(e) | Self::Connect { source: e, .. } => {
+                Some(e.as_ref())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Text of a panic payload, for error messages.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(non-string panic payload)".to_owned()
+    }
+}

@@ -1,0 +1,131 @@
+//! The lifecycle rules of `temporal-lambda-worker`, one `tower::Layer` each.
+//!
+//! Depend on `temporal-lambda-worker`, which re-exports everything here; this crate
+//! exists so the rules build and test without the Temporal connection code.
+//!
+//! A request is an [`Invocation`]: the Lambda event and context plus a fresh
+//! [`LambdaWorkerConfig`]. The default stack, outermost first:
+//!
+//! | layer | rule |
+//! | --- | --- |
+//! | [`LoadConfigLayer`] | client config from `temporal.toml` / `TEMPORAL_*`, task queue from `TEMPORAL_TASK_QUEUE` |
+//! | [`LambdaDefaultsLayer`] | pre-fill the Lambda tuning defaults |
+//! | [`ConfigureLayer`] | the user's configure callback (and its teardown) |
+//! | [`DisableEagerActivitiesLayer`] | eager activities off, cannot be overridden |
+//! | [`WorkerVersioningLayer`] | Worker Deployment Versioning on, with the deployment version |
+//! | [`WorkerIdentityLayer`] | identity `request_id@function_arn` unless set |
+//! | [`DeadlineWatchdogLayer`] | shutdown schedule from the deadline; answer before it |
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod configure;
+pub mod deadline;
+pub mod disable_eager;
+pub mod env;
+pub mod error;
+pub mod identity;
+pub mod invocation;
+pub mod lambda_defaults;
+pub mod load_config;
+pub mod step;
+pub mod versioning;
+
+pub use config::{LambdaWorkerConfig, ShutdownHook};
+pub use configure::{
+    AsyncConfigure, Configure, ConfigureLayer, ConfigureService, Configured, async_configure,
+};
+pub use deadline::{DeadlineWatchdog, DeadlineWatchdogLayer};
+pub use disable_eager::{DisableEagerActivities, DisableEagerActivitiesLayer};
+pub use env::{Environment, ProcessEnvironment, StaticEnvironment};
+pub use error::{BoxError, LambdaWorkerError};
+pub use identity::{WorkerIdentity, WorkerIdentityLayer};
+pub use invocation::{Invocation, ShutdownSchedule};
+pub use lambda_defaults::{LambdaDefaults, LambdaDefaultsLayer};
+pub use load_config::{LoadConfig, LoadConfigLayer};
+pub use step::{InvocationStep, Step, StepFuture, StepLayer};
+pub use temporalio_common::worker::{VersioningBehavior, WorkerDeploymentVersion};
+pub use versioning::{WorkerVersioning, WorkerVersioningLayer};
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::{
+        path::{Path, PathBuf},
+        sync::atomic::{AtomicUsize, Ordering},
+        time::{Duration, SystemTime, UNIX_EPOCH},
+    };
+
+    use lambda_runtime::Context;
+    use tower::{Layer, Service, ServiceExt, service_fn};
+
+    use crate::{BoxError, Invocation, WorkerDeploymentVersion};
+
+    /// Runs one invocation through `layer` over a service that hands the invocation back.
+    pub async fn run_through<L>(layer: L, inv: Invocation) -> Result<Invocation, BoxError>
+    where
+        L: Layer<
+            tower::util::ServiceFn<
+                fn(Invocation) -> std::future::Ready<Result<Invocation, BoxError>>,
+            >,
+        >,
+        L::Service: Service<Invocation, Response = Invocation>,
+        <L::Service as Service<Invocation>>::Error: Into<BoxError>,
+    {
+        let echo: fn(Invocation) -> std::future::Ready<Result<Invocation, BoxError>> =
+            |inv| std::future::ready(Ok(inv));
+        layer
+            .layer(service_fn(echo))
+            .oneshot(inv)
+            .await
+            .map_err(Into::into)
+    }
+
+    pub fn version(name: &str, build: &str) -> WorkerDeploymentVersion {
+        WorkerDeploymentVersion::builder()
+            .deployment_name(name)
+            .build_id(build)
+            .build()
+    }
+
+    pub fn context(request_id: &str, deadline_ms: u64) -> Context {
+        let mut c = Context::default();
+        c.request_id = request_id.into();
+        c.deadline = deadline_ms;
+        c.invoked_function_arn = "arn:aws:lambda:us-east-1:000000000000:function:test".into();
+        c
+    }
+
+    /// A context whose deadline is `remaining` from now (wall clock).
+    pub fn context_in(request_id: &str, remaining: Duration) -> Context {
+        let ms = (SystemTime::now() + remaining)
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        context(request_id, ms)
+    }
+
+    /// A temporary directory removed on drop.
+    pub struct TempDir(PathBuf);
+    impl TempDir {
+        pub fn new() -> Self {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let p = std::env::temp_dir().join(format!(
+                "tlw-test-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&p).unwrap();
+            Self(p)
+        }
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+        pub fn write(&self, name: &str, text: &str) {
+            std::fs::write(self.0.join(name), text).unwrap();
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}

@@ -1,0 +1,387 @@
+//! Loads Temporal's client configuration (envconfig) into a fresh config.
+//!
+//! The TOML profile file is resolved in this order:
+//! 1. `TEMPORAL_CONFIG_FILE`, if set — it must exist (you asked for it);
+//! 2. `temporal.toml` in `$LAMBDA_TASK_ROOT` (typically `/var/task`);
+//! 3. `temporal.toml` in the current working directory.
+//!
+//! No file at the two default locations is fine: then only the environment variables
+//! (`TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`, `TEMPORAL_API_KEY`, `TEMPORAL_TLS*`,
+//! `TEMPORAL_PROFILE`, `TEMPORAL_GRPC_META_*`, …) are used, with Temporal's names and
+//! precedence. A malformed file is an error naming the file, never a silent fallback.
+//! `TEMPORAL_TASK_QUEUE`, when set, pre-fills the task queue (the configure callback,
+//! which runs later, wins).
+//!
+//! The environment is injected ([`Environment`]), so the rules are testable without
+//! touching the process environment.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use temporalio_client::{ClientOptions, ConnectionOptions};
+use temporalio_common::envconfig::{
+    DataSource, LoadClientConfigProfileOptions, load_client_config_profile,
+};
+
+use crate::{
+    Environment, Invocation, InvocationStep, LambdaWorkerError, ProcessEnvironment, StepLayer,
+    config::DEFAULT_NAMESPACE,
+};
+
+/// The file name looked for in `$LAMBDA_TASK_ROOT` and the working directory.
+pub const CONFIG_FILE_NAME: &str = "temporal.toml";
+
+/// Finds the config file by the resolution order above; `Ok(None)` when there is none.
+pub fn resolve_config_file(
+    env: &dyn Environment,
+    exists: impl Fn(&Path) -> bool,
+) -> Result<Option<PathBuf>, LambdaWorkerError> {
+    if let Some(named) = env.var("TEMPORAL_CONFIG_FILE").filter(|p| !p.is_empty()) {
+        let mut path = PathBuf::from(named);
+        if path.is_relative()
+            && let Some(cwd) = env.current_dir()
+        {
+            path = cwd.join(path);
+        }
+        if !exists(&path) {
+            return Err(LambdaWorkerError::Config {
+                path: Some(path),
+                message: "TEMPORAL_CONFIG_FILE names this file, but it does not exist (is it \
+                          packaged in the deployment zip?)"
+                    .into(),
+            });
+        }
+        return Ok(Some(path));
+    }
+    let candidates = [
+        env.var("LAMBDA_TASK_ROOT")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from),
+        env.current_dir(),
+    ];
+    Ok(candidates
+        .into_iter()
+        .flatten()
+        .map(|dir| dir.join(CONFIG_FILE_NAME))
+        .find(|p| exists(p)))
+}
+
+/// What [`load_client_config`] produces.
+pub struct LoadedClientConfig {
+    /// Connection options.
+    pub connection: ConnectionOptions,
+    /// Client options.
+    pub client: ClientOptions,
+    /// The file read, if any.
+    pub file: Option<PathBuf>,
+}
+
+/// Resolves, reads and parses the client configuration.
+pub fn load_client_config(env: &dyn Environment) -> Result<LoadedClientConfig, LambdaWorkerError> {
+    let file = resolve_config_file(env, Path::is_file)?;
+    let config_error = |message: String| LambdaWorkerError::Config {
+        path: file.clone(),
+        message,
+    };
+    let data = match &file {
+        Some(path) => Some(std::fs::read(path).map_err(|e| LambdaWorkerError::Config {
+            path: Some(path.clone()),
+            message: format!("cannot be read: {e}"),
+        })?),
+        None => None,
+    };
+    let options = LoadClientConfigProfileOptions::builder()
+        .disable_file(data.is_none())
+        .maybe_config_source(data.map(DataSource::Data))
+        .build();
+    let vars = env.vars();
+    let profile = load_client_config_profile(options, Some(&vars))
+        .map_err(|e| config_error(format!("is not valid: {e}")))?;
+    let namespace = profile
+        .namespace
+        .clone()
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+    let connection = ConnectionOptions::try_from(profile)
+        .map_err(|e| config_error(format!("gives unusable connection settings: {e}")))?;
+    Ok(LoadedClientConfig {
+        connection,
+        client: ClientOptions::new(namespace).build(),
+        file,
+    })
+}
+
+/// Fills the connection and client options from envconfig, and the task queue from
+/// `TEMPORAL_TASK_QUEUE`.
+#[derive(Clone)]
+pub struct LoadConfig {
+    env: Arc<dyn Environment>,
+}
+
+impl std::fmt::Debug for LoadConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadConfig").finish_non_exhaustive()
+    }
+}
+
+impl InvocationStep for LoadConfig {
+    fn apply(&self, inv: &mut Invocation) -> Result<(), LambdaWorkerError> {
+        let loaded = load_client_config(self.env.as_ref())?;
+        inv.config.connection = loaded.connection;
+        inv.config.client = loaded.client;
+        inv.config.config_file = loaded.file;
+        if let Some(queue) = self
+            .env
+            .var("TEMPORAL_TASK_QUEUE")
+            .filter(|q| !q.is_empty())
+        {
+            inv.config.worker.task_queue = queue;
+        }
+        Ok(())
+    }
+}
+
+/// Layer that loads the client configuration. Place it first.
+pub type LoadConfigLayer = StepLayer<LoadConfig>;
+
+impl StepLayer<LoadConfig> {
+    /// Reads the real process environment.
+    pub fn new() -> Self {
+        Self::with_environment(ProcessEnvironment)
+    }
+    /// Reads the given environment instead (tests, embedding).
+    pub fn with_environment(env: impl Environment) -> Self {
+        StepLayer::from_step(LoadConfig { env: Arc::new(env) })
+    }
+}
+
+impl Default for StepLayer<LoadConfig> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        StaticEnvironment,
+        testing::{TempDir, run_through},
+    };
+
+    fn load(env: StaticEnvironment) -> Result<Invocation, crate::BoxError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(run_through(
+            LoadConfigLayer::with_environment(env),
+            Invocation::new(Default::default(), Default::default()),
+        ))
+    }
+
+    fn config_error(err: crate::BoxError) -> (Option<PathBuf>, String) {
+        let text = err.to_string();
+        match *err.downcast::<LambdaWorkerError>().unwrap() {
+            LambdaWorkerError::Config { path, .. } => (path, text),
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    const TOML_A: &str = "[profile.default]\naddress = \"a.example:7233\"\nnamespace = \"ns-a\"\n";
+    const TOML_B: &str = "[profile.default]\naddress = \"b.example:7233\"\nnamespace = \"ns-b\"\n";
+
+    #[test]
+    fn no_file_anywhere_uses_environment_only() {
+        let dir = TempDir::new();
+        let inv = load(
+            StaticEnvironment::new()
+                .var("LAMBDA_TASK_ROOT", dir.path().to_str().unwrap())
+                .current_dir(dir.path())
+                .var("TEMPORAL_ADDRESS", "env.example:7233")
+                .var("TEMPORAL_NAMESPACE", "env-ns"),
+        )
+        .unwrap();
+        assert_eq!(
+            inv.config.connection.target.as_str(),
+            "http://env.example:7233/"
+        );
+        assert_eq!(inv.config.client.namespace, "env-ns");
+        assert_eq!(inv.config.config_file, None);
+    }
+
+    #[test]
+    fn defaults_without_file_or_variables() {
+        let inv = load(StaticEnvironment::new()).unwrap();
+        assert_eq!(
+            inv.config.connection.target.as_str(),
+            "http://localhost:7233/"
+        );
+        assert_eq!(inv.config.client.namespace, "default");
+        assert!(inv.config.connection.api_key.is_none());
+    }
+
+    #[test]
+    fn resolution_order_named_then_task_root_then_cwd() {
+        let named = TempDir::new();
+        let root = TempDir::new();
+        let cwd = TempDir::new();
+        named.write("custom.toml", TOML_A);
+        root.write(CONFIG_FILE_NAME, TOML_B);
+        cwd.write(
+            CONFIG_FILE_NAME,
+            "[profile.default]\nnamespace = \"ns-cwd\"\n",
+        );
+        let env = || {
+            StaticEnvironment::new()
+                .var("LAMBDA_TASK_ROOT", root.path().to_str().unwrap())
+                .current_dir(cwd.path())
+        };
+        let named_path = named.path().join("custom.toml");
+        let inv = load(env().var("TEMPORAL_CONFIG_FILE", named_path.to_str().unwrap())).unwrap();
+        assert_eq!(inv.config.client.namespace, "ns-a");
+        assert_eq!(
+            inv.config.config_file.as_deref(),
+            Some(named_path.as_path())
+        );
+
+        let inv = load(env()).unwrap();
+        assert_eq!(inv.config.client.namespace, "ns-b");
+        assert_eq!(
+            inv.config.connection.target.as_str(),
+            "http://b.example:7233/"
+        );
+
+        std::fs::remove_file(root.path().join(CONFIG_FILE_NAME)).unwrap();
+        let inv = load(env()).unwrap();
+        assert_eq!(inv.config.client.namespace, "ns-cwd");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let root = TempDir::new();
+        root.write(CONFIG_FILE_NAME, TOML_A);
+        let inv = load(
+            StaticEnvironment::new()
+                .var("LAMBDA_TASK_ROOT", root.path().to_str().unwrap())
+                .var("TEMPORAL_NAMESPACE", "from-env")
+                .var("TEMPORAL_GRPC_META_X_TEAM", "payments"),
+        )
+        .unwrap();
+        assert_eq!(inv.config.client.namespace, "from-env");
+        assert_eq!(
+            inv.config.connection.target.as_str(),
+            "http://a.example:7233/"
+        );
+        assert_eq!(
+            inv.config
+                .connection
+                .headers
+                .as_ref()
+                .unwrap()
+                .get("x-team")
+                .map(String::as_str),
+            Some("payments")
+        );
+    }
+
+    #[test]
+    fn profile_is_chosen_by_temporal_profile() {
+        let root = TempDir::new();
+        let text = toml::to_string(&toml::toml! {
+            [profile.default]
+            namespace = "dflt"
+            [profile.prod]
+            namespace = "prod-ns"
+        })
+        .unwrap();
+        root.write(CONFIG_FILE_NAME, &text);
+        let env = StaticEnvironment::new()
+            .var("LAMBDA_TASK_ROOT", root.path().to_str().unwrap())
+            .var("TEMPORAL_PROFILE", "prod");
+        assert_eq!(load(env).unwrap().config.client.namespace, "prod-ns");
+    }
+
+    #[test]
+    fn a_named_file_that_does_not_exist_is_an_error_naming_it() {
+        let dir = TempDir::new();
+        let missing = dir.path().join("nope.toml");
+        let (path, text) = config_error(
+            load(StaticEnvironment::new().var("TEMPORAL_CONFIG_FILE", missing.to_str().unwrap()))
+                .unwrap_err(),
+        );
+        assert_eq!(path.as_deref(), Some(missing.as_path()));
+        assert!(text.contains("does not exist"), "{text}");
+        assert!(text.contains("nope.toml"), "{text}");
+    }
+
+    #[test]
+    fn a_malformed_file_is_an_error_naming_it() {
+        let root = TempDir::new();
+        root.write(CONFIG_FILE_NAME, "[profile.default\naddress = ");
+        let file = root.path().join(CONFIG_FILE_NAME);
+        let (path, text) = config_error(
+            load(StaticEnvironment::new().var("LAMBDA_TASK_ROOT", root.path().to_str().unwrap()))
+                .unwrap_err(),
+        );
+        assert_eq!(path.as_deref(), Some(file.as_path()));
+        assert!(text.contains(file.to_str().unwrap()), "{text}");
+        assert!(text.contains("not valid"), "{text}");
+    }
+
+    #[test]
+    fn an_unreadable_file_is_an_error_naming_it() {
+        let root = TempDir::new();
+        // A directory where the file should be: exists but cannot be read as a file.
+        std::fs::create_dir(root.path().join("cfg.toml")).unwrap();
+        let named = root.path().join("cfg.toml");
+        let err =
+            load(StaticEnvironment::new().var("TEMPORAL_CONFIG_FILE", named.to_str().unwrap()))
+                .unwrap_err();
+        assert!(err.to_string().contains("cfg.toml"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_profile_is_an_error() {
+        let root = TempDir::new();
+        root.write(CONFIG_FILE_NAME, TOML_A);
+        let (_, text) = config_error(
+            load(
+                StaticEnvironment::new()
+                    .var("LAMBDA_TASK_ROOT", root.path().to_str().unwrap())
+                    .var("TEMPORAL_PROFILE", "staging"),
+            )
+            .unwrap_err(),
+        );
+        assert!(text.contains("staging"), "{text}");
+    }
+
+    #[test]
+    fn task_queue_comes_from_the_environment() {
+        let inv = load(StaticEnvironment::new().var("TEMPORAL_TASK_QUEUE", "tq-env")).unwrap();
+        assert_eq!(inv.config.worker.task_queue, "tq-env");
+        let inv = load(StaticEnvironment::new()).unwrap();
+        assert_eq!(inv.config.worker.task_queue, "");
+    }
+
+    #[test]
+    fn api_key_is_loaded_but_never_in_debug_output() {
+        let inv = load(
+            StaticEnvironment::new()
+                .var("TEMPORAL_API_KEY", "sekrit-key-123")
+                .var("TEMPORAL_ADDRESS", "ns.tmprl.cloud:7233"),
+        )
+        .unwrap();
+        assert_eq!(
+            inv.config.connection.api_key.as_deref(),
+            Some("sekrit-key-123")
+        );
+        assert!(
+            inv.config.connection.tls_options.is_some(),
+            "an API key turns TLS on"
+        );
+        let debug = format!("{:?} {:?}", inv.config, inv);
+        assert!(!debug.contains("sekrit"), "{debug}");
+        assert!(debug.contains("api_key: \"<set>\""), "{debug}");
+    }
+}
