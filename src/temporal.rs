@@ -1,0 +1,170 @@
+//! The real [`WorkerBackend`]: Temporal workers on a dedicated thread.
+//!
+//! The SDK's `Worker::run` future is not `Send` (workflows run in a `LocalSet`), while
+//! tower stacks and `lambda_runtime` want `Send` futures. This is handled once, here: a
+//! thread running a current-thread Tokio runtime and a `LocalSet` owns the SDK runtime,
+//! the cached connection and every worker. The stack sends it a job over a channel and
+//! gets back a `Send` [`RunningWorker`] (a shutdown handle and a completion receiver).
+//! A worker stuck on that thread cannot stop the stack's own task from answering the
+//! Runtime API before the deadline.
+
+use std::{cell::RefCell, rc::Rc, sync::Mutex};
+
+use futures_util::future::{BoxFuture, LocalBoxFuture};
+use temporalio_client::{Client, Connection};
+use temporalio_sdk::{Runtime, Worker, runtime::RuntimeOptions};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    BoxError, RunningWorker, SessionConfig, WorkerBackend,
+    connection_cache::{ConnectionCache, fingerprint},
+};
+
+type Job = Box<dyn FnOnce(Rc<Host>) -> LocalBoxFuture<'static, ()> + Send>;
+
+struct Host {
+    runtime: Result<Runtime, String>,
+    connections: RefCell<ConnectionCache<Connection>>,
+}
+
+/// Runs workers against a real Temporal server, reusing the connection across warm
+/// invocations while the connection options stay the same.
+#[derive(Default)]
+pub struct TemporalBackend {
+    jobs: Mutex<Option<mpsc::UnboundedSender<Job>>>,
+}
+
+impl std::fmt::Debug for TemporalBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TemporalBackend").finish_non_exhaustive()
+    }
+}
+
+impl TemporalBackend {
+    /// A backend; its thread starts with the first session.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn sender(&self) -> Result<mpsc::UnboundedSender<Job>, BoxError> {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        match jobs.as_ref() {
+            Some(tx) if !tx.is_closed() => Ok(tx.clone()),
+            _ => {
+                let tx = spawn_host()?;
+                *jobs = Some(tx.clone());
+                Ok(tx)
+            }
+        }
+    }
+}
+
+fn spawn_host() -> Result<mpsc::UnboundedSender<Job>, BoxError> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("temporal-worker")
+        .build()?;
+    std::thread::Builder::new()
+        .name("temporal-worker".into())
+        .spawn(move || {
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&runtime, async move {
+                // Worker heartbeats off: a Lambda process is frozen between invocations,
+                // and shut-down workers would otherwise keep heartbeating.
+                let sdk_runtime = RuntimeOptions::builder()
+                    .heartbeat_interval(None)
+                    .build()
+                    .map_err(|e| e.to_string())
+                    .and_then(|o| Runtime::from_current_tokio(o).map_err(|e| e.to_string()));
+                let host = Rc::new(Host {
+                    runtime: sdk_runtime,
+                    connections: RefCell::default(),
+                });
+                while let Some(job) = rx.recv().await {
+                    tokio::task::spawn_local(job(host.clone()));
+                }
+            });
+        })?;
+    Ok(tx)
+}
+
+impl WorkerBackend for TemporalBackend {
+    fn start(&self, session: SessionConfig) -> BoxFuture<'static, Result<RunningWorker, BoxError>> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let sent = self.sender().and_then(|tx| {
+            tx.send(Box::new(move |host| {
+                Box::pin(host_session(host, session, reply_tx))
+            }))
+            .map_err(|_| "the Temporal worker thread has stopped".into())
+        });
+        Box::pin(async move {
+            sent?;
+            reply_rx
+                .await
+                .map_err(|_| BoxError::from("the Temporal worker thread dropped the session"))?
+        })
+    }
+}
+
+async fn host_session(
+    host: Rc<Host>,
+    session: SessionConfig,
+    reply: oneshot::Sender<Result<RunningWorker, BoxError>>,
+) {
+    let runtime = match &host.runtime {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = reply.send(Err(format!(
+                "the Temporal SDK runtime failed to start: {e}"
+            )
+            .into()));
+            return;
+        }
+    };
+    let key = fingerprint(&session.connection);
+    let cached = host.connections.borrow().get(key);
+    let (connection, reused) = match cached {
+        Some(c) => (c, true),
+        None => match Connection::connect(session.connection).await {
+            Ok(c) => {
+                host.connections.borrow_mut().put(key, c.clone());
+                (c, false)
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+                return;
+            }
+        },
+    };
+    let worker = Client::new(connection, session.client)
+        .map_err(BoxError::from)
+        .and_then(|client| Worker::new(runtime, client, session.worker).map_err(BoxError::from));
+    let mut worker = match worker {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = reply.send(Err(e));
+            return;
+        }
+    };
+    let (done_tx, done_rx) = oneshot::channel::<Result<(), BoxError>>();
+    let running = RunningWorker {
+        shutdown: Box::new(worker.shutdown_handle()),
+        finished: Box::pin(async move {
+            done_rx
+                .await
+                .unwrap_or_else(|_| Err("the Temporal worker thread dropped the worker".into()))
+        }),
+        connection_reused: reused,
+    };
+    if reply.send(Ok(running)).is_err() {
+        // Nobody waits for this worker any more (the invocation gave up): stop it at once.
+        worker.shutdown_handle()();
+    }
+    let result = worker.run().await.map_err(BoxError::from);
+    if result.is_err() {
+        // The connection may be what broke: make the next invocation reconnect.
+        host.connections.borrow_mut().invalidate();
+    }
+    let _ = done_tx.send(result);
+}
