@@ -1,1 +1,15 @@
+//! Test support for temporal-lambda-worker: the real parts, on one machine.
+//!
+//! - [`RuntimeApi`]: a small Lambda Runtime API server on 127.0.0.1 speaking the
+//!   documented protocol (long-poll `next` with the `Lambda-Runtime-*` headers,
+//!   `response`, `error`, `init/error`), with real deadlines.
+//! - [`DevServer`]: `temporal server start-dev` on a free loopback port, stopped by PID.
+//! - [`Bootstrap`]: a Lambda bootstrap binary run as its own process with the
+//!   `AWS_LAMBDA_*` environment, as AWS runs it.
+pub mod bootstrap;
+pub mod dev_server;
+pub mod runtime_api;
 
+pub use bootstrap::Bootstrap;
+pub use dev_server::{DevServer, temporal_cli};
+pub use runtime_api::{Answer, Outcome, RuntimeApi};

@@ -1,0 +1,37 @@
+use std::time::Duration;
+
+use temporalio_macros::{activities, workflow, workflow_methods};
+use temporalio_sdk::{
+    ActivityOptions, WorkflowContext, WorkflowResult,
+    activities::{ActivityContext, ActivityError},
+};
+
+/// Greets through one activity.
+#[workflow]
+#[derive(Default)]
+pub struct HelloWorkflow;
+
+#[workflow_methods]
+impl HelloWorkflow {
+    #[run]
+    pub async fn run(ctx: &mut WorkflowContext<Self>, name: String) -> WorkflowResult<String> {
+        let greeting = ctx
+            .execute_activity(
+                GreetingActivities::greet,
+                name,
+                ActivityOptions::start_to_close_timeout(Duration::from_secs(10)),
+            )
+            .await?;
+        Ok(greeting)
+    }
+}
+
+pub struct GreetingActivities;
+
+#[activities]
+impl GreetingActivities {
+    #[activity]
+    pub async fn greet(_ctx: ActivityContext, name: String) -> Result<String, ActivityError> {
+        Ok(format!("Hello, {name}!"))
+    }
+}

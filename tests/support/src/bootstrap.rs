@@ -1,0 +1,65 @@
+//! A Lambda bootstrap run as its own process, with the environment AWS gives it.
+
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+};
+
+/// A running bootstrap process, killed by PID when dropped.
+pub struct Bootstrap {
+    child: Child,
+}
+
+impl Bootstrap {
+    /// Starts `binary` against the Runtime API at `runtime_api`, with `AWS_LAMBDA_*`
+    /// variables for `function_name`, `LAMBDA_TASK_ROOT` = `task_root`, and `extra` variables.
+    pub fn start(
+        binary: &Path,
+        runtime_api: &str,
+        function_name: &str,
+        task_root: &Path,
+        extra: &[(&str, &str)],
+    ) -> std::io::Result<Self> {
+        let mut cmd = Command::new(binary);
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("AWS_LAMBDA_RUNTIME_API", runtime_api)
+            .env("AWS_LAMBDA_FUNCTION_NAME", function_name)
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+            .env(
+                "AWS_LAMBDA_LOG_GROUP_NAME",
+                format!("/aws/lambda/{function_name}"),
+            )
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/25/[$LATEST]local")
+            .env("LAMBDA_TASK_ROOT", task_root)
+            .current_dir(task_root)
+            .stdin(Stdio::null());
+        if std::env::var_os("TLW_QUIET_BOOTSTRAP").is_some() {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        Ok(Self {
+            child: cmd.spawn()?,
+        })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `Some(exit code)` once the process has exited.
+    pub fn exited(&mut self) -> Option<Option<i32>> {
+        self.child.try_wait().ok().flatten().map(|s| s.code())
+    }
+}
+
+impl Drop for Bootstrap {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
