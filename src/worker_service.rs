@@ -231,11 +231,14 @@ mod tests {
         StopsWithError,
     }
 
+    /// What the backend saw: task queue, identity, eager reservations, versioning, graceful secs.
+    type SeenSession = (String, Option<String>, usize, bool, u64);
+
     #[derive(Clone)]
     struct Fake {
         behaviour: Behaviour,
         events: Arc<Mutex<Vec<String>>>,
-        sessions: Arc<Mutex<Vec<(String, Option<String>, usize, bool, u64)>>>,
+        sessions: Arc<Mutex<Vec<SeenSession>>>,
     }
 
     impl Fake {

@@ -3,7 +3,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use temporal_lambda_worker_testkit::{Bootstrap, DevServer, Outcome, RuntimeApi, temporal_cli};
+use temporal_lambda_worker_testkit::{Bootstrap, DevServer, Outcome, RuntimeApi};
 
 const ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:hello";
 const BUFFER: f64 = 7.0;
@@ -41,89 +41,6 @@ impl Drop for TempDir {
     }
 }
 
-/// Starts a workflow with the CLI and waits for its result.
-async fn execute_workflow(
-    server: &DevServer,
-    task_queue: &str,
-    id: &str,
-    name: &str,
-) -> Result<String, String> {
-    let out = tokio::process::Command::new(temporal_cli())
-        .args([
-            "workflow",
-            "execute",
-            "--type",
-            "HelloWorkflow",
-            "--task-queue",
-            task_queue,
-        ])
-        .args([
-            "--workflow-id",
-            id,
-            "--input",
-            &format!("\"{name}\""),
-            "--execution-timeout",
-            "60s",
-        ])
-        .args(["--address", &server.address])
-        .output()
-        .await
-        .map_err(|e| e.to_string())?;
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(text)
-    }
-}
-
-/// Registers the version: one invocation polls, and the version is made current meanwhile.
-async fn register_version(server: &DevServer, api: &RuntimeApi, deployment: &str) {
-    let invocation = api.invoke(b"", Duration::from_secs(12));
-    let set = async {
-        let addr = server.address.clone();
-        let deployment = deployment.to_owned();
-        tokio::task::spawn_blocking(move || {
-            // A second handle on the same server, for the blocking CLI calls.
-            let s = DevServerRef(addr);
-            s.set_current(&deployment)
-        })
-        .await
-        .unwrap()
-    };
-    let (answer, set) = tokio::join!(invocation, set);
-    set.expect("version made current");
-    answer.response();
-}
-
-struct DevServerRef(String);
-impl DevServerRef {
-    fn set_current(&self, deployment: &str) -> Result<(), String> {
-        let start = std::time::Instant::now();
-        loop {
-            let out = std::process::Command::new(temporal_cli())
-                .args([
-                    "worker",
-                    "deployment",
-                    "set-current-version",
-                    "--deployment-name",
-                    deployment,
-                ])
-                .args(["--build-id", "build-1", "--yes", "--address", &self.0])
-                .output()
-                .map_err(|e| e.to_string())?;
-            if out.status.success() {
-                return Ok(());
-            }
-            if start.elapsed() > Duration::from_secs(10) {
-                return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-            }
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    }
-}
-
 fn assert_polled_until_the_buffer(answer: &temporal_lambda_worker_testkit::Answer) {
     let slack = answer.slack();
     assert!(slack > 0.0, "answered {slack:.3}s after the deadline");
@@ -150,7 +67,10 @@ async fn workflows_complete_in_invocations_of_one_warm_process() {
         ],
     )
     .unwrap();
-    register_version(&server, &api, "dep-happy").await;
+    server
+        .register_version(&api, "dep-happy", "build-1")
+        .await
+        .unwrap();
 
     for i in 0..3 {
         // Temporal's Worker Controller sends an empty payload; also try `{}` and non-JSON.
@@ -159,7 +79,7 @@ async fn workflows_complete_in_invocations_of_one_warm_process() {
         let id = format!("wf-happy-{i}");
         let (answer, result) = tokio::join!(
             api.invoke(payload, Duration::from_secs(15)),
-            execute_workflow(&server, "tq-happy", &id, &name)
+            server.execute_hello("tq-happy", &id, &name)
         );
         let result = result.expect("workflow completed");
         assert!(result.contains(&format!("Hello, {name}!")), "{result}");
@@ -173,7 +93,8 @@ async fn workflows_complete_in_invocations_of_one_warm_process() {
         assert_eq!(body["identity"], identity.as_str());
         // The server records the identity of the worker that took each task.
         let history = server
-            .cli(&["workflow", "show", "--workflow-id", &id, "-o", "json"])
+            .cli_async(&["workflow", "show", "--workflow-id", &id, "-o", "json"])
+            .await
             .expect("workflow history");
         assert!(
             history.contains(&format!("\"identity\": \"{identity}\"")),
@@ -202,7 +123,10 @@ async fn each_fault_fails_only_its_invocation_and_the_process_goes_on() {
         ],
     )
     .unwrap();
-    register_version(&server, &api, "dep-faults").await;
+    server
+        .register_version(&api, "dep-faults", "build-1")
+        .await
+        .unwrap();
 
     // A malformed config file.
     std::fs::write(&file, "[profile.default\naddress = ").unwrap();
@@ -234,7 +158,7 @@ async fn each_fault_fails_only_its_invocation_and_the_process_goes_on() {
     // And the same process still serves real work.
     let (answer, result) = tokio::join!(
         api.invoke(b"", Duration::from_secs(15)),
-        execute_workflow(&server, "tq-faults", "wf-after-faults", "Again")
+        server.execute_hello("tq-faults", "wf-after-faults", "Again")
     );
     assert!(
         result

@@ -110,8 +110,24 @@ impl DevServer {
         }
     }
 
+    /// Runs a `temporal` CLI command without blocking the async runtime.
+    pub async fn cli_async(&self, args: &[&str]) -> Result<String, String> {
+        let out = tokio::process::Command::new(temporal_cli())
+            .args(args)
+            .args(["--address", &self.address])
+            .output()
+            .await
+            .map_err(|e| e.to_string())?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            Ok(stdout)
+        } else {
+            Err(stdout + &String::from_utf8_lossy(&out.stderr))
+        }
+    }
+
     /// Makes a version current, retrying until a worker of it has polled (up to `wait`).
-    pub fn set_current_version(
+    pub async fn set_current_version(
         &self,
         deployment: &str,
         build_id: &str,
@@ -119,21 +135,67 @@ impl DevServer {
     ) -> Result<(), String> {
         let start = Instant::now();
         loop {
-            let r = self.cli(&[
-                "worker",
-                "deployment",
-                "set-current-version",
-                "--deployment-name",
-                deployment,
-                "--build-id",
-                build_id,
-                "--yes",
-            ]);
+            let r = self
+                .cli_async(&[
+                    "worker",
+                    "deployment",
+                    "set-current-version",
+                    "--deployment-name",
+                    deployment,
+                    "--build-id",
+                    build_id,
+                    "--yes",
+                ])
+                .await;
             match r {
                 Ok(_) => return Ok(()),
                 Err(e) if start.elapsed() > wait => return Err(e),
-                Err(_) => std::thread::sleep(Duration::from_millis(300)),
+                Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
             }
+        }
+    }
+
+    /// Starts a `HelloWorkflow` with the CLI and waits for its result (stdout).
+    pub async fn execute_hello(
+        &self,
+        task_queue: &str,
+        workflow_id: &str,
+        name: &str,
+    ) -> Result<String, String> {
+        let input = format!("\"{name}\"");
+        self.cli_async(&[
+            "workflow",
+            "execute",
+            "--type",
+            "HelloWorkflow",
+            "--task-queue",
+            task_queue,
+            "--workflow-id",
+            workflow_id,
+            "--input",
+            &input,
+            "--execution-timeout",
+            "60s",
+        ])
+        .await
+    }
+
+    /// Registers a deployment version the serverless way: one invocation of the function
+    /// polls (which makes the version known to the server) while the version is made current.
+    pub async fn register_version(
+        &self,
+        api: &crate::RuntimeApi,
+        deployment: &str,
+        build_id: &str,
+    ) -> Result<(), String> {
+        let (answer, set) = tokio::join!(
+            api.invoke(b"", Duration::from_secs(12)),
+            self.set_current_version(deployment, build_id, Duration::from_secs(10))
+        );
+        set?;
+        match answer.outcome {
+            crate::Outcome::Response(_) => Ok(()),
+            other => Err(format!("the registering invocation failed: {other:?}")),
         }
     }
 }

