@@ -84,21 +84,28 @@ pub use worker_service::{
 
 use tower::{Service, ServiceBuilder};
 
-/// The stack [`run_worker`] serves, over any backend (tests pass a fake one).
-pub fn default_stack_with_backend<C, B>(
+/// The stack [`run_worker`] serves, over any backend and environment (tests pass a fake
+/// backend and a [`StaticEnvironment`]).
+pub fn default_stack_with<C, B, E>(
     version: WorkerDeploymentVersion,
     configure: C,
     backend: B,
-) -> impl Service<Invocation, Response = WorkerReport, Error = BoxError, Future = impl Send + use<C, B>>
-+ Clone
+    environment: E,
+) -> impl Service<
+    Invocation,
+    Response = WorkerReport,
+    Error = BoxError,
+    Future = impl Send + use<C, B, E>,
+> + Clone
 + Send
 + 'static
 where
     C: Configure,
     B: WorkerBackend,
+    E: Environment,
 {
     ServiceBuilder::new()
-        .layer(LoadConfigLayer::new())
+        .layer(LoadConfigLayer::with_environment(environment))
         .layer(LambdaDefaultsLayer::new())
         .layer(ConfigureLayer::new(configure))
         .layer(DisableEagerActivitiesLayer::new())
@@ -117,7 +124,12 @@ pub fn default_stack<C: Configure>(
 + Clone
 + Send
 + 'static {
-    default_stack_with_backend(version, configure, TemporalBackend::new())
+    default_stack_with(
+        version,
+        configure,
+        TemporalBackend::new(),
+        ProcessEnvironment,
+    )
 }
 
 /// Serves Lambda invocations with the default stack: each one runs a worker for

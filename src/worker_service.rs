@@ -212,16 +212,12 @@ pub async fn run_hooks(hooks: Vec<ShutdownHook>, answer_by: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        BoxError, ConfigureLayer, DeadlineWatchdogLayer, DisableEagerActivitiesLayer,
-        LambdaDefaultsLayer, LambdaWorkerConfig, LoadConfigLayer, StaticEnvironment,
-        WorkerDeploymentVersion, WorkerIdentityLayer, WorkerVersioningLayer,
-    };
+    use crate::{BoxError, LambdaWorkerConfig, StaticEnvironment, WorkerDeploymentVersion};
     use std::{
         sync::Mutex,
         time::{Duration, SystemTime, UNIX_EPOCH},
     };
-    use tower::{ServiceBuilder, ServiceExt};
+    use tower::ServiceExt;
 
     #[derive(Clone, Copy, PartialEq)]
     enum Behaviour {
@@ -313,20 +309,12 @@ mod tests {
         Invocation::new(serde_json::Value::Null, ctx)
     }
 
-    /// The default stack, with an injected environment and backend.
+    /// The default stack, with an empty environment and the fake backend.
     fn stack<C: crate::Configure>(
         configure: C,
         backend: Fake,
     ) -> impl Service<Invocation, Response = WorkerReport, Error = BoxError> {
-        ServiceBuilder::new()
-            .layer(LoadConfigLayer::with_environment(StaticEnvironment::new()))
-            .layer(LambdaDefaultsLayer::new())
-            .layer(ConfigureLayer::new(configure))
-            .layer(DisableEagerActivitiesLayer::new())
-            .layer(WorkerVersioningLayer::new(version()))
-            .layer(WorkerIdentityLayer::new())
-            .layer(DeadlineWatchdogLayer::new())
-            .service(WorkerService::new(backend))
+        crate::default_stack_with(version(), configure, backend, StaticEnvironment::new())
     }
 
     fn with_queue(c: &mut LambdaWorkerConfig) -> Result<(), BoxError> {

@@ -132,6 +132,15 @@ fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     r
 }
 
+/// The whole request body (empty when the connection broke mid-body).
+async fn read_body(req: Request<Incoming>) -> Bytes {
+    req.into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default()
+}
+
 fn epoch_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }
@@ -190,12 +199,7 @@ async fn handle(
         return Ok(r);
     }
     if method == Method::POST && rest == "/init/error" {
-        let body = req
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        let body = read_body(req).await;
         state
             .init_errors
             .lock()
@@ -210,12 +214,7 @@ async fn handle(
         let at = SystemTime::now();
         let id = id.to_owned();
         let kind = kind.to_owned();
-        let body = req
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        let body = read_body(req).await;
         let Some(tx) = state.in_flight.lock().unwrap().remove(&id) else {
             return Ok(reply(
                 StatusCode::BAD_REQUEST,
