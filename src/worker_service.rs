@@ -145,6 +145,8 @@ async fn run_session<B: WorkerBackend>(
     report.connection_reused = running.connection_reused;
     tracing::info!(
         task_queue = %report.task_queue,
+        deployment = %report.deployment_name,
+        build_id = %report.build_id,
         identity = report.identity.as_deref().unwrap_or(""),
         reused_connection = running.connection_reused,
         "worker polling"

@@ -45,7 +45,34 @@ pub struct DevServer {
 impl DevServer {
     /// Starts a dev server on a free loopback port and waits until it serves.
     pub fn start() -> Self {
-        let port = free_port();
+        Self::start_on(free_port(), &[], &[])
+    }
+
+    /// Starts a dev server on `port` whose Worker Controller is on and sends every AWS call
+    /// to `aws_endpoint_url` (a [`ControlPlane`](crate::ControlPlane)), with test credentials.
+    pub fn start_with_worker_controller(port: u16, aws_endpoint_url: &str) -> Self {
+        Self::start_on(
+            port,
+            &[
+                ("AWS_ENDPOINT_URL", aws_endpoint_url),
+                ("AWS_ACCESS_KEY_ID", "test"),
+                ("AWS_SECRET_ACCESS_KEY", "test"),
+                ("AWS_REGION", crate::control_plane::REGION),
+            ],
+            &[
+                "--dynamic-config-value",
+                "workercontroller.enabled=true",
+                "--dynamic-config-value",
+                r#"workercontroller.compute_providers.enabled=["aws-lambda"]"#,
+                "--dynamic-config-value",
+                r#"workercontroller.scaling_algorithms.enabled=["no-sync"]"#,
+            ],
+        )
+    }
+
+    /// Starts a dev server on `port` with extra environment and arguments, and waits until
+    /// it serves.
+    pub fn start_on(port: u16, env: &[(&str, &str)], args: &[&str]) -> Self {
         let address = format!("127.0.0.1:{port}");
         let child = Command::new(temporal_cli())
             .args([
@@ -64,6 +91,8 @@ impl DevServer {
                 &free_port().to_string(),
             ])
             .args(["--metrics-port", &free_port().to_string()])
+            .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -71,16 +100,17 @@ impl DevServer {
         let server = Self { child, address };
         let start = Instant::now();
         loop {
-            if server
-                .cli(&[
+            let ready = server
+                .command(&[
                     "operator",
                     "namespace",
                     "describe",
                     "--namespace",
                     "default",
                 ])
-                .is_ok()
-            {
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if ready {
                 return server;
             }
             assert!(
@@ -96,25 +126,17 @@ impl DevServer {
         self.child.id()
     }
 
-    /// Runs a `temporal` CLI command against this server; stdout on success.
-    pub fn cli(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new(temporal_cli())
-            .args(args)
-            .args(["--address", &self.address])
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
+    /// A `temporal` CLI command against this server.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(temporal_cli());
+        cmd.args(args).args(["--address", &self.address]);
+        cmd
     }
 
-    /// Runs a `temporal` CLI command without blocking the async runtime.
+    /// Runs a `temporal` CLI command without blocking the async runtime; stdout on success,
+    /// stdout and stderr on failure.
     pub async fn cli_async(&self, args: &[&str]) -> Result<String, String> {
-        let out = tokio::process::Command::new(temporal_cli())
-            .args(args)
-            .args(["--address", &self.address])
+        let out = tokio::process::Command::from(self.command(args))
             .output()
             .await
             .map_err(|e| e.to_string())?;
@@ -124,6 +146,43 @@ impl DevServer {
         } else {
             Err(stdout + &String::from_utf8_lossy(&out.stderr))
         }
+    }
+
+    /// Creates deployment `deployment` (if new) and its version `build_id` backed by the
+    /// Lambda function `function_arn`, which the server invokes through role `role_arn`
+    /// with `external_id`. The Worker Controller invokes the function once right away.
+    pub async fn create_lambda_version(
+        &self,
+        deployment: &str,
+        build_id: &str,
+        function_arn: &str,
+        role_arn: &str,
+        external_id: &str,
+    ) -> Result<(), String> {
+        if let Err(e) = self
+            .cli_async(&["worker", "deployment", "create", "--name", deployment])
+            .await
+            && !e.contains("already exists")
+        {
+            return Err(e);
+        }
+        self.cli_async(&[
+            "worker",
+            "deployment",
+            "create-version",
+            "--deployment-name",
+            deployment,
+            "--build-id",
+            build_id,
+            "--aws-lambda-function-arn",
+            function_arn,
+            "--aws-lambda-assume-role-arn",
+            role_arn,
+            "--aws-lambda-assume-role-external-id",
+            external_id,
+        ])
+        .await
+        .map(drop)
     }
 
     /// Makes a version current, retrying until a worker of it has polled (up to `wait`).
@@ -155,6 +214,24 @@ impl DevServer {
         }
     }
 
+    /// Starts a `HelloWorkflow` with the CLI and returns once the server accepted it.
+    pub async fn start_hello(
+        &self,
+        task_queue: &str,
+        workflow_id: &str,
+        name: &str,
+    ) -> Result<(), String> {
+        self.hello("start", task_queue, workflow_id, name)
+            .await
+            .map(drop)
+    }
+
+    /// Waits for a workflow's result (stdout of `temporal workflow result`).
+    pub async fn workflow_result(&self, workflow_id: &str) -> Result<String, String> {
+        self.cli_async(&["workflow", "result", "--workflow-id", workflow_id])
+            .await
+    }
+
     /// Starts a `HelloWorkflow` with the CLI and waits for its result (stdout).
     pub async fn execute_hello(
         &self,
@@ -162,10 +239,20 @@ impl DevServer {
         workflow_id: &str,
         name: &str,
     ) -> Result<String, String> {
+        self.hello("execute", task_queue, workflow_id, name).await
+    }
+
+    async fn hello(
+        &self,
+        verb: &str,
+        task_queue: &str,
+        workflow_id: &str,
+        name: &str,
+    ) -> Result<String, String> {
         let input = format!("\"{name}\"");
         self.cli_async(&[
             "workflow",
-            "execute",
+            verb,
             "--type",
             "HelloWorkflow",
             "--task-queue",

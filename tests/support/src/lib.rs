@@ -3,13 +3,19 @@
 //! - [`RuntimeApi`]: a small Lambda Runtime API server on 127.0.0.1 speaking the
 //!   documented protocol (long-poll `next` with the `Lambda-Runtime-*` headers,
 //!   `response`, `error`, `init/error`), with real deadlines.
+//! - [`ControlPlane`]: a local AWS endpoint (STS `AssumeRole`, Lambda `GetFunction` and
+//!   `Invoke`) for Temporal's Worker Controller, which runs bootstrap processes the way
+//!   Lambda does.
 //! - [`DevServer`]: `temporal server start-dev` on a free loopback port, stopped by PID.
 //! - [`Bootstrap`]: a Lambda bootstrap binary run as its own process with the
 //!   `AWS_LAMBDA_*` environment, as AWS runs it.
 pub mod bootstrap;
+pub mod control_plane;
 pub mod dev_server;
+mod http;
 pub mod runtime_api;
 
 pub use bootstrap::Bootstrap;
+pub use control_plane::{ControlPlane, ControlPlaneOptions, FunctionSpec, FunctionStats};
 pub use dev_server::{DevServer, temporal_cli};
-pub use runtime_api::{Answer, Outcome, RuntimeApi};
+pub use runtime_api::{Answer, Outcome, Pending, RuntimeApi};

@@ -2,7 +2,6 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    convert::Infallible,
     net::SocketAddr,
     sync::{
         Arc, Mutex,
@@ -12,19 +11,13 @@ use std::{
 };
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request, Response, StatusCode, body::Incoming, header::HeaderValue};
-use hyper_util::{rt::TokioIo, service::TowerToHyperService};
+use hyper::{Method, Request, Response, StatusCode, body::Incoming};
 use tokio::{
     net::TcpListener,
     sync::{Notify, oneshot},
 };
-use tower::ServiceBuilder;
-use tower_http::{
-    catch_panic::CatchPanicLayer,
-    request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
-    trace::TraceLayer,
-};
+
+use crate::http::{Body, read_body, reply, serve};
 
 const PREFIX: &str = "/2018-06-01/runtime";
 
@@ -102,6 +95,58 @@ struct State {
     counter: AtomicU64,
 }
 
+/// An invocation queued by [`RuntimeApi::submit`].
+pub struct Pending {
+    state: Arc<State>,
+    request_id: String,
+    timeout: Duration,
+    reply: oneshot::Receiver<(SystemTime, Outcome)>,
+    handed_out: oneshot::Receiver<SystemTime>,
+}
+
+impl Pending {
+    /// The request id it will be handed out with.
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    /// Waits until it was handed out and answered, or until its deadline plus 3 s passed
+    /// (then [`Outcome::NoAnswer`], and a late answer is refused as Lambda refuses it).
+    pub async fn answer(self) -> Answer {
+        let Pending {
+            state,
+            request_id,
+            timeout,
+            reply,
+            handed_out,
+        } = self;
+        let handed_at = handed_out
+            .await
+            .expect("the runtime API keeps the invocation");
+        let deadline = UNIX_EPOCH + Duration::from_millis(epoch_ms(handed_at + timeout));
+        let wait = (handed_at + timeout + Duration::from_secs(3))
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        match tokio::time::timeout(wait, reply).await {
+            Ok(Ok((answered_at, outcome))) => Answer {
+                request_id,
+                deadline,
+                answered_at,
+                outcome,
+            },
+            _ => {
+                state.in_flight.lock().unwrap().remove(&request_id);
+                Answer {
+                    request_id,
+                    deadline,
+                    answered_at: SystemTime::now(),
+                    outcome: Outcome::NoAnswer,
+                }
+            }
+        }
+    }
+}
+
 /// The Runtime API server. Dropping it stops serving.
 pub struct RuntimeApi {
     addr: SocketAddr,
@@ -115,44 +160,15 @@ impl Drop for RuntimeApi {
     }
 }
 
-#[derive(Clone, Default)]
-struct Counter(Arc<AtomicU64>);
-impl MakeRequestId for Counter {
-    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
-        let n = self.0.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("rapi-{n}"))
-            .ok()
-            .map(RequestId::new)
-    }
-}
-
-fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body.into()));
-    *r.status_mut() = status;
-    r
-}
-
-/// The whole request body (empty when the connection broke mid-body).
-async fn read_body(req: Request<Incoming>) -> Bytes {
-    req.into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default()
-}
-
 fn epoch_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
-async fn handle(
-    state: Arc<State>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     let Some(rest) = path.strip_prefix(PREFIX) else {
-        return Ok(reply(StatusCode::NOT_FOUND, "unknown path"));
+        return reply(StatusCode::NOT_FOUND, "unknown path");
     };
     if method == Method::GET && rest == "/invocation/next" {
         state.next_calls.fetch_add(1, Ordering::Relaxed);
@@ -196,7 +212,7 @@ async fn handle(
             .unwrap(),
         );
         h.insert("Content-Type", "application/json".parse().unwrap());
-        return Ok(r);
+        return r;
     }
     if method == Method::POST && rest == "/init/error" {
         let body = read_body(req).await;
@@ -205,7 +221,7 @@ async fn handle(
             .lock()
             .unwrap()
             .push(String::from_utf8_lossy(&body).into_owned());
-        return Ok(reply(StatusCode::ACCEPTED, r#"{"status":"OK"}"#));
+        return reply(StatusCode::ACCEPTED, r#"{"status":"OK"}"#);
     }
     if method == Method::POST
         && let Some(rest) = rest.strip_prefix("/invocation/")
@@ -215,12 +231,6 @@ async fn handle(
         let id = id.to_owned();
         let kind = kind.to_owned();
         let body = read_body(req).await;
-        let Some(tx) = state.in_flight.lock().unwrap().remove(&id) else {
-            return Ok(reply(
-                StatusCode::BAD_REQUEST,
-                r#"{"errorType":"InvalidRequestID"}"#,
-            ));
-        };
         let outcome = match kind.as_str() {
             "response" => {
                 Outcome::Response(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
@@ -232,12 +242,18 @@ async fn handle(
                     error_message: v["errorMessage"].as_str().unwrap_or_default().to_owned(),
                 }
             }
-            _ => return Ok(reply(StatusCode::NOT_FOUND, "unknown path")),
+            _ => return reply(StatusCode::NOT_FOUND, "unknown path"),
+        };
+        let Some(tx) = state.in_flight.lock().unwrap().remove(&id) else {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                r#"{"errorType":"InvalidRequestID"}"#,
+            );
         };
         let _ = tx.send((at, outcome));
-        return Ok(reply(StatusCode::ACCEPTED, r#"{"status":"OK"}"#));
+        return reply(StatusCode::ACCEPTED, r#"{"status":"OK"}"#);
     }
-    Ok(reply(StatusCode::NOT_FOUND, "unknown path"))
+    reply(StatusCode::NOT_FOUND, "unknown path")
 }
 
 impl RuntimeApi {
@@ -255,25 +271,7 @@ impl RuntimeApi {
             counter: AtomicU64::new(0),
         });
         let st = state.clone();
-        let server = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let st = st.clone();
-                let svc = ServiceBuilder::new()
-                    .layer(SetRequestIdLayer::x_request_id(Counter::default()))
-                    .layer(PropagateRequestIdLayer::x_request_id())
-                    .layer(TraceLayer::new_for_http())
-                    .layer(CatchPanicLayer::new())
-                    .service_fn(move |req| handle(st.clone(), req));
-                tokio::spawn(async move {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
-                        .await;
-                });
-            }
-        });
+        let server = serve(listener, "rapi", move |req| handle(st.clone(), req));
         Ok(Self {
             addr,
             state,
@@ -289,10 +287,16 @@ impl RuntimeApi {
     /// Invokes the function with `timeout` and waits for the answer, or for the deadline
     /// plus `slack` (then [`Outcome::NoAnswer`]). Returns when the answer arrived.
     pub async fn invoke(&self, payload: &[u8], timeout: Duration) -> Answer {
+        self.submit(payload, timeout).answer().await
+    }
+
+    /// Queues an invocation for the next `next` call; its deadline starts when it is
+    /// handed out. Await [`Pending::answer`] for the answer.
+    pub fn submit(&self, payload: &[u8], timeout: Duration) -> Pending {
         let n = self.state.counter.fetch_add(1, Ordering::Relaxed);
         let request_id = format!("{:08x}-0000-4000-8000-{:012x}", std::process::id(), n);
-        let (tx, rx) = oneshot::channel();
-        let (handed_tx, handed_rx) = oneshot::channel();
+        let (tx, reply) = oneshot::channel();
+        let (handed_tx, handed_out) = oneshot::channel();
         self.state.queue.lock().unwrap().push_back(Queued {
             payload: Bytes::copy_from_slice(payload),
             timeout,
@@ -301,32 +305,28 @@ impl RuntimeApi {
             handed_out: handed_tx,
         });
         self.state.queued.notify_waiters();
-        let handed_at = handed_rx
-            .await
-            .expect("the runtime API keeps the invocation");
-        let deadline = UNIX_EPOCH + Duration::from_millis(epoch_ms(handed_at + timeout));
-        let wait = (handed_at + timeout + Duration::from_secs(3))
-            .duration_since(SystemTime::now())
-            .unwrap_or_default();
-        match tokio::time::timeout(wait, rx).await {
-            Ok(Ok((answered_at, outcome))) => Answer {
-                request_id,
-                deadline,
-                answered_at,
-                outcome,
-            },
-            _ => Answer {
-                request_id,
-                deadline,
-                answered_at: SystemTime::now(),
-                outcome: Outcome::NoAnswer,
-            },
+        Pending {
+            state: self.state.clone(),
+            request_id,
+            timeout,
+            reply,
+            handed_out,
         }
     }
 
     /// Bodies posted to `init/error`.
     pub fn init_errors(&self) -> Vec<String> {
         self.state.init_errors.lock().unwrap().clone()
+    }
+
+    /// Invocations handed out and not answered yet.
+    pub fn in_flight(&self) -> usize {
+        self.state.in_flight.lock().unwrap().len()
+    }
+
+    /// Invocations waiting for a `next` call.
+    pub fn queued(&self) -> usize {
+        self.state.queue.lock().unwrap().len()
     }
 
     /// How many times `next` was called.

@@ -1,90 +1,199 @@
-//! Runs a Lambda bootstrap against a local Temporal dev server through a local Lambda
-//! Runtime API, and starts one workflow per simulated invocation.
+//! The serverless loop on one machine: a Temporal dev server with its Worker Controller on,
+//! the local Lambda control plane serving the `hello` function, and workflows started with
+//! no worker started by hand — the server invokes the function when their tasks wait.
 //!
-//! Usage: `lambda-local BOOTSTRAP [INVOCATIONS] [TIMEOUT_SECS]` (defaults: 3, 15).
+//! Usage: `lambda-local BOOTSTRAP [--workflows N] [--timeout SECS] [--concurrency N] [--serve]`
+//! (defaults: 2 workflows, 15 s, concurrency 2). `--serve` keeps everything running after
+//! the workflows, for starting your own, until Ctrl-C.
+//!
 //! The bootstrap is expected to run `HelloWorkflow` on the `hello-task-queue` task queue
-//! as deployment `hello-app`, build `build-1` (the `hello` example).
+//! as deployment `hello-app`, build `build-1` (the `hello` example's defaults).
 
 use std::{path::PathBuf, time::Duration};
 
-use temporal_lambda_worker_testkit::{Bootstrap, DevServer, Outcome, RuntimeApi};
+use temporal_lambda_worker_testkit::{
+    ControlPlane, ControlPlaneOptions, DevServer, FunctionSpec, Outcome,
+    control_plane::function_arn, dev_server::free_port,
+};
 
-const ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:hello";
+const FUNCTION: &str = "hello";
+const TASK_QUEUE: &str = "hello-task-queue";
+const DEPLOYMENT: &str = "hello-app";
+const BUILD_ID: &str = "build-1";
+const ROLE: &str = "arn:aws:iam::000000000000:role/temporal-invoker";
+const EXTERNAL_ID: &str = "local-external-id";
+const USAGE: &str =
+    "usage: lambda-local BOOTSTRAP [--workflows N] [--timeout SECS] [--concurrency N] [--serve]";
+
+struct Args {
+    bootstrap: PathBuf,
+    workflows: usize,
+    timeout: u64,
+    concurrency: usize,
+    serve: bool,
+}
+
+fn args() -> Result<Args, String> {
+    let mut it = std::env::args().skip(1);
+    let mut args = Args {
+        bootstrap: PathBuf::new(),
+        workflows: 2,
+        timeout: 15,
+        concurrency: 2,
+        serve: false,
+    };
+    let number = |v: Option<String>, what: &str| -> Result<u64, String> {
+        v.ok_or(format!("{what} needs a value; {USAGE}"))?
+            .parse()
+            .map_err(|e| format!("{what}: {e}; {USAGE}"))
+    };
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--workflows" => args.workflows = number(it.next(), "--workflows")? as usize,
+            "--timeout" => args.timeout = number(it.next(), "--timeout")?,
+            "--concurrency" => args.concurrency = number(it.next(), "--concurrency")? as usize,
+            "--serve" => args.serve = true,
+            "-h" | "--help" => return Err(USAGE.into()),
+            _ if args.bootstrap.as_os_str().is_empty() => args.bootstrap = a.into(),
+            _ => return Err(format!("unexpected argument {a}; {USAGE}")),
+        }
+    }
+    if args.bootstrap.as_os_str().is_empty() {
+        return Err(USAGE.into());
+    }
+    args.bootstrap = args
+        .bootstrap
+        .canonicalize()
+        .map_err(|e| format!("bootstrap {}: {e}", args.bootstrap.display()))?;
+    Ok(args)
+}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), String> {
-    let mut args = std::env::args().skip(1);
-    let bootstrap: PathBuf = args
-        .next()
-        .ok_or("usage: lambda-local BOOTSTRAP [INVOCATIONS] [TIMEOUT_SECS]")?
-        .into();
-    let bootstrap = bootstrap
-        .canonicalize()
-        .map_err(|e| format!("bootstrap {}: {e}", bootstrap.display()))?;
-    let invocations: usize = args
-        .next()
-        .map_or(Ok(3), |a| a.parse())
-        .map_err(|e| format!("INVOCATIONS: {e}"))?;
-    let timeout: u64 = args
-        .next()
-        .map_or(Ok(15), |a| a.parse())
-        .map_err(|e| format!("TIMEOUT_SECS: {e}"))?;
-
-    println!("starting the Temporal dev server…");
-    let server = tokio::task::spawn_blocking(DevServer::start)
-        .await
-        .map_err(|e| e.to_string())?;
-    println!("  dev server pid {} on {}", server.pid(), server.address);
-    let api = RuntimeApi::start(ARN).await.map_err(|e| e.to_string())?;
-    println!("  Lambda Runtime API on {}", api.address());
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tower_http=warn".into()),
+        )
+        .with_target(false)
+        .init();
+    let args = args()?;
+    let port = free_port();
+    let address = format!("127.0.0.1:{port}");
     let task_root = std::env::temp_dir().join(format!("lambda-local-{}", std::process::id()));
     std::fs::create_dir_all(&task_root).map_err(|e| e.to_string())?;
-    let function = Bootstrap::start(
-        &bootstrap,
-        &api.address(),
-        "hello",
-        &task_root,
-        &[
-            ("TEMPORAL_ADDRESS", &server.address),
-            ("TEMPORAL_TASK_QUEUE", "hello-task-queue"),
-        ],
+    let spec = FunctionSpec::new(FUNCTION, &args.bootstrap)
+        .env("TEMPORAL_ADDRESS", &address)
+        .env("TEMPORAL_TASK_QUEUE", TASK_QUEUE)
+        .timeout(Duration::from_secs(args.timeout))
+        .concurrency(args.concurrency)
+        .task_root(&task_root);
+    let arn = spec.arn();
+    let plane = ControlPlane::start(
+        vec![spec],
+        ControlPlaneOptions {
+            expect_external_id: Some(EXTERNAL_ID.into()),
+            ..Default::default()
+        },
     )
-    .map_err(|e| format!("cannot start {}: {e}", bootstrap.display()))?;
+    .await
+    .map_err(|e| e.to_string())?;
     println!(
-        "  bootstrap pid {} ({})",
-        function.pid(),
-        bootstrap.display()
+        "local Lambda control plane (STS + Lambda) on {}: function {arn}, timeout {}s, \
+         concurrency {}",
+        plane.endpoint_url(),
+        args.timeout,
+        args.concurrency
     );
 
-    println!("registering deployment version hello-app/build-1 (first invocation)…");
-    server
-        .register_version(&api, "hello-app", "build-1")
-        .await?;
+    println!("starting the Temporal dev server with the Worker Controller on {address}…");
+    let url = plane.endpoint_url();
+    let server =
+        tokio::task::spawn_blocking(move || DevServer::start_with_worker_controller(port, &url))
+            .await
+            .map_err(|e| e.to_string())?;
+    println!("  dev server pid {}", server.pid());
 
-    for i in 1..=invocations {
+    println!(
+        "creating version {DEPLOYMENT}/{BUILD_ID} backed by {arn} (the server invokes it once)…"
+    );
+    server
+        .create_lambda_version(
+            DEPLOYMENT,
+            BUILD_ID,
+            &function_arn(FUNCTION),
+            ROLE,
+            EXTERNAL_ID,
+        )
+        .await?;
+    let wait = Duration::from_secs(args.timeout * 3);
+    plane
+        .wait_for(FUNCTION, Duration::from_secs(30), |s| s.invokes >= 1)
+        .await
+        .map_err(|s| format!("the server never invoked the function: {s:?}"))?;
+    server
+        .set_current_version(DEPLOYMENT, BUILD_ID, Duration::from_secs(30))
+        .await
+        .map_err(|e| {
+            format!(
+                "could not make {DEPLOYMENT}/{BUILD_ID} current (did the bootstrap poll as that \
+                 version? see the README's troubleshooting): {e}"
+            )
+        })?;
+    println!("  {DEPLOYMENT}/{BUILD_ID} is the current version");
+
+    for i in 1..=args.workflows {
+        let before = plane
+            .wait_for(FUNCTION, wait, |s| s.outstanding == 0)
+            .await
+            .map_err(|s| format!("invocations did not end: {s:?}"))?;
         let id = format!("hello-{}-{i}", std::process::id());
         let name = format!("Temporal #{i}");
-        let (answer, result) = tokio::join!(
-            api.invoke(b"", Duration::from_secs(timeout)),
-            server.execute_hello("hello-task-queue", &id, &name)
-        );
-        let result = result.map_err(|e| format!("workflow {id} failed: {e}"))?;
+        println!("starting workflow {id} while no worker polls…");
+        let result = server
+            .execute_hello(TASK_QUEUE, &id, &name)
+            .await
+            .map_err(|e| format!("workflow {id} failed: {e}"))?;
         let greeting = result
             .lines()
             .find(|l| l.contains("Hello,"))
             .unwrap_or("")
             .trim();
-        match &answer.outcome {
-            Outcome::Response(body) => println!(
-                "invocation {i}: workflow {id} completed ({greeting}); answered {:.2}s before the \
-                 {timeout}s deadline; connection reused: {}",
-                answer.slack(),
-                body["connection_reused"]
-            ),
-            other => return Err(format!("invocation {i} failed: {other:?}")),
+        let after = plane
+            .wait_for(FUNCTION, wait, |s| s.outstanding == 0)
+            .await
+            .map_err(|s| format!("invocations did not end: {s:?}"))?;
+        println!("workflow {id} completed: {greeting}");
+        for a in &after.attempts[before.attempts.len()..] {
+            match &a.answer.outcome {
+                Outcome::Response(body) => println!(
+                    "  served by invoke #{} ({}, connection reused: {}), answered {:.2}s before \
+                     its {}s deadline",
+                    a.invoke,
+                    if a.cold_start { "cold start" } else { "warm" },
+                    body["connection_reused"],
+                    a.answer.slack(),
+                    args.timeout
+                ),
+                other => println!("  invoke #{} attempt {}: {other:?}", a.invoke, a.attempt),
+            }
         }
     }
+    let stats = plane.stats(FUNCTION);
+    println!(
+        "done: {} workflows, {} invokes from the server, {} process(es) started",
+        args.workflows, stats.invokes, stats.processes_started
+    );
+    if args.serve {
+        println!(
+            "serving until Ctrl-C. Start a workflow and watch the server invoke the function:\n  \
+             temporal workflow execute --address {address} --type HelloWorkflow --task-queue \
+             {TASK_QUEUE} --input '\"you\"'"
+        );
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    drop(plane);
+    drop(server);
     let _ = std::fs::remove_dir_all(&task_root);
-    println!("done: {invocations} invocations served by one warm process");
     Ok(())
 }

