@@ -1,31 +1,72 @@
-//! The default stack built by hand with `ServiceBuilder`, with a layer of our own
-//! inserted before the configure step: it reads the Temporal API key from a file named
-//! by `API_KEY_FILE` (a secret mounted or fetched at init) and caches it across warm
-//! invocations, so the key never sits in the function's environment variables.
-use std::sync::{Arc, OnceLock};
-
+//! The default stack built by hand with `ServiceBuilder`, with the layers a production
+//! function adds: the Temporal API key from AWS Secrets Manager (never in the function's
+//! environment variables), fetched once and cached across warm invocations.
+//!
+//! Environment: `TEMPORAL_API_KEY_SECRET_ARN` names the secret (or `TEMPORAL_API_KEY_FILE`
+//! a file holding the key). The secret is read through the AWS Parameters and Secrets
+//! Lambda Extension (add its Lambda layer to the function; it serves on localhost:2773 and
+//! takes the function's session token), so the bootstrap needs no AWS SDK.
+use futures_util::future::BoxFuture;
 use temporal_lambda_worker::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceBuilder;
 
-#[derive(Clone, Default)]
-struct ApiKeyFromFile {
-    cached: Arc<OnceLock<String>>,
+/// Resolves secrets through the Parameters and Secrets Lambda Extension.
+struct SecretsExtension {
+    port: u16,
 }
 
-impl InvocationStep for ApiKeyFromFile {
-    fn apply(&self, inv: &mut Invocation) -> Result<(), LambdaWorkerError> {
-        let Ok(path) = std::env::var("API_KEY_FILE") else {
-            return Ok(());
-        };
-        if self.cached.get().is_none() {
-            let key = std::fs::read_to_string(&path).map_err(|e| LambdaWorkerError::Config {
-                path: Some(path.clone().into()),
-                message: format!("API_KEY_FILE names this file, but it cannot be read: {e}"),
-            })?;
-            let _ = self.cached.set(key.trim().to_owned());
-        }
-        inv.config.connection.api_key = self.cached.get().cloned();
-        Ok(())
+impl SecretsExtension {
+    fn from_env() -> Self {
+        let port = std::env::var("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(2773);
+        Self { port }
+    }
+}
+
+impl SecretResolver for SecretsExtension {
+    fn resolve(&self, secret_arn: &str) -> BoxFuture<'static, Result<String, BoxError>> {
+        let port = self.port;
+        let arn: String = secret_arn
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        Box::pin(async move {
+            let token = std::env::var("AWS_SESSION_TOKEN")
+                .map_err(|_| "AWS_SESSION_TOKEN is not set (not running on Lambda?)")?;
+            let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .map_err(|e| {
+                    format!(
+                        "the Parameters and Secrets extension is not listening on port {port} \
+                         (is its Lambda layer added to the function?): {e}"
+                    )
+                })?;
+            let request = format!(
+                "GET /secretsmanager/get?secretId={arn} HTTP/1.0\r\nHost: localhost\r\n\
+                 X-Aws-Parameters-Secrets-Token: {token}\r\n\r\n"
+            );
+            stream.write_all(request.as_bytes()).await?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response).await?;
+            let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+            if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+                let status = head.lines().next().unwrap_or_default();
+                return Err(format!("the extension answered {status}: {body}").into());
+            }
+            let value: serde_json::Value = serde_json::from_str(body)?;
+            value["SecretString"]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| "the secret has no SecretString (a binary secret?)".into())
+        })
     }
 }
 
@@ -45,7 +86,7 @@ async fn main() -> Result<(), BoxError> {
         .build();
     let stack = ServiceBuilder::new()
         .layer(LoadConfigLayer::new())
-        .layer(StepLayer::from_step(ApiKeyFromFile::default()))
+        .layer(ApiKeySecretLayer::new(SecretsExtension::from_env()))
         .layer(LambdaDefaultsLayer::new())
         .layer(ConfigureLayer::new(configure))
         .layer(DisableEagerActivitiesLayer::new())

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# All the tests: formatting, clippy, unit + integration (real Temporal dev server and a
-# Lambda Runtime API on loopback) + doc tests.
+# All the tests: formatting, clippy, unit + integration (real Temporal dev server, a Lambda
+# Runtime API and the local Lambda control plane on loopback) + doc tests, rustdoc without
+# warnings, and the cargo-lambda zips for arm64 and x86_64, checked.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 TLW_QUIET_BOOTSTRAP=1 cargo test --workspace
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+bash scripts/lambda-build.sh

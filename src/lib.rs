@@ -30,22 +30,26 @@
 //! # Composing the stack yourself
 //!
 //! Every lifecycle rule is a `tower::Layer` over [`Invocation`]; put your own anywhere.
-//! This is the stack [`run_worker`] uses, with a layer of ours inserted before the
-//! configure step (a real one might fetch an API key from a secret store):
+//! This is the stack [`run_worker`] uses, plus the API key from a secret file
+//! ([`ApiKeySecretLayer`]) and a rule of our own written as an [`InvocationStep`]
+//! (`examples/custom_layer.rs` resolves the key from AWS Secrets Manager instead):
 //!
 //! ```no_run
 //! use temporal_lambda_worker::*;
 //! use tower::ServiceBuilder;
 //!
+//! /// Our own rule: never start a worker against another namespace.
 //! #[derive(Clone)]
-//! struct ApiKeyFromFile;
-//! impl InvocationStep for ApiKeyFromFile {
+//! struct OnlyNamespace(&'static str);
+//! impl InvocationStep for OnlyNamespace {
 //!     fn apply(&self, inv: &mut Invocation) -> Result<(), LambdaWorkerError> {
-//!         let key = std::fs::read_to_string("/var/task/api-key").map_err(|e| LambdaWorkerError::Config {
-//!             path: Some("/var/task/api-key".into()),
-//!             message: format!("cannot be read: {e}"),
-//!         })?;
-//!         inv.config.connection.api_key = Some(key.trim().to_owned());
+//!         let namespace = &inv.config.client.namespace;
+//!         if namespace != self.0 {
+//!             return Err(LambdaWorkerError::Config {
+//!                 path: None,
+//!                 message: format!("namespace {namespace} is not {}: set TEMPORAL_NAMESPACE", self.0),
+//!             });
+//!         }
 //!         Ok(())
 //!     }
 //! }
@@ -56,7 +60,8 @@
 //!     let version = WorkerDeploymentVersion::builder().deployment_name("my-app").build_id("build-1").build();
 //!     let stack = ServiceBuilder::new()
 //!         .layer(LoadConfigLayer::new())
-//!         .layer(StepLayer::from_step(ApiKeyFromFile))
+//!         .layer(ApiKeySecretLayer::from_file()) // TEMPORAL_API_KEY_FILE
+//!         .layer(StepLayer::from_step(OnlyNamespace("production")))
 //!         .layer(LambdaDefaultsLayer::new())
 //!         .layer(ConfigureLayer::new(configure))
 //!         .layer(DisableEagerActivitiesLayer::new())
@@ -79,7 +84,7 @@ pub use temporal::TemporalBackend;
 pub use temporal_lambda_worker_layers as layers;
 pub use temporal_lambda_worker_layers::*;
 pub use worker_service::{
-    RunningWorker, SessionConfig, WorkerBackend, WorkerReport, WorkerService,
+    RunningWorker, SessionConfig, StartTimings, WorkerBackend, WorkerReport, WorkerService,
 };
 
 use tower::{Service, ServiceBuilder};
@@ -142,4 +147,77 @@ pub async fn run_worker<C: Configure>(
     configure: C,
 ) -> Result<(), BoxError> {
     serve(default_stack(version, configure)).await
+}
+
+/// The deploy guide's troubleshooting section quotes the library's messages; these checks
+/// keep the quotes exact as the messages change.
+#[cfg(test)]
+mod deploy_guide {
+    use std::time::Duration;
+
+    use tower::{Layer, ServiceExt, service_fn};
+
+    use crate::{
+        BoxError, Invocation, LambdaWorkerError, StaticEnvironment, WorkerDeploymentVersion,
+        WorkerVersioningLayer, layers::load_config::resolve_config_file,
+    };
+
+    const GUIDE: &str = include_str!("../docs/deploy.md");
+
+    fn assert_quoted(e: &LambdaWorkerError) {
+        let line = format!("{}: {e}", e.error_type());
+        assert!(
+            GUIDE.contains(&line),
+            "docs/deploy.md does not quote this message exactly:\n{line}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_troubleshooting_section_quotes_the_exact_messages() {
+        assert_quoted(&LambdaWorkerError::TimeoutTooShort {
+            remaining: Duration::from_secs(8),
+            buffer: Duration::from_secs(7),
+        });
+        assert_quoted(&LambdaWorkerError::MissingTaskQueue);
+
+        let env = StaticEnvironment::new().var("TEMPORAL_CONFIG_FILE", "/var/task/temporal.toml");
+        assert_quoted(&resolve_config_file(&env, |_| false).unwrap_err());
+
+        let version = WorkerDeploymentVersion::builder()
+            .deployment_name("")
+            .build_id("build-1")
+            .build();
+        let svc = WorkerVersioningLayer::new(version)
+            .layer(service_fn(|_: Invocation| async { Ok::<_, BoxError>(()) }));
+        let ctx = lambda_runtime::Context::default();
+        let err = svc
+            .oneshot(Invocation::new(serde_json::Value::Null, ctx))
+            .await
+            .unwrap_err();
+        assert_quoted(&err.downcast::<LambdaWorkerError>().unwrap());
+    }
+
+    #[test]
+    fn the_troubleshooting_section_quotes_each_connect_hint() {
+        for source in [
+            "InvalidMessage(InvalidContentType)",
+            "status: Unauthenticated",
+            "invalid peer certificate: UnknownIssuer",
+            "kind: ConnectionRefused",
+        ] {
+            let e = LambdaWorkerError::Connect {
+                target: "https://x/".into(),
+                source: source.into(),
+            }
+            .to_string();
+            let hint = e.split_once(&format!("{source}. ")).unwrap().1;
+            assert!(
+                GUIDE.contains(hint),
+                "docs/deploy.md lacks the hint:\n{hint}"
+            );
+        }
+        let e = LambdaWorkerError::Worker("namespace nope was not found".into()).to_string();
+        let hint = e.rsplit_once(". ").unwrap().1;
+        assert!(GUIDE.contains(hint), "{hint}");
+    }
 }

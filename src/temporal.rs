@@ -16,7 +16,7 @@ use temporalio_sdk::{Runtime, Worker, runtime::RuntimeOptions};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    BoxError, RunningWorker, SessionConfig, WorkerBackend,
+    BoxError, RunningWorker, SessionConfig, StartTimings, WorkerBackend,
     connection_cache::{ConnectionCache, fingerprint},
 };
 
@@ -123,6 +123,7 @@ async fn host_session(
         }
     };
     let key = fingerprint(&session.connection);
+    let connecting = std::time::Instant::now();
     let cached = host.connections.borrow().get(key);
     let (connection, reused) = match cached {
         Some(c) => (c, true),
@@ -137,6 +138,8 @@ async fn host_session(
             }
         },
     };
+    let connect = connecting.elapsed();
+    let creating = std::time::Instant::now();
     let worker = Client::new(connection, session.client)
         .map_err(BoxError::from)
         .and_then(|client| Worker::new(runtime, client, session.worker).map_err(BoxError::from));
@@ -156,6 +159,10 @@ async fn host_session(
                 .unwrap_or_else(|_| Err("the Temporal worker thread dropped the worker".into()))
         }),
         connection_reused: reused,
+        timings: StartTimings {
+            connect,
+            create_worker: creating.elapsed(),
+        },
     };
     if reply.send(Ok(running)).is_err() {
         // Nobody waits for this worker any more (the invocation gave up): stop it at once.

@@ -12,6 +12,7 @@ use std::{
     panic::AssertUnwindSafe,
     sync::Arc,
     task::{Context, Poll},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use futures_util::{FutureExt, future::BoxFuture};
@@ -41,6 +42,17 @@ pub struct RunningWorker {
     pub finished: BoxFuture<'static, Result<(), BoxError>>,
     /// Whether an existing connection was reused.
     pub connection_reused: bool,
+    /// How long connecting and creating the worker took.
+    pub timings: StartTimings,
+}
+
+/// Where a worker's start-up time went; reported in [`WorkerReport`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StartTimings {
+    /// Connecting to Temporal (zero when the cached connection was reused).
+    pub connect: Duration,
+    /// Creating the client and the worker.
+    pub create_worker: Duration,
 }
 
 /// Starts workers. The seam between the stack's rules and Temporal.
@@ -64,6 +76,12 @@ pub struct WorkerReport {
     pub ran_for_ms: u64,
     /// Whether the Temporal connection of an earlier invocation was reused.
     pub connection_reused: bool,
+    /// Microseconds spent connecting (0 when the connection was reused).
+    pub connect_us: u64,
+    /// Microseconds spent creating the client and the worker.
+    pub create_worker_us: u64,
+    /// When the worker started polling, in microseconds since the Unix epoch.
+    pub polling_since_epoch_us: u64,
 }
 
 /// The core service at the bottom of the stack.
@@ -122,6 +140,9 @@ async fn run_session<B: WorkerBackend>(
         build_id: deployment.build_id,
         ran_for_ms: 0,
         connection_reused: false,
+        connect_us: 0,
+        create_worker_us: 0,
+        polling_since_epoch_us: 0,
     };
     let config = std::mem::take(&mut inv.config);
     let session = SessionConfig {
@@ -143,6 +164,11 @@ async fn run_session<B: WorkerBackend>(
     }
     .map_err(connect_error)?;
     report.connection_reused = running.connection_reused;
+    report.connect_us = running.timings.connect.as_micros() as u64;
+    report.create_worker_us = running.timings.create_worker.as_micros() as u64;
+    report.polling_since_epoch_us = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
     tracing::info!(
         task_queue = %report.task_queue,
         deployment = %report.deployment_name,
@@ -288,6 +314,7 @@ mod tests {
                     }),
                     finished,
                     connection_reused: false,
+                    timings: StartTimings::default(),
                 })
             })
         }

@@ -9,7 +9,7 @@ mod workflows;
 use temporal_lambda_worker::{
     BoxError, LambdaWorkerConfig, VersioningBehavior, WorkerDeploymentVersion, run_worker,
 };
-use workflows::{GreetingActivities, HelloWorkflow};
+use workflows::{GreetingActivities, HelloWorkflow, SlowHelloWorkflow};
 
 fn configure(config: &mut LambdaWorkerConfig) -> Result<(), BoxError> {
     if config.worker.task_queue.is_empty() {
@@ -17,6 +17,7 @@ fn configure(config: &mut LambdaWorkerConfig) -> Result<(), BoxError> {
     }
     config.versioning_behavior = VersioningBehavior::Pinned;
     config.worker.register_workflow::<HelloWorkflow>()?;
+    config.worker.register_workflow::<SlowHelloWorkflow>()?;
     config.worker.register_activities(GreetingActivities);
     Ok(())
 }

@@ -79,6 +79,31 @@ impl LambdaWorkerError {
     }
 }
 
+/// What to change, judged from the connection error's text.
+fn connect_hint(source: &str) -> &'static str {
+    let has = |needle: &str| source.contains(needle);
+    if has("InvalidContentType") || has("WrongVersion") || has("CorruptMessage") {
+        "The server did not answer TLS: TLS is on (TEMPORAL_TLS, TLS settings in the config \
+         file, or an API key, which turns TLS on) but the endpoint speaks plaintext. Turn TLS \
+         off for a plaintext server (a local dev server), or use the TLS endpoint"
+    } else if has("UnknownIssuer") || has("certificate") || has("Certificate") {
+        "The server's TLS certificate was not accepted: check TEMPORAL_TLS_SERVER_CA_CERT* and \
+         TEMPORAL_TLS_SERVER_NAME (the name must match the certificate)"
+    } else if has("Unauthenticated") || has("PermissionDenied") || has("unauthorized") {
+        "The server refused the credentials: check the API key (TEMPORAL_API_KEY or your \
+         secret) or the client certificate and key, and that they are for this namespace"
+    } else if has("ConnectionRefused") {
+        "Nothing accepts connections at that address: check TEMPORAL_ADDRESS / the config \
+         file's address and port, and that the server is running"
+    } else if has("dns error") || has("failed to lookup") {
+        "The host name does not resolve: check TEMPORAL_ADDRESS / the config file's address, \
+         and DNS from the function's VPC"
+    } else {
+        "Check TEMPORAL_ADDRESS / the config file's address, network access from the function \
+         (VPC, security groups, NAT), and TLS / API key settings"
+    }
+}
+
 fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
@@ -129,13 +154,22 @@ impl fmt::Display for LambdaWorkerError {
                 "the configure callback panicked: {msg}. Fix the callback; this invocation did \
                  not start a worker"
             ),
-            Self::Connect { target, source } => write!(
-                f,
-                "could not start a worker against Temporal at {target}: {source}. Check \
-                 TEMPORAL_ADDRESS / the config file's address, network access from the \
-                 function (VPC, security groups), and TLS / API key settings"
-            ),
-            Self::Worker(e) => write!(f, "the Temporal worker stopped with an error: {e}"),
+            Self::Connect { target, source } => {
+                let source = source.to_string();
+                write!(
+                    f,
+                    "could not start a worker against Temporal at {target}: {source}. {}",
+                    connect_hint(&source)
+                )
+            }
+            Self::Worker(e) => {
+                let e = e.to_string();
+                write!(f, "the Temporal worker stopped with an error: {e}")?;
+                if e.contains("namespace") && e.contains("not found") {
+                    f.write_str(". Check TEMPORAL_NAMESPACE / the config file's namespace")?;
+                }
+                Ok(())
+            }
             Self::DrainTimeout {
                 graceful_shutdown_timeout,
             } => write!(
@@ -175,5 +209,57 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "(non-string panic payload)".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connect(source: &str) -> String {
+        LambdaWorkerError::Connect {
+            target: "https://127.0.0.1:7233/".into(),
+            source: source.into(),
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn connect_errors_say_what_to_change() {
+        // Texts as the SDK reports them (seen against the dev server).
+        let tls = connect(
+            "Server connection error: tonic::transport::Error(Transport, ConnectError(Custom { \
+             kind: InvalidData, error: InvalidMessage(InvalidContentType) }))",
+        );
+        assert!(tls.contains("The server did not answer TLS"), "{tls}");
+        let refused = connect(
+            "Server connection error: tonic::transport::Error(Transport, ConnectError(\
+             ConnectError(\"tcp connect error\", 127.0.0.1:1, Os { code: 111, kind: \
+             ConnectionRefused, message: \"Connection refused\" })))",
+        );
+        assert!(refused.contains("Nothing accepts connections"), "{refused}");
+        let denied = connect("status: Unauthenticated, message: \"Request unauthorized.\"");
+        assert!(denied.contains("refused the credentials"), "{denied}");
+        let other = connect("something else");
+        assert!(
+            other.contains("network access from the function"),
+            "{other}"
+        );
+    }
+
+    #[test]
+    fn a_missing_namespace_points_at_the_namespace_setting() {
+        let e = LambdaWorkerError::Worker(
+            "worker validation failed: namespace nope was not found or otherwise could not be \
+             described"
+                .into(),
+        )
+        .to_string();
+        assert!(
+            e.ends_with("Check TEMPORAL_NAMESPACE / the config file's namespace"),
+            "{e}"
+        );
+        let e = LambdaWorkerError::Worker("poll failed".into()).to_string();
+        assert_eq!(e, "the Temporal worker stopped with an error: poll failed");
     }
 }

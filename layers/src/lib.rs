@@ -9,6 +9,7 @@
 //! | layer | rule |
 //! | --- | --- |
 //! | [`LoadConfigLayer`] | client config from `temporal.toml` / `TEMPORAL_*`, task queue from `TEMPORAL_TASK_QUEUE` |
+//! | [`ApiKeySecretLayer`] (optional) | the API key from `TEMPORAL_API_KEY_FILE` or a resolved `TEMPORAL_API_KEY_SECRET_ARN`, cached |
 //! | [`LambdaDefaultsLayer`] | pre-fill the Lambda tuning defaults |
 //! | [`ConfigureLayer`] | the user's configure callback (and its teardown) |
 //! | [`DisableEagerActivitiesLayer`] | eager activities off, cannot be overridden |
@@ -27,6 +28,7 @@ pub mod identity;
 pub mod invocation;
 pub mod lambda_defaults;
 pub mod load_config;
+pub mod secrets;
 pub mod step;
 pub mod versioning;
 
@@ -42,6 +44,7 @@ pub use identity::{WorkerIdentity, WorkerIdentityLayer};
 pub use invocation::{Invocation, ShutdownSchedule};
 pub use lambda_defaults::{LambdaDefaults, LambdaDefaultsLayer};
 pub use load_config::{LoadConfig, LoadConfigLayer};
+pub use secrets::{ApiKeySecret, ApiKeySecretLayer, NoSecretResolver, SecretResolver};
 pub use step::{InvocationStep, Step, StepFuture, StepLayer};
 pub use temporalio_common::worker::{VersioningBehavior, WorkerDeploymentVersion};
 pub use versioning::{WorkerVersioning, WorkerVersioningLayer};

@@ -5,7 +5,7 @@
 //! and it answers, on 127.0.0.1:
 //!
 //! - STS `AssumeRole` (`POST /`, form body): credentials in the STS XML shape when the request
-//!   carries an `ExternalId` (matching [`ControlPlane::expect_external_id`] if set), and an
+//!   carries an `ExternalId` (matching [`ControlPlaneOptions::expect_external_id`] if set), and an
 //!   `AccessDenied` error otherwise — the server checks that the role's trust policy enforces
 //!   the external id by asking once without it.
 //! - Lambda `GetFunction` (`GET /2015-03-31/functions/{arn-or-name}`).
@@ -22,7 +22,7 @@
 //!
 //! An `Event` invocation answered with an error, or not answered by its deadline, is retried
 //! twice, as Lambda retries asynchronous invocations. Lambda waits about one and then two
-//! minutes; locally the waits are [`ControlPlane::retry_delays`] (1 s and 2 s by default).
+//! minutes; locally the waits are [`ControlPlaneOptions::retry_delays`] (1 s and 2 s by default).
 
 use std::{
     net::SocketAddr,

@@ -9,6 +9,8 @@
 //! - [`DevServer`]: `temporal server start-dev` on a free loopback port, stopped by PID.
 //! - [`Bootstrap`]: a Lambda bootstrap binary run as its own process with the
 //!   `AWS_LAMBDA_*` environment, as AWS runs it.
+#![warn(missing_docs)]
+
 pub mod bootstrap;
 pub mod control_plane;
 pub mod dev_server;

@@ -42,6 +42,8 @@ pub enum Outcome {
 pub struct Answer {
     /// The request id handed out.
     pub request_id: String,
+    /// When a `next` call took it.
+    pub handed_out: SystemTime,
     /// The deadline given in `Lambda-Runtime-Deadline-Ms`.
     pub deadline: SystemTime,
     /// When the answer arrived.
@@ -92,6 +94,7 @@ struct State {
     in_flight: Mutex<HashMap<String, oneshot::Sender<(SystemTime, Outcome)>>>,
     init_errors: Mutex<Vec<String>>,
     next_calls: AtomicU64,
+    first_next: Mutex<Option<SystemTime>>,
     counter: AtomicU64,
 }
 
@@ -130,6 +133,7 @@ impl Pending {
         match tokio::time::timeout(wait, reply).await {
             Ok(Ok((answered_at, outcome))) => Answer {
                 request_id,
+                handed_out: handed_at,
                 deadline,
                 answered_at,
                 outcome,
@@ -138,6 +142,7 @@ impl Pending {
                 state.in_flight.lock().unwrap().remove(&request_id);
                 Answer {
                     request_id,
+                    handed_out: handed_at,
                     deadline,
                     answered_at: SystemTime::now(),
                     outcome: Outcome::NoAnswer,
@@ -172,6 +177,11 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     };
     if method == Method::GET && rest == "/invocation/next" {
         state.next_calls.fetch_add(1, Ordering::Relaxed);
+        state
+            .first_next
+            .lock()
+            .unwrap()
+            .get_or_insert_with(SystemTime::now);
         let q = loop {
             let notified = state.queued.notified();
             if let Some(q) = state.queue.lock().unwrap().pop_front() {
@@ -268,6 +278,7 @@ impl RuntimeApi {
             in_flight: Mutex::default(),
             init_errors: Mutex::default(),
             next_calls: AtomicU64::new(0),
+            first_next: Mutex::default(),
             counter: AtomicU64::new(0),
         });
         let st = state.clone();
@@ -327,6 +338,11 @@ impl RuntimeApi {
     /// Invocations waiting for a `next` call.
     pub fn queued(&self) -> usize {
         self.state.queue.lock().unwrap().len()
+    }
+
+    /// When `next` was first called: the bootstrap's init phase is over.
+    pub fn first_next_at(&self) -> Option<SystemTime> {
+        *self.state.first_next.lock().unwrap()
     }
 
     /// How many times `next` was called.
