@@ -1,11 +1,22 @@
-//! The cost of the stack's layers: one invocation through every lifecycle layer over a
-//! no-op core service (no network), per invocation. Prints numbers; asserts nothing.
-//! Run: `cargo bench --bench layers`.
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+//! The cost of each layer of the stack, and of the whole default stack, over a no-op core
+//! service (no network): criterion micro-benchmarks, one invocation per iteration.
+//! Run: `cargo bench --bench layers` (add a filter, e.g. `-- deadline`, for one layer).
+use std::{
+    future::{Ready, ready},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use temporal_lambda_worker::*;
-use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn, util::ServiceFn};
 
+type Noop = ServiceFn<fn(Invocation) -> Ready<Result<usize, BoxError>>>;
+
+fn noop() -> Noop {
+    service_fn(|inv: Invocation| ready(Ok(inv.config.worker.task_queue.len())))
+}
+
+/// An invocation 60 s from its deadline, with a task queue set (as configure would).
 fn invocation() -> Invocation {
     let mut ctx = lambda_runtime::Context::default();
     ctx.request_id = "bench".into();
@@ -14,52 +25,108 @@ fn invocation() -> Invocation {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    Invocation::new(serde_json::Value::Null, ctx)
+    let mut inv = Invocation::new(serde_json::Value::Null, ctx);
+    inv.config.worker.task_queue = "tq".into();
+    inv
 }
 
-fn main() {
+fn version() -> WorkerDeploymentVersion {
+    WorkerDeploymentVersion::builder()
+        .deployment_name("b")
+        .build_id("1")
+        .build()
+}
+
+fn configure(c: &mut LambdaWorkerConfig) -> Result<(), BoxError> {
+    c.worker.task_queue = "tq".into();
+    Ok(())
+}
+
+fn bench<S>(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, svc: S)
+where
+    S: Service<Invocation> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    c.bench_function(name, |b| {
+        b.to_async(rt).iter_batched(
+            invocation,
+            |inv| {
+                let svc = svc.clone();
+                async move { svc.oneshot(inv).await.unwrap() }
+            },
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+fn one<L: Layer<Noop>>(layer: L) -> L::Service {
+    layer.layer(noop())
+}
+
+fn layers(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let version = WorkerDeploymentVersion::builder()
-        .deployment_name("b")
-        .build_id("1")
-        .build();
-    let mut svc = ServiceBuilder::new()
-        .layer(LoadConfigLayer::with_environment(StaticEnvironment::new()))
-        .layer(LambdaDefaultsLayer::new())
-        .layer(ConfigureLayer::new(|c: &mut LambdaWorkerConfig| {
-            c.worker.task_queue = "tq".into();
-            Ok::<_, BoxError>(())
-        }))
-        .layer(DisableEagerActivitiesLayer::new())
-        .layer(WorkerVersioningLayer::new(version))
-        .layer(WorkerIdentityLayer::new())
-        .layer(DeadlineWatchdogLayer::new())
-        .service(service_fn(|inv: Invocation| async move {
-            Ok::<_, BoxError>(inv.config.worker.task_queue.len())
-        }));
-    let mut samples = Vec::new();
-    rt.block_on(async {
-        for _ in 0..2_000 {
-            let inv = invocation();
-            let t = Instant::now();
-            let n = svc.ready().await.unwrap().call(inv).await.unwrap();
-            samples.push(t.elapsed());
-            assert_eq!(n, 2);
-        }
-    });
-    samples.sort();
-    let pct = |p: usize| samples[samples.len() * p / 100];
-    println!(
-        "stack overhead per invocation (7 layers, no-op core, {} runs):",
-        samples.len()
+    let env = || StaticEnvironment::new().var("TEMPORAL_ADDRESS", "127.0.0.1:7233");
+    bench(c, &rt, "no-op core alone", noop());
+    bench(
+        c,
+        &rt,
+        "LoadConfigLayer",
+        one(LoadConfigLayer::with_environment(env())),
     );
-    println!(
-        "  median {:?}  p95 {:?}  max {:?}",
-        pct(50),
-        pct(95),
-        samples[samples.len() - 1]
+    bench(
+        c,
+        &rt,
+        "LambdaDefaultsLayer",
+        one(LambdaDefaultsLayer::new()),
+    );
+    bench(
+        c,
+        &rt,
+        "ConfigureLayer",
+        one(ConfigureLayer::new(configure)),
+    );
+    bench(
+        c,
+        &rt,
+        "DisableEagerActivitiesLayer",
+        one(DisableEagerActivitiesLayer::new()),
+    );
+    bench(
+        c,
+        &rt,
+        "WorkerVersioningLayer",
+        one(WorkerVersioningLayer::new(version())),
+    );
+    bench(
+        c,
+        &rt,
+        "WorkerIdentityLayer",
+        one(WorkerIdentityLayer::new()),
+    );
+    bench(
+        c,
+        &rt,
+        "DeadlineWatchdogLayer",
+        one(DeadlineWatchdogLayer::new()),
+    );
+    bench(
+        c,
+        &rt,
+        "default stack (7 layers)",
+        ServiceBuilder::new()
+            .layer(LoadConfigLayer::with_environment(env()))
+            .layer(LambdaDefaultsLayer::new())
+            .layer(ConfigureLayer::new(configure))
+            .layer(DisableEagerActivitiesLayer::new())
+            .layer(WorkerVersioningLayer::new(version()))
+            .layer(WorkerIdentityLayer::new())
+            .layer(DeadlineWatchdogLayer::new())
+            .service(noop()),
     );
 }
+
+criterion_group!(benches, layers);
+criterion_main!(benches);

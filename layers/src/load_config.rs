@@ -384,4 +384,33 @@ mod tests {
         assert!(!debug.contains("sekrit"), "{debug}");
         assert!(debug.contains("api_key: \"<set>\""), "{debug}");
     }
+
+    #[test]
+    fn tls_client_key_and_cert_are_loaded_but_never_in_debug_output() {
+        let key = "-----BEGIN PRIVATE KEY-----\nc2Vrcml0LXRscy1rZXk=\n-----END PRIVATE KEY-----\n";
+        let cert = "-----BEGIN CERTIFICATE-----\nY2VydC1ib2R5\n-----END CERTIFICATE-----\n";
+        let inv = load(
+            StaticEnvironment::new()
+                .var("TEMPORAL_ADDRESS", "ns.tmprl.cloud:7233")
+                .var("TEMPORAL_TLS_CLIENT_KEY_DATA", key)
+                .var("TEMPORAL_TLS_CLIENT_CERT_DATA", cert),
+        )
+        .unwrap();
+        let tls = inv
+            .config
+            .connection
+            .tls_options
+            .as_ref()
+            .expect("client key and cert turn TLS on");
+        let client = tls
+            .client_tls_options
+            .as_ref()
+            .expect("the client key pair");
+        assert_eq!(client.client_private_key, key.as_bytes());
+        let debug = format!("{:?} {:?}", inv.config, inv);
+        for secret in ["c2Vrcml0LXRscy1rZXk", "PRIVATE KEY", "Y2VydC1ib2R5"] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        assert!(debug.contains("tls: \"<set>\""), "{debug}");
+    }
 }

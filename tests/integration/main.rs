@@ -203,3 +203,57 @@ async fn an_empty_deployment_name_fails_every_invocation_clearly() {
         Outcome::Error { .. }
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_warm_process_recovers_when_the_server_comes_back() {
+    let port = temporal_lambda_worker_testkit::dev_server::free_port();
+    let server = tokio::task::spawn_blocking(move || DevServer::start_on(port, &[], &[]))
+        .await
+        .unwrap();
+    let api = RuntimeApi::start(ARN).await.unwrap();
+    let root = TempDir::new("restart");
+    let address = format!("127.0.0.1:{port}");
+    let mut bootstrap = Bootstrap::start(
+        &hello_binary(),
+        &api.address(),
+        "hello",
+        &root.0,
+        &[
+            ("TEMPORAL_ADDRESS", &address),
+            ("TEMPORAL_TASK_QUEUE", "tq-restart"),
+            ("HELLO_DEPLOYMENT_NAME", "dep-restart"),
+        ],
+    )
+    .unwrap();
+    server
+        .register_version(&api, "dep-restart", "build-1")
+        .await
+        .unwrap();
+
+    // The server goes away under the warm process's cached connection. The invocation
+    // still answers before its deadline (its worker's polls fail and are retried until
+    // the shutdown moment).
+    drop(server);
+    let down = api.invoke(b"", Duration::from_secs(10)).await;
+    assert!(
+        !matches!(down.outcome, Outcome::NoAnswer) && down.slack() > 0.0,
+        "not answered before the deadline: {down:?}"
+    );
+
+    // It comes back on the same address (with fresh, in-memory state), and the same
+    // process serves real work again.
+    let server = tokio::task::spawn_blocking(move || DevServer::start_on(port, &[], &[]))
+        .await
+        .unwrap();
+    server
+        .register_version(&api, "dep-restart", "build-1")
+        .await
+        .unwrap();
+    let (answer, result) = tokio::join!(
+        api.invoke(b"", Duration::from_secs(15)),
+        server.execute_hello("tq-restart", "wf-restart", "Back")
+    );
+    assert!(result.expect("workflow completed").contains("Hello, Back!"));
+    answer.response();
+    assert_eq!(bootstrap.exited(), None, "the process kept serving");
+}

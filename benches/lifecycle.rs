@@ -1,0 +1,317 @@
+//! End-to-end lifecycle numbers against the real Temporal dev server, with the release
+//! `hello` bootstrap run as its own process against a Lambda Runtime API on loopback.
+//! Prints numbers; asserts nothing. Run: `cargo bench --bench lifecycle` (it builds the
+//! `hello` example with the bench profile first, which is the release profile: same
+//! artifacts as the benchmark itself). Results and the machine: `benches/RESULTS.md`.
+//!
+//! 1. cold start: exec → the worker polling, split into process start (exec → first
+//!    `next` call), config load + layers, connect, worker creation;
+//! 2. warm overhead: invocation handed out → the worker polling, invocations 2..N;
+//! 3. shutdown slack (deadline − answer), with no work and with an activity in flight;
+//! 4. peak RSS of the bootstrap after serving 20 invocations, and the binary's size;
+//! 5. throughput: 100 queued one-activity workflows, completions per second;
+//!
+//! (6, the per-layer cost, is `cargo bench --bench layers`.)
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use temporal_lambda_worker_testkit::{Answer, Bootstrap, DevServer, RuntimeApi};
+
+const ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:bench";
+const COLD_RUNS: usize = 8;
+const WARM_INVOCATIONS: usize = 20;
+const ACTIVITY_RUNS: usize = 5;
+const THROUGHPUT_RUNS: usize = 3;
+const QUEUED: usize = 100;
+/// 9 s with the default 7 s buffer: about 2 s of polling per invocation.
+const SHORT: Duration = Duration::from_secs(9);
+
+fn ms(from: SystemTime, to: SystemTime) -> f64 {
+    match to.duration_since(from) {
+        Ok(d) => d.as_secs_f64() * 1e3,
+        Err(e) => -e.duration().as_secs_f64() * 1e3,
+    }
+}
+
+fn epoch_us(us: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_micros(us)
+}
+
+/// "median X  p95 Y  (min … max, n)" of `v`, in the unit given.
+fn summary(v: &[f64], unit: &str) -> String {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    if s.is_empty() {
+        return "no samples".into();
+    }
+    let at = |p: f64| s[((s.len() - 1) as f64 * p).round() as usize];
+    format!(
+        "median {:8.2} {unit}  p95 {:8.2} {unit}  (min {:.2}, max {:.2}, n={})",
+        at(0.5),
+        at(0.95),
+        s[0],
+        s[s.len() - 1],
+        s.len()
+    )
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+fn build_bootstrap() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--profile",
+            "bench",
+            "--example",
+            "hello",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("run cargo build");
+    assert!(
+        status.success(),
+        "cargo build --release --example hello failed"
+    );
+    target_dir().join("release/examples/hello")
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+struct Function {
+    api: RuntimeApi,
+    process: Bootstrap,
+    root: PathBuf,
+    started_at: SystemTime,
+}
+
+impl Function {
+    async fn start(binary: &Path, server: &DevServer, tag: &str) -> Self {
+        let api = RuntimeApi::start(ARN).await.unwrap();
+        let root = std::env::temp_dir().join(format!("tlw-bench-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        let started_at = SystemTime::now();
+        let process = Bootstrap::start(
+            binary,
+            &api.address(),
+            "bench",
+            &root,
+            &[
+                ("TEMPORAL_ADDRESS", &server.address),
+                ("TEMPORAL_TASK_QUEUE", "tq-bench"),
+                ("HELLO_DEPLOYMENT_NAME", "dep-bench"),
+            ],
+        )
+        .unwrap();
+        Self {
+            api,
+            process,
+            root,
+            started_at,
+        }
+    }
+}
+
+impl Drop for Function {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn report_us(a: &Answer, key: &str) -> u64 {
+    a.response()[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {key} in {:?}", a.outcome))
+}
+
+async fn completed(server: &DevServer) -> usize {
+    let out = server
+        .cli_async(&[
+            "workflow",
+            "count",
+            "--query",
+            "TaskQueue='tq-bench' AND WorkflowType='HelloWorkflow' AND ExecutionStatus='Completed'",
+        ])
+        .await
+        .unwrap();
+    out.split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    // SAFETY: set before any other thread reads the environment.
+    unsafe { std::env::set_var("TLW_QUIET_BOOTSTRAP", "1") };
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` and the like: nothing to list
+    }
+    let binary = build_bootstrap();
+    let size = std::fs::metadata(&binary).unwrap().len();
+    let server = tokio::task::spawn_blocking(DevServer::start).await.unwrap();
+    println!(
+        "temporal-lambda-worker lifecycle benchmark (release hello bootstrap, real dev server)"
+    );
+    println!(
+        "bootstrap binary: {} ({:.2} MiB, stripped release profile)",
+        binary.display(),
+        size as f64 / 1048576.0
+    );
+
+    // 1. Cold starts: a new process each time, one invocation each.
+    let (mut process, mut config, mut connect, mut create, mut total) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for i in 0..COLD_RUNS {
+        let f = Function::start(&binary, &server, &format!("cold{i}")).await;
+        let a = f.api.invoke(b"", SHORT).await;
+        let polling = epoch_us(report_us(&a, "polling_since_epoch_us"));
+        let first_next = f.api.first_next_at().unwrap();
+        let c = report_us(&a, "connect_us") as f64 / 1e3;
+        let w = report_us(&a, "create_worker_us") as f64 / 1e3;
+        process.push(ms(f.started_at, first_next));
+        config.push(ms(a.handed_out, polling) - c - w);
+        connect.push(c);
+        create.push(w);
+        total.push(ms(f.started_at, polling));
+    }
+    println!("\n1. cold start, exec → worker polling ({COLD_RUNS} processes):");
+    println!("   total                 {}", summary(&total, "ms"));
+    println!("   process start         {}", summary(&process, "ms"));
+    println!("   config load + layers  {}", summary(&config, "ms"));
+    println!("   connect               {}", summary(&connect, "ms"));
+    println!("   worker creation       {}", summary(&create, "ms"));
+
+    // 2 + 3a + 4: one warm process serving WARM_INVOCATIONS idle invocations.
+    let f = Function::start(&binary, &server, "warm").await;
+    let (mut warm, mut idle_slack) = (vec![], vec![]);
+    for i in 0..WARM_INVOCATIONS {
+        let a = f.api.invoke(b"", SHORT).await;
+        let polling = epoch_us(report_us(&a, "polling_since_epoch_us"));
+        if i > 0 {
+            warm.push(ms(a.handed_out, polling));
+        }
+        idle_slack.push(a.slack() * 1e3);
+    }
+    let rss = peak_rss_kib(f.process.pid());
+    println!(
+        "\n2. warm overhead, handed out → worker polling (invocations 2..{WARM_INVOCATIONS}):"
+    );
+    println!("   {}", summary(&warm, "ms"));
+
+    // 3b: an activity in flight at shutdown. Shutdown begins 2 s after hand-out (9 s
+    // timeout − 7 s buffer); the workflow starts at 1.5 s and its activity runs 2.5 s.
+    server
+        .register_version(&f.api, "dep-bench", "build-1")
+        .await
+        .unwrap();
+    let mut busy_slack = vec![];
+    let mut drained_for = vec![];
+    for i in 0..ACTIVITY_RUNS {
+        let pending = f.api.submit(b"", SHORT);
+        let id = format!("slow-{}-{i}", std::process::id());
+        let starter = async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            server
+                .cli_async(&[
+                    "workflow",
+                    "start",
+                    "--type",
+                    "SlowHelloWorkflow",
+                    "--task-queue",
+                    "tq-bench",
+                    "--workflow-id",
+                    &id,
+                    "--input",
+                    "2500",
+                ])
+                .await
+                .unwrap();
+        };
+        let (a, ()) = tokio::join!(pending.answer(), starter);
+        busy_slack.push(a.slack() * 1e3);
+        drained_for.push(7000.0 - a.slack() * 1e3);
+    }
+    println!(
+        "\n3. shutdown slack, deadline − answer at the Runtime API (9 s timeout, 7 s buffer):"
+    );
+    println!("   no work in flight     {}", summary(&idle_slack, "ms"));
+    println!("   activity in flight    {}", summary(&busy_slack, "ms"));
+    println!(
+        "   (drain + answer after shutdown began: {})",
+        summary(&drained_for, "ms")
+    );
+    let negative = idle_slack
+        .iter()
+        .chain(&busy_slack)
+        .filter(|s| **s < 0.0)
+        .count();
+    println!("   answers after the deadline: {negative}");
+
+    println!("\n4. memory and size:");
+    match rss {
+        Some(kib) => println!(
+            "   peak RSS (VmHWM) after {WARM_INVOCATIONS} invocations: {:.1} MiB",
+            kib as f64 / 1024.0
+        ),
+        None => println!("   peak RSS: /proc/<pid>/status unreadable"),
+    }
+    println!(
+        "   stripped release binary: {} bytes ({:.2} MiB)",
+        size,
+        size as f64 / 1048576.0
+    );
+
+    // 5. Throughput: QUEUED workflows waiting before the invocation starts.
+    println!("\n5. throughput, {QUEUED} queued one-activity workflows, Lambda defaults:");
+    let mut rates = vec![];
+    for run in 0..THROUGHPUT_RUNS {
+        let before = completed(&server).await;
+        let ids: Vec<String> = (0..QUEUED)
+            .map(|i| format!("tp-{}-{run}-{i}", std::process::id()))
+            .collect();
+        for chunk in ids.chunks(10) {
+            let starts = chunk
+                .iter()
+                .map(|id| server.start_hello("tq-bench", id, "throughput"));
+            for r in futures::future::join_all(starts).await {
+                r.unwrap();
+            }
+        }
+        let pending = f.api.submit(b"", Duration::from_secs(40));
+        let watch = async {
+            let start = Instant::now();
+            loop {
+                let done = completed(&server).await - before;
+                if done >= QUEUED || start.elapsed() > Duration::from_secs(33) {
+                    return (done, SystemTime::now());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        let (a, (done, at)) = tokio::join!(pending.answer(), watch);
+        let secs = ms(a.handed_out, at) / 1e3;
+        rates.push(done as f64 / secs);
+        println!(
+            "   run {}: {done}/{QUEUED} completed {secs:.2} s after the invocation began",
+            run + 1
+        );
+    }
+    println!("   {}", summary(&rates, "workflows/s"));
+    println!("\n6. per-layer cost: cargo bench --bench layers");
+    drop(f);
+}
