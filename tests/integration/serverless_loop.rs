@@ -6,13 +6,11 @@
 use std::time::Duration;
 
 use temporal_lambda_worker_testkit::{
-    ControlPlane, ControlPlaneOptions, DevServer, FunctionSpec, FunctionStats, Outcome,
-    control_plane::function_arn, dev_server::free_port,
+    ControlPlane, DevServer, FunctionSpec, FunctionStats, Outcome, ServerlessLoop,
 };
 
 use crate::{TempDir, hello_binary};
 
-const ROLE: &str = "arn:aws:iam::000000000000:role/temporal-invoker";
 const EXTERNAL_ID: &str = "loop-external-id";
 /// 10 s: with the 7 s default buffer, each invocation polls for about 3 s.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,14 +24,11 @@ struct Loop {
 }
 
 impl Loop {
-    /// Starts the control plane serving function `name` (the hello bootstrap, polling
-    /// `tq-{name}` as deployment `dep-{name}`), then the dev server pointed at it; creates
-    /// the version, waits for the invocation that registers it, and makes it current.
+    /// The loop for function `name`: the hello bootstrap polling `tq-{name}` as deployment
+    /// `dep-{name}`, version `build-1` current, and the registering invocation over.
     async fn start(name: &'static str, concurrency: usize, extra_env: &[(&str, &str)]) -> Self {
         let root = TempDir::new(name);
-        let port = free_port();
         let mut spec = FunctionSpec::new(name, hello_binary())
-            .env("TEMPORAL_ADDRESS", &format!("127.0.0.1:{port}"))
             .env("TEMPORAL_TASK_QUEUE", &format!("tq-{name}"))
             .env("HELLO_DEPLOYMENT_NAME", &format!("dep-{name}"))
             .timeout(TIMEOUT)
@@ -42,37 +37,11 @@ impl Loop {
         for (k, v) in extra_env {
             spec = spec.env(k, v);
         }
-        let plane = ControlPlane::start(
-            vec![spec],
-            ControlPlaneOptions {
-                expect_external_id: Some(EXTERNAL_ID.into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-        let url = plane.endpoint_url();
-        let server = tokio::task::spawn_blocking(move || {
-            DevServer::start_with_worker_controller(port, &url)
-        })
-        .await
-        .unwrap();
-        let dep = format!("dep-{name}");
-        server
-            .create_lambda_version(&dep, "build-1", &function_arn(name), ROLE, EXTERNAL_ID)
-            .await
-            .unwrap();
-        // The Worker Controller invokes at version creation; the worker's poll registers
-        // the version's task queue, and then the version can become current.
-        let first = plane
-            .wait_for(name, Duration::from_secs(30), |s| s.invokes >= 1)
-            .await
-            .unwrap_or_else(|s| panic!("the server never invoked the function: {s:?}"));
-        assert_eq!(first.processes_started, 1, "{first:?}");
-        server
-            .set_current_version(&dep, "build-1", Duration::from_secs(20))
-            .await
-            .unwrap();
+        let ServerlessLoop { plane, server, .. } =
+            ServerlessLoop::start(spec, &format!("dep-{name}"), "build-1", EXTERNAL_ID)
+                .await
+                .unwrap();
+        assert_eq!(plane.stats(name).processes_started, 1);
         let this = Self {
             plane,
             server,

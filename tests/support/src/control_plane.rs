@@ -132,7 +132,7 @@ pub struct Attempt {
     pub attempt: u32,
     /// How it was invoked.
     pub invocation_type: InvocationType,
-    /// Whether a new process was started for it.
+    /// Whether the control plane had to start a new process for it (all were busy).
     pub cold_start: bool,
     /// The answer.
     pub answer: Answer,
@@ -175,7 +175,10 @@ impl Function {
     /// Reaps exited processes and starts new ones while invocations outnumber them, up to
     /// the concurrency limit. Returns whether it started one.
     fn scale(&self) -> bool {
-        let mut st = self.state.lock().unwrap();
+        self.scale_locked(&mut self.state.lock().unwrap())
+    }
+
+    fn scale_locked(&self, st: &mut FunctionState) -> bool {
         st.processes.retain_mut(|p| match p.exited() {
             Some(code) => {
                 tracing::info!(function = %self.spec.name, pid = p.pid(), ?code, "process exited");
@@ -234,8 +237,13 @@ impl Function {
         };
         let mut attempt = 0;
         loop {
-            let pending = self.api.submit(&payload, self.spec.timeout);
-            let cold_start = self.scale();
+            // Queued and scaled under one lock, so the background scaler cannot start the
+            // process this invocation needs in between.
+            let (pending, cold_start) = {
+                let mut st = self.state.lock().unwrap();
+                let pending = self.api.submit(&payload, self.spec.timeout);
+                (pending, self.scale_locked(&mut st))
+            };
             let request_id = pending.request_id().to_owned();
             tracing::info!(function = %self.spec.name, invoke, attempt, %request_id, cold_start, "invocation");
             let started = Instant::now();
@@ -697,10 +705,20 @@ mod tests {
 
     /// One HTTP/1.1 request over a fresh connection; (status, body).
     async fn request(addr: SocketAddr, head: &str, body: &str) -> (u16, String) {
+        request_with(addr, head, "", body).await
+    }
+
+    /// [`request`] with extra header lines (each ending in `\r\n`).
+    async fn request_with(
+        addr: SocketAddr,
+        head: &str,
+        headers: &str,
+        body: &str,
+    ) -> (u16, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         let req = format!(
-            "{head} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            "{head} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}",
             body.len()
         );
         s.write_all(req.as_bytes()).await.unwrap();
@@ -709,6 +727,117 @@ mod tests {
         let status = out[9..12].parse().unwrap();
         let body = out.split_once("\r\n\r\n").unwrap().1.to_owned();
         (status, body)
+    }
+
+    /// A bootstrap in Python speaking the Runtime API: each invocation takes `WORK_SECS`
+    /// and answers `{"pid": …}`, or an error when the payload is `fail`.
+    const PY_BOOTSTRAP: &str = r#"
+import json, os, time, urllib.request
+base = "http://%s/2018-06-01/runtime/invocation" % os.environ["AWS_LAMBDA_RUNTIME_API"]
+while True:
+    with urllib.request.urlopen(base + "/next") as r:
+        rid = r.headers["Lambda-Runtime-Aws-Request-Id"]
+        payload = r.read()
+    time.sleep(float(os.environ.get("WORK_SECS", "0")))
+    if payload == b"fail":
+        kind, body = "error", {"errorType": "Test.Failed", "errorMessage": "asked to fail"}
+    else:
+        kind, body = "response", {"pid": os.getpid()}
+    req = urllib.request.Request("%s/%s/%s" % (base, rid, kind), json.dumps(body).encode(), method="POST")
+    urllib.request.urlopen(req).read()
+"#;
+
+    /// The script, runnable with `env_clear` (an absolute interpreter path in its shebang).
+    fn py_bootstrap(dir: &std::path::Path) -> PathBuf {
+        let out = std::process::Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .output()
+            .expect("python3 runs");
+        let python = String::from_utf8(out.stdout).unwrap();
+        let path = dir.join("bootstrap");
+        std::fs::write(&path, format!("#!{}\n{PY_BOOTSTRAP}", python.trim())).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn runs_processes_like_lambda_within_the_concurrency_limit() {
+        let dir = std::env::temp_dir().join(format!("tlw-cp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let spec = FunctionSpec::new("py", py_bootstrap(&dir))
+            .env("WORK_SECS", "1")
+            .concurrency(2)
+            .timeout(Duration::from_secs(10))
+            .task_root(&dir);
+        let plane = ControlPlane::start(
+            vec![spec],
+            ControlPlaneOptions {
+                retry_delays: vec![Duration::from_millis(100), Duration::from_millis(100)],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let addr = plane.addr;
+        let invoke =
+            |body: &'static str| request(addr, "POST /2015-03-31/functions/py/invocations", body);
+
+        // Three synchronous invocations at once: two cold starts, the third waits for a
+        // warm process.
+        let (a, b, c) = tokio::join!(invoke(""), invoke(""), invoke(""));
+        let mut pids = std::collections::HashSet::new();
+        for (status, body) in [a, b, c] {
+            assert_eq!(status, 200, "{body}");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            pids.insert(v["pid"].as_u64().unwrap());
+        }
+        assert_eq!(pids.len(), 2, "two processes served the three invocations");
+        let s = plane.stats("py");
+        assert_eq!((s.processes_started, s.peak_processes), (2, 2), "{s:?}");
+        assert_eq!(s.attempts.iter().filter(|a| a.cold_start).count(), 2);
+
+        // A warm process takes the next one.
+        let (status, _) = invoke("").await;
+        assert_eq!(status, 200);
+        assert_eq!(plane.stats("py").processes_started, 2);
+
+        // An Event invocation answered with an error: accepted at once, tried three times.
+        let (status, _) = request_with(
+            addr,
+            "POST /2015-03-31/functions/py/invocations",
+            "X-Amz-Invocation-Type: Event\r\n",
+            "fail",
+        )
+        .await;
+        assert_eq!(status, 202);
+        let s = plane
+            .wait_for("py", Duration::from_secs(20), |s| {
+                s.attempts
+                    .iter()
+                    .filter(|a| a.invocation_type == InvocationType::Event)
+                    .count()
+                    == 3
+            })
+            .await
+            .unwrap_or_else(|s| panic!("not retried twice: {s:?}"));
+        let event: Vec<_> = s
+            .attempts
+            .iter()
+            .filter(|a| a.invocation_type == InvocationType::Event)
+            .collect();
+        assert_eq!(
+            event.iter().map(|a| a.attempt).collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
+        assert!(event.iter().all(|a| a.answer.error().0 == "Test.Failed"));
+
+        // A synchronous error answer carries Lambda's function-error body.
+        let (status, body) = invoke("fail").await;
+        assert_eq!(status, 200);
+        assert!(body.contains("asked to fail"), "{body}");
+        drop(plane);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

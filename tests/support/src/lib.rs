@@ -6,6 +6,7 @@
 //! - [`ControlPlane`]: a local AWS endpoint (STS `AssumeRole`, Lambda `GetFunction` and
 //!   `Invoke`) for Temporal's Worker Controller, which runs bootstrap processes the way
 //!   Lambda does.
+//! - [`ServerlessLoop`]: both together, with a version backed by the function, made current.
 //! - [`DevServer`]: `temporal server start-dev` on a free loopback port, stopped by PID.
 //! - [`Bootstrap`]: a Lambda bootstrap binary run as its own process with the
 //!   `AWS_LAMBDA_*` environment, as AWS runs it.
@@ -16,8 +17,10 @@ pub mod control_plane;
 pub mod dev_server;
 mod http;
 pub mod runtime_api;
+pub mod serverless_loop;
 
 pub use bootstrap::Bootstrap;
 pub use control_plane::{ControlPlane, ControlPlaneOptions, FunctionSpec, FunctionStats};
 pub use dev_server::{DevServer, temporal_cli};
 pub use runtime_api::{Answer, Outcome, Pending, RuntimeApi};
+pub use serverless_loop::ServerlessLoop;

@@ -11,16 +11,12 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use temporal_lambda_worker_testkit::{
-    ControlPlane, ControlPlaneOptions, DevServer, FunctionSpec, Outcome,
-    control_plane::function_arn, dev_server::free_port,
-};
+use temporal_lambda_worker_testkit::{FunctionSpec, Outcome, ServerlessLoop};
 
 const FUNCTION: &str = "hello";
 const TASK_QUEUE: &str = "hello-task-queue";
 const DEPLOYMENT: &str = "hello-app";
 const BUILD_ID: &str = "build-1";
-const ROLE: &str = "arn:aws:iam::000000000000:role/temporal-invoker";
 const EXTERNAL_ID: &str = "local-external-id";
 const USAGE: &str =
     "usage: lambda-local BOOTSTRAP [--workflows N] [--timeout SECS] [--concurrency N] [--serve]";
@@ -78,69 +74,31 @@ async fn main() -> Result<(), String> {
         .with_target(false)
         .init();
     let args = args()?;
-    let port = free_port();
-    let address = format!("127.0.0.1:{port}");
     let task_root = std::env::temp_dir().join(format!("lambda-local-{}", std::process::id()));
     std::fs::create_dir_all(&task_root).map_err(|e| e.to_string())?;
     let spec = FunctionSpec::new(FUNCTION, &args.bootstrap)
-        .env("TEMPORAL_ADDRESS", &address)
         .env("TEMPORAL_TASK_QUEUE", TASK_QUEUE)
         .timeout(Duration::from_secs(args.timeout))
         .concurrency(args.concurrency)
         .task_root(&task_root);
-    let arn = spec.arn();
-    let plane = ControlPlane::start(
-        vec![spec],
-        ControlPlaneOptions {
-            expect_external_id: Some(EXTERNAL_ID.into()),
-            ..Default::default()
-        },
-    )
-    .await
-    .map_err(|e| e.to_string())?;
     println!(
-        "local Lambda control plane (STS + Lambda) on {}: function {arn}, timeout {}s, \
-         concurrency {}",
-        plane.endpoint_url(),
+        "starting the local Lambda control plane (function {}, timeout {}s, concurrency {}) \
+         and the Temporal dev server with the Worker Controller; creating version \
+         {DEPLOYMENT}/{BUILD_ID} backed by the function (the server invokes it once)…",
+        spec.arn(),
         args.timeout,
         args.concurrency
     );
-
-    println!("starting the Temporal dev server with the Worker Controller on {address}…");
-    let url = plane.endpoint_url();
-    let server =
-        tokio::task::spawn_blocking(move || DevServer::start_with_worker_controller(port, &url))
-            .await
-            .map_err(|e| e.to_string())?;
-    println!("  dev server pid {}", server.pid());
-
+    let ServerlessLoop { plane, server, .. } =
+        ServerlessLoop::start(spec, DEPLOYMENT, BUILD_ID, EXTERNAL_ID).await?;
+    let address = server.address.clone();
     println!(
-        "creating version {DEPLOYMENT}/{BUILD_ID} backed by {arn} (the server invokes it once)…"
+        "  control plane {}, dev server {address} (pid {}); {DEPLOYMENT}/{BUILD_ID} is the \
+         current version",
+        plane.endpoint_url(),
+        server.pid()
     );
-    server
-        .create_lambda_version(
-            DEPLOYMENT,
-            BUILD_ID,
-            &function_arn(FUNCTION),
-            ROLE,
-            EXTERNAL_ID,
-        )
-        .await?;
     let wait = Duration::from_secs(args.timeout * 3);
-    plane
-        .wait_for(FUNCTION, Duration::from_secs(30), |s| s.invokes >= 1)
-        .await
-        .map_err(|s| format!("the server never invoked the function: {s:?}"))?;
-    server
-        .set_current_version(DEPLOYMENT, BUILD_ID, Duration::from_secs(30))
-        .await
-        .map_err(|e| {
-            format!(
-                "could not make {DEPLOYMENT}/{BUILD_ID} current (did the bootstrap poll as that \
-                 version? see the README's troubleshooting): {e}"
-            )
-        })?;
-    println!("  {DEPLOYMENT}/{BUILD_ID} is the current version");
 
     for i in 1..=args.workflows {
         let before = plane

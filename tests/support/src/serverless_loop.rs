@@ -1,0 +1,73 @@
+//! The whole serverless loop on one machine: a dev server whose Worker Controller invokes a
+//! function served by a [`ControlPlane`], with a Worker Deployment Version backed by it.
+
+use std::time::Duration;
+
+use crate::{ControlPlane, ControlPlaneOptions, DevServer, FunctionSpec, dev_server::free_port};
+
+/// The role ARN the local versions name (the control plane accepts any).
+pub const LOCAL_INVOKER_ROLE: &str = "arn:aws:iam::000000000000:role/temporal-invoker";
+
+/// A running loop. Dropping it kills the function's processes, then the server.
+pub struct ServerlessLoop {
+    /// The local AWS endpoint and the function's processes.
+    pub plane: ControlPlane,
+    /// The Temporal dev server, Worker Controller on.
+    pub server: DevServer,
+    /// The function's name.
+    pub function: String,
+}
+
+impl ServerlessLoop {
+    /// Starts the control plane serving `spec` (with `TEMPORAL_ADDRESS` added, pointing at
+    /// the server), then the dev server with its Worker Controller pointed at the plane;
+    /// creates version `deployment`/`build_id` backed by the function (the server invokes
+    /// it once, so the worker registers the version's task queue) and makes it current.
+    pub async fn start(
+        spec: FunctionSpec,
+        deployment: &str,
+        build_id: &str,
+        external_id: &str,
+    ) -> Result<Self, String> {
+        let port = free_port();
+        let function = spec.name.clone();
+        let arn = spec.arn();
+        let spec = spec.env("TEMPORAL_ADDRESS", &format!("127.0.0.1:{port}"));
+        let plane = ControlPlane::start(
+            vec![spec],
+            ControlPlaneOptions {
+                expect_external_id: Some(external_id.into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| format!("cannot start the control plane: {e}"))?;
+        let url = plane.endpoint_url();
+        let server = tokio::task::spawn_blocking(move || {
+            DevServer::start_with_worker_controller(port, &url)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        server
+            .create_lambda_version(deployment, build_id, &arn, LOCAL_INVOKER_ROLE, external_id)
+            .await?;
+        plane
+            .wait_for(&function, Duration::from_secs(30), |s| s.invokes >= 1)
+            .await
+            .map_err(|s| format!("the server never invoked {arn}: {s:?}"))?;
+        server
+            .set_current_version(deployment, build_id, Duration::from_secs(30))
+            .await
+            .map_err(|e| {
+                format!(
+                    "could not make {deployment}/{build_id} current (did the bootstrap poll as \
+                     that version? see the README's troubleshooting): {e}"
+                )
+            })?;
+        Ok(Self {
+            plane,
+            server,
+            function,
+        })
+    }
+}
