@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the `hello` example as a Lambda `bootstrap` zip with cargo-lambda, for arm64 and
 # x86_64 (the release profile; cross-compiled with zig), and checks each artifact:
-# `target/lambda/<arch>/hello/bootstrap.zip`. Args: the architectures (default: both).
+# `target/lambda/<arch>/hello/bootstrap.zip`. The zip for this machine's architecture is then
+# unpacked and run through the local serverless loop (lambda-local: the dev server's Worker
+# Controller invokes it and a workflow completes). Args: the architectures (default: both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! cargo lambda --version >/dev/null 2>&1 || ! python3 -m ziglang version >/dev/null 2>&1; then
@@ -19,4 +21,15 @@ for arch in "${archs[@]}"; do
   cargo lambda build --quiet --release "$flag" --example hello --output-format zip \
     --lambda-dir "target/lambda/$arch"
   python3 scripts/check_lambda_zip.py "target/lambda/$arch/hello/bootstrap.zip" "$arch"
+done
+host=$(uname -m); [ "$host" = aarch64 ] && host=arm64
+for arch in "${archs[@]}"; do
+  [ "$arch" = "$host" ] || continue
+  run=$(mktemp -d)
+  python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' \
+    "target/lambda/$arch/hello/bootstrap.zip" "$run"
+  chmod +x "$run/bootstrap"
+  TLW_QUIET_BOOTSTRAP=1 RUST_LOG=warn cargo run --quiet -p temporal-lambda-worker-testkit \
+    --bin lambda-local -- "$run/bootstrap" --workflows 1 --timeout 10
+  rm -rf "$run"
 done

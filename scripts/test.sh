@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # All the tests: formatting, clippy, unit + integration (real Temporal dev server, a Lambda
 # Runtime API and the local Lambda control plane on loopback) + doc tests, rustdoc without
-# warnings, and the cargo-lambda zips for arm64 and x86_64, checked.
+# warnings, the cargo-lambda zips for arm64 and x86_64 (checked, and this machine's run through
+# the local serverless loop), and the deploy guide's commands checked against their CLIs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -10,3 +11,4 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 TLW_QUIET_BOOTSTRAP=1 cargo test --workspace
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 bash scripts/lambda-build.sh
+bash scripts/check_deploy_doc.sh
