@@ -106,7 +106,6 @@ struct Cached {
 struct Shared<R> {
     resolver: R,
     environment: Arc<dyn Environment>,
-    max_age: Option<Duration>,
     cache: tokio::sync::Mutex<Option<Cached>>,
 }
 
@@ -153,12 +152,17 @@ impl<R: SecretResolver> Shared<R> {
         Ok(key)
     }
 
-    /// The key for the current source: cached, or fetched and cached.
-    async fn key(&self, source: Source) -> Result<String, LambdaWorkerError> {
+    /// The key for the current source: cached (unless older than `max_age`), or fetched
+    /// and cached.
+    async fn key(
+        &self,
+        source: Source,
+        max_age: Option<Duration>,
+    ) -> Result<String, LambdaWorkerError> {
         let mut cache = self.cache.lock().await;
         if let Some(c) = cache.as_ref()
             && c.source == source
-            && self.max_age.is_none_or(|age| c.fetched.elapsed() < age)
+            && max_age.is_none_or(|age| c.fetched.elapsed() < age)
         {
             return Ok(c.key.clone());
         }
@@ -175,12 +179,14 @@ impl<R: SecretResolver> Shared<R> {
 /// Sets the API key from a file or a resolved secret; see the [module docs](self).
 pub struct ApiKeySecretLayer<R> {
     shared: Arc<Shared<R>>,
+    max_age: Option<Duration>,
 }
 
 impl<R> Clone for ApiKeySecretLayer<R> {
     fn clone(&self) -> Self {
         Self {
             shared: self.shared.clone(),
+            max_age: self.max_age,
         }
     }
 }
@@ -189,7 +195,7 @@ impl<R> fmt::Debug for ApiKeySecretLayer<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let cached = self.shared.cache.try_lock().map(|c| c.is_some()).ok();
         f.debug_struct("ApiKeySecretLayer")
-            .field("max_age", &self.shared.max_age)
+            .field("max_age", &self.max_age)
             .field("key_cached", &cached)
             .finish_non_exhaustive()
     }
@@ -214,20 +220,17 @@ impl<R: SecretResolver> ApiKeySecretLayer<R> {
             shared: Arc::new(Shared {
                 resolver,
                 environment: Arc::new(environment),
-                max_age: None,
                 cache: tokio::sync::Mutex::new(None),
             }),
+            max_age: None,
         }
     }
 
     /// Re-fetches the key once it is older than `age` (for rotated keys).
     pub fn max_age(self, age: Duration) -> Self {
-        let shared = Arc::into_inner(self.shared).expect("max_age is set while building");
         Self {
-            shared: Arc::new(Shared {
-                max_age: Some(age),
-                ..shared
-            }),
+            max_age: Some(age),
+            ..self
         }
     }
 }
@@ -239,6 +242,7 @@ impl<S, R> Layer<S> for ApiKeySecretLayer<R> {
         ApiKeySecret {
             inner,
             shared: self.shared.clone(),
+            max_age: self.max_age,
         }
     }
 }
@@ -247,6 +251,7 @@ impl<S, R> Layer<S> for ApiKeySecretLayer<R> {
 pub struct ApiKeySecret<S, R> {
     inner: S,
     shared: Arc<Shared<R>>,
+    max_age: Option<Duration>,
 }
 
 impl<S: Clone, R> Clone for ApiKeySecret<S, R> {
@@ -254,6 +259,7 @@ impl<S: Clone, R> Clone for ApiKeySecret<S, R> {
         Self {
             inner: self.inner.clone(),
             shared: self.shared.clone(),
+            max_age: self.max_age,
         }
     }
 }
@@ -278,9 +284,10 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
+        let max_age = self.max_age;
         Box::pin(async move {
             if let Some(source) = shared.source() {
-                invocation.config.connection.api_key = Some(shared.key(source).await?);
+                invocation.config.connection.api_key = Some(shared.key(source, max_age).await?);
             }
             inner.call(invocation).await.map_err(Into::into)
         })

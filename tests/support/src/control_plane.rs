@@ -265,10 +265,7 @@ impl Function {
                     error_type,
                     error_message,
                 } => format!("{error_type}: {error_message}"),
-                Outcome::NoAnswer => format!(
-                    "Task timed out after {:.2} seconds",
-                    self.spec.timeout.as_secs_f64()
-                ),
+                Outcome::NoAnswer => self.timed_out(),
             };
             attempt += 1;
             if attempt >= attempts {
@@ -279,6 +276,14 @@ impl Function {
             tracing::warn!(function = %self.spec.name, invoke, %request_id, error = %failure, retry_in = ?delay, "invocation failed; retrying");
             tokio::time::sleep(delay).await;
         }
+    }
+
+    /// Lambda's message for an invocation not answered by its deadline.
+    fn timed_out(&self) -> String {
+        format!(
+            "Task timed out after {:.2} seconds",
+            self.spec.timeout.as_secs_f64()
+        )
     }
 
     fn stats(&self) -> FunctionStats {
@@ -656,9 +661,8 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                             true,
                         ),
                         Outcome::NoAnswer => (
-                            serde_json::json!({"errorType": "Sandbox.Timedout", "errorMessage": format!(
-                                "Task timed out after {:.2} seconds", function.spec.timeout.as_secs_f64())})
-                            .to_string(),
+                            serde_json::json!({"errorType": "Sandbox.Timedout", "errorMessage": function.timed_out()})
+                                .to_string(),
                             true,
                         ),
                     };

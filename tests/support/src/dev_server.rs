@@ -226,12 +226,6 @@ impl DevServer {
             .map(drop)
     }
 
-    /// Waits for a workflow's result (stdout of `temporal workflow result`).
-    pub async fn workflow_result(&self, workflow_id: &str) -> Result<String, String> {
-        self.cli_async(&["workflow", "result", "--workflow-id", workflow_id])
-            .await
-    }
-
     /// Starts a `HelloWorkflow` with the CLI and waits for its result (stdout).
     pub async fn execute_hello(
         &self,

@@ -93,7 +93,6 @@ struct State {
     queued: Notify,
     in_flight: Mutex<HashMap<String, oneshot::Sender<(SystemTime, Outcome)>>>,
     init_errors: Mutex<Vec<String>>,
-    next_calls: AtomicU64,
     first_next: Mutex<Option<SystemTime>>,
     counter: AtomicU64,
 }
@@ -176,7 +175,6 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         return reply(StatusCode::NOT_FOUND, "unknown path");
     };
     if method == Method::GET && rest == "/invocation/next" {
-        state.next_calls.fetch_add(1, Ordering::Relaxed);
         state
             .first_next
             .lock()
@@ -277,7 +275,6 @@ impl RuntimeApi {
             queued: Notify::new(),
             in_flight: Mutex::default(),
             init_errors: Mutex::default(),
-            next_calls: AtomicU64::new(0),
             first_next: Mutex::default(),
             counter: AtomicU64::new(0),
         });
@@ -296,7 +293,7 @@ impl RuntimeApi {
     }
 
     /// Invokes the function with `timeout` and waits for the answer, or for the deadline
-    /// plus `slack` (then [`Outcome::NoAnswer`]). Returns when the answer arrived.
+    /// plus 3 s (then [`Outcome::NoAnswer`]). Returns when the answer arrived.
     pub async fn invoke(&self, payload: &[u8], timeout: Duration) -> Answer {
         self.submit(payload, timeout).answer().await
     }
@@ -343,10 +340,5 @@ impl RuntimeApi {
     /// When `next` was first called: the bootstrap's init phase is over.
     pub fn first_next_at(&self) -> Option<SystemTime> {
         *self.state.first_next.lock().unwrap()
-    }
-
-    /// How many times `next` was called.
-    pub fn next_calls(&self) -> u64 {
-        self.state.next_calls.load(Ordering::Relaxed)
     }
 }
