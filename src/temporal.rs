@@ -8,23 +8,58 @@
 //! A worker stuck on that thread cannot stop the stack's own task from answering the
 //! Runtime API before the deadline.
 
-use std::{cell::RefCell, rc::Rc, sync::Mutex};
+use std::{cell::RefCell, rc::Rc, sync::Arc, sync::Mutex};
 
 use futures_util::future::{BoxFuture, LocalBoxFuture};
 use temporalio_client::{Client, Connection};
+use temporalio_common::telemetry::TelemetryOptions;
 use temporalio_sdk::{Runtime, Worker, runtime::RuntimeOptions};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    BoxError, RunningWorker, SessionConfig, StartTimings, WorkerBackend,
+    BoxError, CoreMeter, RunningWorker, SessionConfig, StartTimings, WorkerBackend,
     connection_cache::{ConnectionCache, fingerprint},
 };
 
 type Job = Box<dyn FnOnce(Rc<Host>) -> LocalBoxFuture<'static, ()> + Send>;
 
+/// The SDK runtime and the meter it was made with.
+type MeteredRuntime = (Option<Arc<dyn CoreMeter>>, Rc<Runtime>);
+
 struct Host {
-    runtime: Result<Runtime, String>,
+    /// Made at the first session.
+    runtime: RefCell<Option<MeteredRuntime>>,
     connections: RefCell<ConnectionCache<Connection>>,
+}
+
+impl Host {
+    /// The SDK runtime for `metrics`: the existing one while the meter is the same `Arc`.
+    fn runtime(&self, metrics: Option<Arc<dyn CoreMeter>>) -> Result<Rc<Runtime>, String> {
+        let same = |a: &Option<Arc<dyn CoreMeter>>| match (a, &metrics) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        if let Some((meter, runtime)) = &*self.runtime.borrow()
+            && same(meter)
+        {
+            return Ok(runtime.clone());
+        }
+        let mut telemetry = TelemetryOptions::builder().build();
+        // The meter's resource carries the service name; no extra label on every point.
+        telemetry.attach_service_name = metrics.is_none();
+        telemetry.metrics = metrics.clone();
+        // Worker heartbeats off: a Lambda process is frozen between invocations, and
+        // shut-down workers would otherwise keep heartbeating.
+        let runtime = RuntimeOptions::builder()
+            .telemetry_options(telemetry)
+            .heartbeat_interval(None)
+            .build()
+            .and_then(|o| Runtime::from_current_tokio(o).map_err(|e| e.to_string()))
+            .map(Rc::new)?;
+        *self.runtime.borrow_mut() = Some((metrics, runtime.clone()));
+        Ok(runtime)
+    }
 }
 
 /// Runs workers against a real Temporal server, reusing the connection across warm
@@ -70,15 +105,8 @@ fn spawn_host() -> Result<mpsc::UnboundedSender<Job>, BoxError> {
         .spawn(move || {
             let local = tokio::task::LocalSet::new();
             local.block_on(&runtime, async move {
-                // Worker heartbeats off: a Lambda process is frozen between invocations,
-                // and shut-down workers would otherwise keep heartbeating.
-                let sdk_runtime = RuntimeOptions::builder()
-                    .heartbeat_interval(None)
-                    .build()
-                    .map_err(|e| e.to_string())
-                    .and_then(|o| Runtime::from_current_tokio(o).map_err(|e| e.to_string()));
                 let host = Rc::new(Host {
-                    runtime: sdk_runtime,
+                    runtime: RefCell::default(),
                     connections: RefCell::default(),
                 });
                 while let Some(job) = rx.recv().await {
@@ -112,7 +140,7 @@ async fn host_session(
     session: SessionConfig,
     reply: oneshot::Sender<Result<RunningWorker, BoxError>>,
 ) {
-    let runtime = match &host.runtime {
+    let runtime = match host.runtime(session.metrics.clone()) {
         Ok(r) => r,
         Err(e) => {
             let _ = reply.send(Err(format!(
@@ -142,7 +170,7 @@ async fn host_session(
     let creating = std::time::Instant::now();
     let worker = Client::new(connection, session.client)
         .map_err(BoxError::from)
-        .and_then(|client| Worker::new(runtime, client, session.worker).map_err(BoxError::from));
+        .and_then(|client| Worker::new(&runtime, client, session.worker).map_err(BoxError::from));
     let mut worker = match worker {
         Ok(w) => w,
         Err(e) => {

@@ -22,7 +22,9 @@ use temporalio_sdk::WorkerOptions;
 use tokio::time::Instant;
 use tower::Service;
 
-use crate::{BoxError, Invocation, LambdaWorkerError, ShutdownHook, layers::error::panic_message};
+use crate::{
+    BoxError, CoreMeter, Invocation, LambdaWorkerError, ShutdownHook, layers::error::panic_message,
+};
 
 /// What the backend needs to start one worker.
 pub struct SessionConfig {
@@ -32,6 +34,10 @@ pub struct SessionConfig {
     pub client: ClientOptions,
     /// Worker options, registrations included.
     pub worker: WorkerOptions,
+    /// Where the SDK records worker metrics (see [`LambdaWorkerConfig::metrics`]).
+    ///
+    /// [`LambdaWorkerConfig::metrics`]: crate::LambdaWorkerConfig::metrics
+    pub metrics: Option<Arc<dyn CoreMeter>>,
 }
 
 /// A worker that is polling.
@@ -149,6 +155,7 @@ async fn run_session<B: WorkerBackend>(
         connection: config.connection,
         client: config.client,
         worker: config.worker,
+        metrics: config.metrics,
     };
     let schedule = inv.schedule;
     let connect_error = |source: BoxError| LambdaWorkerError::Connect {

@@ -1,9 +1,10 @@
 //! The per-invocation configuration that flows down the stack.
 
-use std::{fmt, future::Future, path::PathBuf, time::Duration};
+use std::{fmt, future::Future, path::PathBuf, sync::Arc, time::Duration};
 
 use futures_util::future::BoxFuture;
 use temporalio_client::{ClientOptions, ConnectionOptions};
+use temporalio_common::telemetry::metrics::CoreMeter;
 use temporalio_common::worker::{
     VersioningBehavior, WorkerDeploymentOptions, WorkerDeploymentVersion,
 };
@@ -44,6 +45,11 @@ pub struct LambdaWorkerConfig {
     pub versioning_behavior: VersioningBehavior,
     /// The config file Temporal's client configuration was read from, if any.
     pub config_file: Option<PathBuf>,
+    /// Where the SDK records its worker metrics (`None`: nowhere). The SDK runtime is
+    /// made once per process with the meter of the first invocation that starts a worker,
+    /// and made again only when a later invocation brings a different one; set the same
+    /// `Arc` every time (the `otel` feature's `apply_metrics` does).
+    pub metrics: Option<Arc<dyn CoreMeter>>,
     shutdown_hooks: Vec<ShutdownHook>,
 }
 
@@ -68,6 +74,7 @@ impl Default for LambdaWorkerConfig {
             shutdown_deadline_buffer: None,
             versioning_behavior: VersioningBehavior::Pinned,
             config_file: None,
+            metrics: None,
             shutdown_hooks: Vec::new(),
         }
     }
@@ -165,6 +172,7 @@ impl fmt::Debug for LambdaWorkerConfig {
                 &self.effective_shutdown_deadline_buffer(),
             )
             .field("versioning_behavior", &self.versioning_behavior)
+            .field("metrics", &set(self.metrics.is_some()))
             .field("shutdown_hooks", &self.shutdown_hooks.len())
             .finish_non_exhaustive()
     }

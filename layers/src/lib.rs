@@ -46,6 +46,7 @@ pub use lambda_defaults::{LambdaDefaults, LambdaDefaultsLayer};
 pub use load_config::{LoadConfig, LoadConfigLayer};
 pub use secrets::{ApiKeySecret, ApiKeySecretLayer, NoSecretResolver, SecretResolver};
 pub use step::{InvocationStep, Step, StepFuture, StepLayer};
+pub use temporalio_common::telemetry::metrics::CoreMeter;
 pub use temporalio_common::worker::{VersioningBehavior, WorkerDeploymentVersion};
 pub use versioning::{WorkerVersioning, WorkerVersioningLayer};
 
