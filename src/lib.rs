@@ -72,10 +72,18 @@
 //!     serve(stack).await
 //! }
 //! ```
+//!
+//! # OpenTelemetry
+//!
+//! With the `otel` feature, `otel::run_worker` serves the same stack under an
+//! `otel::OtelLayer`: an invocation span with the SDK's workflow and activity spans inside,
+//! the SDK's worker metrics, all over OTLP/gRPC and flushed before every answer.
 #![warn(missing_docs)]
 
 pub mod connection_cache;
 pub mod lambda;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod temporal;
 pub mod worker_service;
 

@@ -4,12 +4,10 @@
 //!
 //! Task queue: `TEMPORAL_TASK_QUEUE`, else `hello-task-queue`. Deployment version:
 //! `HELLO_DEPLOYMENT_NAME` / `HELLO_BUILD_ID`, else `hello-app` / `build-1`.
-mod workflows;
-
+use hello_workflows::{GreetingActivities, HelloWorkflow, SlowHelloWorkflow};
 use temporal_lambda_worker::{
     BoxError, LambdaWorkerConfig, VersioningBehavior, WorkerDeploymentVersion, run_worker,
 };
-use workflows::{GreetingActivities, HelloWorkflow, SlowHelloWorkflow};
 
 fn configure(config: &mut LambdaWorkerConfig) -> Result<(), BoxError> {
     if config.worker.task_queue.is_empty() {

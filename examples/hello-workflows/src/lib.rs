@@ -1,3 +1,6 @@
+//! The workflows and activity the `hello` and `otel` examples register: the Python
+//! reference example's greeting, and a slow variant for in-flight-work tests.
+
 use std::time::Duration;
 
 use temporalio_macros::{activities, workflow, workflow_methods};

@@ -20,6 +20,37 @@ impl Bootstrap {
         task_root: &Path,
         extra: &[(&str, &str)],
     ) -> std::io::Result<Self> {
+        Self::spawn(binary, runtime_api, function_name, task_root, extra, None)
+    }
+
+    /// [`Bootstrap::start`], with stdout and stderr written to `log` (what CloudWatch
+    /// Logs would get), for tests that read them.
+    pub fn start_logging_to(
+        binary: &Path,
+        runtime_api: &str,
+        function_name: &str,
+        task_root: &Path,
+        extra: &[(&str, &str)],
+        log: &Path,
+    ) -> std::io::Result<Self> {
+        Self::spawn(
+            binary,
+            runtime_api,
+            function_name,
+            task_root,
+            extra,
+            Some(log),
+        )
+    }
+
+    fn spawn(
+        binary: &Path,
+        runtime_api: &str,
+        function_name: &str,
+        task_root: &Path,
+        extra: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> std::io::Result<Self> {
         let mut cmd = Command::new(binary);
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -35,7 +66,10 @@ impl Bootstrap {
             .env("LAMBDA_TASK_ROOT", task_root)
             .current_dir(task_root)
             .stdin(Stdio::null());
-        if std::env::var_os("TLW_QUIET_BOOTSTRAP").is_some() {
+        if let Some(log) = log {
+            let file = std::fs::File::create(log)?;
+            cmd.stdout(file.try_clone()?).stderr(file);
+        } else if std::env::var_os("TLW_QUIET_BOOTSTRAP").is_some() {
             cmd.stdout(Stdio::null()).stderr(Stdio::null());
         }
         for (k, v) in extra {

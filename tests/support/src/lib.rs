@@ -16,11 +16,13 @@ pub mod bootstrap;
 pub mod control_plane;
 pub mod dev_server;
 mod http;
+pub mod otlp;
 pub mod runtime_api;
 pub mod serverless_loop;
 
 pub use bootstrap::Bootstrap;
 pub use control_plane::{ControlPlane, ControlPlaneOptions, FunctionSpec, FunctionStats};
 pub use dev_server::{DevServer, temporal_cli};
+pub use otlp::{OtlpReceiver, ReceivedMetric, ReceivedSpan};
 pub use runtime_api::{Answer, Outcome, Pending, RuntimeApi};
 pub use serverless_loop::ServerlessLoop;

@@ -5,7 +5,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -85,6 +85,8 @@ struct Queued {
     request_id: String,
     reply: oneshot::Sender<(SystemTime, Outcome)>,
     handed_out: oneshot::Sender<SystemTime>,
+    /// Seeds the X-Ray trace and parent ids (never zero).
+    trace_seed: u64,
 }
 
 struct State {
@@ -95,6 +97,7 @@ struct State {
     init_errors: Mutex<Vec<String>>,
     first_next: Mutex<Option<SystemTime>>,
     counter: AtomicU64,
+    active_tracing: AtomicBool,
 }
 
 /// An invocation queued by [`RuntimeApi::submit`].
@@ -211,10 +214,11 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         h.insert(
             "Lambda-Runtime-Trace-Id",
             format!(
-                "Root=1-{:08x}-{:024x};Parent={:016x};Sampled=0",
+                "Root=1-{:08x}-{:024x};Parent={:016x};Sampled={}",
                 epoch_ms(deadline) / 1000,
-                1u8,
-                1u8
+                q.trace_seed,
+                q.trace_seed,
+                u8::from(state.active_tracing.load(Ordering::Relaxed))
             )
             .parse()
             .unwrap(),
@@ -277,6 +281,7 @@ impl RuntimeApi {
             init_errors: Mutex::default(),
             first_next: Mutex::default(),
             counter: AtomicU64::new(0),
+            active_tracing: AtomicBool::new(false),
         });
         let st = state.clone();
         let server = serve(listener, "rapi", move |req| handle(st.clone(), req));
@@ -311,6 +316,7 @@ impl RuntimeApi {
             request_id: request_id.clone(),
             reply: tx,
             handed_out: handed_tx,
+            trace_seed: (u64::from(std::process::id()) << 20) + n + 1,
         });
         self.state.queued.notify_waiters();
         Pending {
@@ -320,6 +326,13 @@ impl RuntimeApi {
             reply,
             handed_out,
         }
+    }
+
+    /// Turns Lambda's active tracing on or off: the `Lambda-Runtime-Trace-Id` header of
+    /// the invocations handed out next says `Sampled=1` or (the default, as on Lambda
+    /// without active tracing) `Sampled=0`.
+    pub fn set_active_tracing(&self, on: bool) {
+        self.state.active_tracing.store(on, Ordering::Relaxed);
     }
 
     /// Bodies posted to `init/error`.
