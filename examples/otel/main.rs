@@ -13,41 +13,27 @@
 //! Turn on the function's active tracing: Lambda passes `Sampled=0` in the trace header
 //! otherwise, and the invocation span (with everything in it) follows that decision.
 
-use hello_workflows::{GreetingActivities, HelloWorkflow, SlowHelloWorkflow};
-use temporal_lambda_worker::{
-    BoxError, LambdaWorkerConfig, VersioningBehavior, WorkerDeploymentVersion, otel,
-};
+use temporal_lambda_worker::{BoxError, LambdaWorkerConfig, VersioningBehavior, otel};
 
 fn configure(config: &mut LambdaWorkerConfig) -> Result<(), BoxError> {
     // Under `otel::run_worker` (below) the OtelLayer has applied everything already and
-    // this does nothing; with a stack of your own without the layer, it adds the SDK's
+    // this does nothing; in a stack of your own without the layer, it adds the SDK's
     // metrics and spans and a flush after each invocation (but no invocation span).
     otel::apply_defaults(config, otel::OtelOptions::new())?;
     if config.worker.task_queue.is_empty() {
         config.worker.task_queue = "hello-task-queue".into();
     }
     config.versioning_behavior = VersioningBehavior::Pinned;
-    config.worker.register_workflow::<HelloWorkflow>()?;
-    config.worker.register_workflow::<SlowHelloWorkflow>()?;
-    config.worker.register_activities(GreetingActivities);
+    hello_workflows::register(&mut config.worker)?;
     Ok(())
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), BoxError> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                // The exporters' own messages repeat the one warning the flush logs.
-                .unwrap_or_else(|_| "info,temporalio_sdk_core=warn,opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off".into()),
-        )
-        .with_target(false)
-        .without_time()
-        .init();
-    let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
-    let version = WorkerDeploymentVersion::builder()
-        .deployment_name(env("HELLO_DEPLOYMENT_NAME", "hello-app"))
-        .build_id(env("HELLO_BUILD_ID", "build-1"))
-        .build();
+    // The exporters' own messages would repeat the one warning a failed flush logs.
+    hello_workflows::init_logging(
+        "info,temporalio_sdk_core=warn,opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off",
+    );
+    let version = hello_workflows::version_from_env();
     otel::run_worker(version, configure, otel::OtelOptions::new()).await
 }

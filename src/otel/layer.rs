@@ -131,9 +131,7 @@ where
             tracing::warn!("no workflow or activity spans for this invocation: {e}");
         }
         let deadline = deadline_instant(&inv.context);
-        *invocation_slot(&telemetry)
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = Some(cx.clone());
+        let current = CurrentInvocation::set(&telemetry, cx.clone());
         let response = self.inner.call(inv).with_context(cx.clone());
         Box::pin(async move {
             let result = response.await;
@@ -143,9 +141,7 @@ where
                 span.set_status(Status::error(e.to_string()));
             }
             span.end();
-            *invocation_slot(&telemetry)
-                .write()
-                .unwrap_or_else(|p| p.into_inner()) = None;
+            drop(current);
             let mut until = Instant::now() + telemetry.options().flush_timeout;
             if let Some(deadline) = deadline {
                 until = until.min(deadline - ANSWER_BEFORE_DEADLINE);
@@ -155,6 +151,27 @@ where
             }
             result
         })
+    }
+}
+
+/// Makes the invocation's span the parent of workflow and activity spans that have none,
+/// until dropped (when the invocation ends, or its future is dropped).
+struct CurrentInvocation(Telemetry);
+
+impl CurrentInvocation {
+    fn set(telemetry: &Telemetry, cx: Context) -> Self {
+        *invocation_slot(telemetry)
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(cx);
+        Self(telemetry.clone())
+    }
+}
+
+impl Drop for CurrentInvocation {
+    fn drop(&mut self) {
+        *invocation_slot(&self.0)
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = None;
     }
 }
 
@@ -216,6 +233,18 @@ mod tests {
             .iter()
             .find(|kv| kv.key.as_str() == key)
             .map(|kv| kv.value.to_string())
+    }
+
+    /// Telemetry exporting spans to memory (metrics: to memory too, not looked at).
+    fn telemetry() -> (Telemetry, InMemorySpanExporter) {
+        let spans = InMemorySpanExporter::default();
+        let t = Telemetry::with_exporters(
+            &OtelOptions::new(),
+            &env(),
+            spans.clone(),
+            InMemoryMetricExporter::default(),
+        );
+        (t, spans)
     }
 
     /// An inner service that records one SDK-style metric through the config's meter,
@@ -289,13 +318,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn an_unsampled_lambda_trace_is_respected() {
-        let spans = InMemorySpanExporter::default();
-        let telemetry = Telemetry::with_exporters(
-            &OtelOptions::new(),
-            &env(),
-            spans.clone(),
-            InMemoryMetricExporter::default(),
-        );
+        let (telemetry, spans) = telemetry();
         let header = format!(
             "Root=1-{:08x}-{:024x};Parent=53995c3f42cd8ad8;Sampled=0",
             now_secs(),
@@ -314,13 +337,7 @@ mod tests {
     // which empties the in-memory exporter.
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_failed_invocation_marks_its_span_and_keeps_the_error() {
-        let spans = InMemorySpanExporter::default();
-        let telemetry = Telemetry::with_exporters(
-            &OtelOptions::new(),
-            &env(),
-            spans.clone(),
-            InMemoryMetricExporter::default(),
-        );
+        let (telemetry, spans) = telemetry();
         let stack = OtelLayer::with_environment(telemetry.clone(), env()).layer(service_fn(
             |_: Invocation| async {
                 Err::<(), BoxError>(LambdaWorkerError::MissingTaskQueue.into())

@@ -546,4 +546,24 @@ mod tests {
         assert!(t.applied_to(&config));
         assert!(format!("{config:?}").contains("metrics: \"<set>\""));
     }
+
+    // The only test that touches the process telemetry (its exporters connect lazily, and
+    // nothing here flushes, so no network is used).
+    #[tokio::test(flavor = "current_thread")]
+    async fn apply_defaults_adds_a_flush_hook_unless_the_layer_applied_everything() {
+        let mut config = LambdaWorkerConfig::default();
+        let t = apply_defaults(&mut config, OtelOptions::new()).unwrap();
+        assert!(t.applied_to(&config));
+        assert_eq!(config.shutdown_hook_count(), 1);
+
+        // What OtelLayer does with the same telemetry first: then nothing more is added.
+        let mut under_layer = LambdaWorkerConfig::default();
+        apply_metrics(&mut under_layer, &t);
+        apply_tracing(&mut under_layer, &t).unwrap();
+        apply_defaults(&mut under_layer, OtelOptions::new()).unwrap();
+        assert_eq!(under_layer.shutdown_hook_count(), 0);
+        // Later calls get the same process telemetry, whatever their options.
+        let again = Telemetry::init(OtelOptions::new().service_name("other")).unwrap();
+        assert!(again.applied_to(&config));
+    }
 }

@@ -79,6 +79,13 @@ async fn spans_and_worker_metrics_reach_the_collector_before_the_answer() {
             .unwrap_or_else(|| panic!("no {name} in the invocation's trace: {spans:#?}"))
     };
     let workflow = in_trace("RunWorkflow:HelloWorkflow");
+    // The example's configure calls apply_defaults under the OtelLayer: it must not add
+    // the SDK's interceptors a second time.
+    let runs = spans
+        .iter()
+        .filter(|s| s.name == workflow.name && s.trace_id == invocation.trace_id)
+        .count();
+    assert_eq!(runs, 1, "{spans:#?}");
     assert_eq!(workflow.parent_span_id, invocation.span_id);
     assert_eq!(workflow.attributes["temporalWorkflowID"], "wf-otel");
     let activity = in_trace("RunActivity:GreetingActivities::greet");

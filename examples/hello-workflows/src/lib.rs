@@ -1,13 +1,46 @@
-//! The workflows and activity the `hello` and `otel` examples register: the Python
-//! reference example's greeting, and a slow variant for in-flight-work tests.
+//! What the `hello` and `otel` example bootstraps share: the Python reference example's
+//! greeting workflow and activity (and a slow variant for in-flight-work tests), their
+//! registration, the deployment version from the environment, and the log format.
 
 use std::time::Duration;
 
+use temporalio_common::worker::WorkerDeploymentVersion;
 use temporalio_macros::{activities, workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityOptions, WorkflowContext, WorkflowResult,
+    ActivityOptions, WorkerOptions, WorkflowContext, WorkflowResult,
     activities::{ActivityContext, ActivityError},
+    error::WorkflowRegistrationError,
 };
+
+/// Registers [`HelloWorkflow`], [`SlowHelloWorkflow`] and [`GreetingActivities`].
+pub fn register(worker: &mut WorkerOptions) -> Result<(), WorkflowRegistrationError> {
+    worker.register_workflow::<HelloWorkflow>()?;
+    worker.register_workflow::<SlowHelloWorkflow>()?;
+    worker.register_activities(GreetingActivities);
+    Ok(())
+}
+
+/// `HELLO_DEPLOYMENT_NAME` / `HELLO_BUILD_ID`, else `hello-app` / `build-1`.
+pub fn version_from_env() -> WorkerDeploymentVersion {
+    let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
+    WorkerDeploymentVersion::builder()
+        .deployment_name(env("HELLO_DEPLOYMENT_NAME", "hello-app"))
+        .build_id(env("HELLO_BUILD_ID", "build-1"))
+        .build()
+}
+
+/// Logs to stdout (CloudWatch Logs on Lambda) without timestamps, which CloudWatch adds:
+/// `RUST_LOG`, else `default_filter`.
+pub fn init_logging(default_filter: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
+        )
+        .with_target(false)
+        .without_time()
+        .init();
+}
 
 /// Greets through one activity.
 #[workflow]
