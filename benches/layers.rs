@@ -1,6 +1,7 @@
 //! The cost of each layer of the stack, and of the whole default stack, over a no-op core
 //! service (no network): criterion micro-benchmarks, one invocation per iteration.
-//! Run: `cargo bench --bench layers` (add a filter, e.g. `-- deadline`, for one layer).
+//! Run: `cargo bench --bench layers` (add a filter, e.g. `-- deadline`, for one layer;
+//! `--features otel` adds the `OtelLayer`).
 use std::{
     future::{Ready, ready},
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -126,6 +127,25 @@ fn layers(c: &mut Criterion) {
             .layer(DeadlineWatchdogLayer::new())
             .service(noop()),
     );
+    #[cfg(feature = "otel")]
+    {
+        // Span, metrics and tracing applied, and the end-of-invocation flush, here to
+        // in-memory exporters: the layer's own cost, without a collector's round trip.
+        let telemetry = rt.block_on(async {
+            otel::Telemetry::with_exporters(
+                &otel::OtelOptions::new(),
+                &env(),
+                opentelemetry_sdk::trace::InMemorySpanExporter::default(),
+                opentelemetry_sdk::metrics::InMemoryMetricExporter::default(),
+            )
+        });
+        bench(
+            c,
+            &rt,
+            "OtelLayer (flush to in-memory exporters)",
+            one(otel::OtelLayer::with_environment(telemetry, env())),
+        );
+    }
 }
 
 criterion_group!(benches, layers);
