@@ -14,6 +14,7 @@
 //! otherwise, and the invocation span (with everything in it) follows that decision.
 
 use temporal_lambda_worker::{BoxError, LambdaWorkerConfig, VersioningBehavior, otel};
+use tracing_subscriber::{layer::SubscriberExt as _, util::SubscriberInitExt as _};
 
 fn configure(config: &mut LambdaWorkerConfig) -> Result<(), BoxError> {
     // Under `otel::run_worker` (below) the OtelLayer has applied everything already and
@@ -30,10 +31,16 @@ fn configure(config: &mut LambdaWorkerConfig) -> Result<(), BoxError> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), BoxError> {
-    // The exporters' own messages would repeat the one warning a failed flush logs.
-    hello_workflows::init_logging(
-        "info,temporalio_sdk_core=warn,opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off",
-    );
+    // Made once per process; `otel::run_worker` below gets this same one back.
+    let telemetry = otel::Telemetry::init(otel::OtelOptions::new())?;
+    tracing_subscriber::registry()
+        // The exporters' own messages would repeat the one warning a failed flush logs.
+        .with(hello_workflows::log_layer(
+            "info,temporalio_sdk_core=warn,opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off",
+        ))
+        // Our own `tracing` spans (the activity's `compose_greeting`), exported too.
+        .with(telemetry.tracing_layer())
+        .init();
     let version = hello_workflows::version_from_env();
     otel::run_worker(version, configure, otel::OtelOptions::new()).await
 }

@@ -337,6 +337,27 @@ impl Telemetry {
         &self.inner.meter_provider
     }
 
+    /// A `tracing` layer exporting your own `tracing` spans (and the events inside them)
+    /// through this telemetry, so they are flushed with ours: a span you open in an
+    /// activity becomes a child of its `RunActivity:*` span. Add it to your subscriber
+    /// (`tracing_subscriber::registry().with(telemetry.tracing_layer())`).
+    ///
+    /// It takes INFO and above, and never the spans of [`NOT_EXPORTED_TARGETS`]: the
+    /// exporter's own HTTP/2 and gRPC stack would add thousands per invocation, and the
+    /// Temporal and Lambda runtime crates' internal spans are not the workflow and
+    /// activity spans (those come from the SDK's plugin).
+    pub fn tracing_layer<S>(&self) -> impl tracing_subscriber::Layer<S>
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        use tracing_subscriber::Layer as _;
+        tracing_opentelemetry::layer()
+            .with_tracer(self.inner.tracer.inner().clone())
+            .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                *meta.level() <= tracing::Level::INFO && exported_target(meta.target())
+            }))
+    }
+
     /// Exports every finished span and the current metrics now, giving up at `until`.
     /// The exporters block, so each runs on Tokio's blocking pool while this waits.
     pub async fn flush(&self, until: Instant) -> Result<(), FlushError> {
@@ -384,6 +405,35 @@ impl Telemetry {
             reason,
         }
     }
+}
+
+/// The targets (crates) whose `tracing` spans and events [`Telemetry::tracing_layer`]
+/// never exports: the OTLP exporter's transport, OpenTelemetry itself, the Lambda
+/// runtime, and the Temporal SDK's internals.
+pub const NOT_EXPORTED_TARGETS: &[&str] = &[
+    "h2",
+    "hyper",
+    "hyper_util",
+    "tonic",
+    "tower",
+    "tower_http",
+    "opentelemetry",
+    "opentelemetry_sdk",
+    "opentelemetry_otlp",
+    "lambda_runtime",
+    "lambda_runtime_api_client",
+    "temporalio_sdk_core",
+    "temporalio_sdk",
+    "temporalio_client",
+    "temporalio_common",
+];
+
+fn exported_target(target: &str) -> bool {
+    !NOT_EXPORTED_TARGETS.iter().any(|t| {
+        target
+            .strip_prefix(t)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    })
 }
 
 /// The end-of-invocation flush failed: that invocation's telemetry is lost.
@@ -545,6 +595,47 @@ mod tests {
         apply_tracing(&mut config, &t).unwrap();
         assert!(t.applied_to(&config));
         assert!(format!("{config:?}").contains("metrics: \"<set>\""));
+    }
+
+    #[test]
+    fn the_tracing_bridge_exports_user_spans_under_the_current_span_and_nothing_of_the_transport() {
+        use opentelemetry::trace::{TraceContextExt as _, Tracer as _, TracerProvider as _};
+        use tracing_subscriber::layer::SubscriberExt as _;
+
+        let spans = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+        let t = Telemetry::with_exporters(
+            &OtelOptions::new(),
+            &StaticEnvironment::new(),
+            spans.clone(),
+            opentelemetry_sdk::metrics::InMemoryMetricExporter::default(),
+        );
+        let subscriber = tracing_subscriber::registry().with(t.tracing_layer());
+        let activity = t
+            .tracer_provider()
+            .tracer("test")
+            .start("RunActivity:greet");
+        let activity_cx = Context::new()
+            .with_remote_span_context(opentelemetry::trace::Span::span_context(&activity).clone());
+        tracing::subscriber::with_default(subscriber, || {
+            let _in_activity = activity_cx.clone().attach();
+            tracing::info_span!("compose_greeting").in_scope(|| {
+                tracing::info_span!(target: "h2::proto", "Connection").in_scope(|| {});
+                tracing::info_span!(target: "tonic::transport", "connect").in_scope(|| {});
+                tracing::debug_span!("too_verbose").in_scope(|| {});
+            });
+        });
+        t.tracer_provider().force_flush().unwrap();
+        let exported = spans.get_finished_spans().unwrap();
+        let names: Vec<_> = exported.iter().map(|s| s.name.to_string()).collect();
+        assert_eq!(names, ["compose_greeting"]);
+        assert_eq!(
+            exported[0].parent_span_id,
+            opentelemetry::trace::Span::span_context(&activity).span_id()
+        );
+        assert!(exported_target("my_app::activities"));
+        assert!(exported_target("hyperdrive"));
+        assert!(!exported_target("hyper"));
+        assert!(!exported_target("temporalio_sdk_core::worker"));
     }
 
     // The only test that touches the process telemetry (its exporters connect lazily, and

@@ -90,7 +90,30 @@ async fn spans_and_worker_metrics_reach_the_collector_before_the_answer() {
     assert_eq!(workflow.attributes["temporalWorkflowID"], "wf-otel");
     let activity = in_trace("RunActivity:GreetingActivities::greet");
     assert_eq!(activity.attributes["temporalWorkflowID"], "wf-otel");
-    for span in [invocation, workflow, activity] {
+    // The application's own `tracing` span, through the bridge, under the activity.
+    let own = in_trace("compose_greeting");
+    assert_eq!(own.parent_span_id, activity.span_id);
+    // Nothing of the exporter's transport or the runtimes' internals.
+    let internal: Vec<_> = spans
+        .iter()
+        .filter(|s| {
+            s.attributes.get("code.module.name").is_some_and(|m| {
+                [
+                    "h2",
+                    "hyper",
+                    "tonic",
+                    "tower",
+                    "lambda_runtime",
+                    "temporalio_sdk_core",
+                ]
+                .iter()
+                .any(|t| m.starts_with(t))
+            })
+        })
+        .map(|s| (&s.name, &s.attributes["code.module.name"]))
+        .collect();
+    assert!(internal.is_empty(), "{internal:?}");
+    for span in [invocation, workflow, activity, own] {
         assert_eq!(span.service_name.as_deref(), Some("hello-otel"));
         assert!(
             arrived_before(span.received_at, &answer),

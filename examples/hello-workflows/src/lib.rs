@@ -11,6 +11,7 @@ use temporalio_sdk::{
     activities::{ActivityContext, ActivityError},
     error::WorkflowRegistrationError,
 };
+use tracing_subscriber::{EnvFilter, Layer, registry::LookupSpan};
 
 /// Registers [`HelloWorkflow`], [`SlowHelloWorkflow`] and [`GreetingActivities`].
 pub fn register(worker: &mut WorkerOptions) -> Result<(), WorkflowRegistrationError> {
@@ -30,16 +31,17 @@ pub fn version_from_env() -> WorkerDeploymentVersion {
 }
 
 /// Logs to stdout (CloudWatch Logs on Lambda) without timestamps, which CloudWatch adds:
-/// `RUST_LOG`, else `default_filter`.
-pub fn init_logging(default_filter: &str) {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_filter.into()),
-        )
+/// `RUST_LOG`, else `default_filter`. Add it to a `tracing_subscriber::registry()`.
+pub fn log_layer<S>(default_filter: &str) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    tracing_subscriber::fmt::layer()
         .with_target(false)
         .without_time()
-        .init();
+        .with_filter(filter)
 }
 
 /// Greets through one activity.
@@ -89,7 +91,9 @@ pub struct GreetingActivities;
 impl GreetingActivities {
     #[activity]
     pub async fn greet(_ctx: ActivityContext, name: String) -> Result<String, ActivityError> {
-        Ok(format!("Hello, {name}!"))
+        // A span of the application's own: with the `otel` bootstrap's tracing bridge it
+        // is exported as a child of the activity's span.
+        Ok(tracing::info_span!("compose_greeting").in_scope(|| format!("Hello, {name}!")))
     }
 
     #[activity]
