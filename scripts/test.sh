@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # All the tests: formatting, clippy, unit + integration (real Temporal dev server, a Lambda
-# Runtime API and the local Lambda control plane on loopback, an OTLP receiver) + doc tests, rustdoc without
-# warnings, the cargo-lambda zips for arm64 and x86_64 (checked, and this machine's run through
-# the local serverless loop), and the deploy guide's commands checked against their CLIs.
+# Runtime API, the local Lambda control plane and an OTLP receiver on loopback) + doc tests,
+# rustdoc without warnings, the cargo-lambda zips for arm64 and x86_64 (checked, and this
+# machine's run through the local serverless loop), and the deploy guide's commands checked
+# against their CLIs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

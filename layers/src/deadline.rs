@@ -76,7 +76,10 @@ pub fn deadline_instant(context: &Context) -> Option<Instant> {
     remaining_time(context).map(|left| Instant::now() + left)
 }
 
-pub(crate) fn teardown_deadline(context: &Context) -> Option<Instant> {
+/// When the answer must be ready to post: the deadline − [`ANSWER_BEFORE_DEADLINE`]
+/// (converted once, at the call). Teardown and the end-of-invocation telemetry flush end
+/// by then.
+pub fn teardown_deadline(context: &Context) -> Option<Instant> {
     deadline_instant(context).map(|d| d - ANSWER_BEFORE_DEADLINE)
 }
 

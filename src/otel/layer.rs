@@ -10,15 +10,15 @@ use std::{
 use futures_util::future::BoxFuture;
 use opentelemetry::{
     Context, KeyValue,
-    trace::{FutureExt as _, SpanKind, Status, TraceContextExt, Tracer as _},
+    trace::{FutureExt as _, SpanBuilder, SpanKind, Status, TraceContextExt},
 };
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use super::{Telemetry, apply_metrics, apply_tracing, invocation_slot};
 use crate::{
-    BoxError, Environment, Invocation, ProcessEnvironment,
-    layers::deadline::{ANSWER_BEFORE_DEADLINE, deadline_instant},
+    BoxError, Environment, Invocation, ProcessEnvironment, lambda::diagnostic,
+    layers::deadline::teardown_deadline,
 };
 
 /// Wraps the stack in OpenTelemetry: see the [module docs](super). Put it outermost.
@@ -116,35 +116,33 @@ where
             ));
         }
         let parent = lambda_parent(&inv.context, &*self.layer.env);
-        let span = inner.tracer.inner().build_with_context(
-            inner
-                .tracer
-                .inner()
-                .span_builder(name)
-                .with_kind(SpanKind::Server)
-                .with_attributes(attributes),
-            &parent,
-        );
+        let tracer = inner.tracer.inner();
+        let span = SpanBuilder::from_name(name)
+            .with_kind(SpanKind::Server)
+            .with_attributes(attributes)
+            .start_with_context(tracer, &parent);
         let cx = parent.with_span(span);
         apply_metrics(&mut inv.config, &telemetry);
         if let Err(e) = apply_tracing(&mut inv.config, &telemetry) {
             tracing::warn!("no workflow or activity spans for this invocation: {e}");
         }
-        let deadline = deadline_instant(&inv.context);
+        let flush_by = teardown_deadline(&inv.context);
         let current = CurrentInvocation::set(&telemetry, cx.clone());
         let response = self.inner.call(inv).with_context(cx.clone());
         Box::pin(async move {
             let result = response.await;
             let span = cx.span();
             if let Err(e) = &result {
-                span.set_attribute(KeyValue::new("error.type", error_type(e)));
-                span.set_status(Status::error(e.to_string()));
+                // What the Runtime API's error endpoint is told.
+                let d = diagnostic(e);
+                span.set_attribute(KeyValue::new("error.type", d.error_type));
+                span.set_status(Status::error(d.error_message));
             }
             span.end();
             drop(current);
             let mut until = Instant::now() + telemetry.options().flush_timeout;
-            if let Some(deadline) = deadline {
-                until = until.min(deadline - ANSWER_BEFORE_DEADLINE);
+            if let Some(flush_by) = flush_by {
+                until = until.min(flush_by);
             }
             if let Err(e) = telemetry.flush(until).await {
                 tracing::warn!("{e}");
@@ -172,13 +170,6 @@ impl Drop for CurrentInvocation {
         *invocation_slot(&self.0)
             .write()
             .unwrap_or_else(|p| p.into_inner()) = None;
-    }
-}
-
-fn error_type(e: &BoxError) -> String {
-    match e.downcast_ref::<crate::LambdaWorkerError>() {
-        Some(e) => e.error_type().to_owned(),
-        None => "error".to_owned(),
     }
 }
 
@@ -309,10 +300,7 @@ mod tests {
         let second = spans.get_finished_spans().unwrap();
         assert_eq!(second.len(), 1);
         assert_eq!(attr(&second[0], "faas.coldstart").as_deref(), Some("false"));
-        assert!(is_xray_trace_id(
-            second[0].span_context.trace_id(),
-            now_secs()
-        ));
+        assert!(is_xray_trace_id(second[0].span_context.trace_id()));
         assert_eq!(second[0].parent_span_id, SpanId::INVALID);
     }
 

@@ -266,7 +266,7 @@ impl Telemetry {
             .with_timeout(resolved.flush_timeout)
             .build()
             .map_err(|e| exporter_error("metric", &e))?;
-        Ok(Self::with_exporters(options, env, spans, metrics))
+        Ok(Self::build(resolved, env, spans, metrics))
     }
 
     /// Telemetry exporting through the given exporters instead of OTLP/gRPC (tests use
@@ -278,7 +278,15 @@ impl Telemetry {
         spans: impl opentelemetry_sdk::trace::SpanExporter + 'static,
         metrics: impl opentelemetry_sdk::metrics::exporter::PushMetricExporter,
     ) -> Self {
-        let options = options.resolve(env);
+        Self::build(options.resolve(env), env, spans, metrics)
+    }
+
+    fn build(
+        options: ResolvedOtelOptions,
+        env: &dyn Environment,
+        spans: impl opentelemetry_sdk::trace::SpanExporter + 'static,
+        metrics: impl opentelemetry_sdk::metrics::exporter::PushMetricExporter,
+    ) -> Self {
         let resource = resource(&options, env);
         let tracer_provider = SdkTracerProvider::builder()
             .with_span_processor(WorkflowSpanProcessor::new(

@@ -1,7 +1,10 @@
 //! Span ids and parents: X-Ray-compatible trace ids, replay-safe workflow span ids, and
 //! the invocation span as the parent of workflow and activity spans that have none.
 
-use std::sync::{Arc, RwLock};
+use std::{
+    sync::{Arc, RwLock},
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use opentelemetry::{
     Context,
@@ -64,27 +67,21 @@ impl Tracer for InvocationParentTracer {
 }
 
 /// Whether `id` has the X-Ray shape: its first 32 bits are a Unix time within a day of
-/// `now_secs`.
-pub fn is_xray_trace_id(id: TraceId, now_secs: u64) -> bool {
+/// now.
+pub fn is_xray_trace_id(id: TraceId) -> bool {
     let secs = u64::from(u32::from_be_bytes(id.to_bytes()[..4].try_into().unwrap()));
-    secs.abs_diff(now_secs) < 86_400
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    secs.abs_diff(now) < 86_400
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::{SystemTime, UNIX_EPOCH};
-
     use opentelemetry::trace::{Span as _, TracerProvider as _};
     use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 
     use super::*;
-
-    fn now() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-    }
 
     #[test]
     fn root_spans_get_xray_trace_ids_and_orphans_the_invocation_parent() {
@@ -116,10 +113,7 @@ mod tests {
 
         let spans = exporter.get_finished_spans().unwrap();
         let span = |n: &str| spans.iter().find(|s| s.name == n).unwrap();
-        assert!(is_xray_trace_id(
-            span("alone").span_context.trace_id(),
-            now()
-        ));
+        assert!(is_xray_trace_id(span("alone").span_context.trace_id()));
         assert!(!span("alone").parent_span_id.eq(&invocation_cx.span_id()));
         assert_eq!(
             span("RunWorkflow:x").parent_span_id,
@@ -134,6 +128,6 @@ mod tests {
 
     #[test]
     fn random_trace_ids_are_not_taken_for_xray_ones() {
-        assert!(!is_xray_trace_id(TraceId::from(u128::MAX - 7), now()));
+        assert!(!is_xray_trace_id(TraceId::from(u128::MAX - 7)));
     }
 }

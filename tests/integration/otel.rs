@@ -2,22 +2,16 @@
 //! SDK's workflow and activity spans and its worker metrics all arrive before the
 //! invocation answers; with the receiver down the invocation still answers in time.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
+
+use opentelemetry::trace::TraceId;
+use temporal_lambda_worker::otel::is_xray_trace_id;
 
 use temporal_lambda_worker_testkit::{
     Answer, Bootstrap, DevServer, OtlpReceiver, ReceivedSpan, RuntimeApi,
 };
 
 use crate::{ARN, TempDir, example_binary};
-
-/// An X-Ray trace id: its first 32 bits are the Unix time (within a day of now).
-fn is_xray(trace_id: &str) -> bool {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    u64::from_str_radix(&trace_id[..8], 16).is_ok_and(|secs| secs.abs_diff(now) < 86_400)
-}
 
 fn arrived_before(span_or_metric_at: SystemTime, answer: &Answer) -> bool {
     span_or_metric_at <= answer.answered_at
@@ -67,7 +61,8 @@ async fn spans_and_worker_metrics_reach_the_collector_before_the_answer() {
     assert_eq!(invocation.attributes["faas.trigger"], "other");
     assert_eq!(invocation.attributes["faas.coldstart"], "false");
     assert_eq!(invocation.attributes["cloud.resource_id"], ARN);
-    assert!(is_xray(&invocation.trace_id), "{}", invocation.trace_id);
+    let trace_id = TraceId::from_hex(&invocation.trace_id).unwrap();
+    assert!(is_xray_trace_id(trace_id), "{}", invocation.trace_id);
     assert!(
         !invocation.parent_span_id.is_empty(),
         "the Lambda trace header's Parent was not used"
