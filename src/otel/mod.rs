@@ -66,7 +66,9 @@
 //!
 //! [`apply_defaults`] does the metrics and tracing part and flushes in a shutdown hook;
 //! without [`OtelLayer`] there is no invocation span, and workflow spans start their own
-//! traces. Use one or the other, not both.
+//! traces. Under an [`OtelLayer`] with the process telemetry ([`Telemetry::init`]) it does
+//! nothing, so a configure callback may call it either way; an `OtelLayer` with telemetry
+//! of its own plus `apply_defaults` would record every span twice.
 //!
 //! ```no_run
 //! # use temporal_lambda_worker::*;
