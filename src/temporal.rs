@@ -8,16 +8,18 @@
 //! A worker stuck on that thread cannot stop the stack's own task from answering the
 //! Runtime API before the deadline.
 
-use std::{cell::RefCell, rc::Rc, sync::Arc, sync::Mutex};
+use std::{cell::RefCell, rc::Rc, sync::Arc, sync::Mutex, time::Duration};
 
 use futures_util::future::{BoxFuture, LocalBoxFuture};
-use temporalio_client::{Client, Connection};
+use temporalio_client::{Client, Connection, request_extensions::NoRetryOnMatching, tonic};
+use temporalio_common::protos::temporal::api::workflowservice::v1::GetSystemInfoRequest;
 use temporalio_common::telemetry::TelemetryOptions;
 use temporalio_sdk::{Runtime, Worker, runtime::RuntimeOptions};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    BoxError, CoreMeter, RunningWorker, SessionConfig, StartTimings, WorkerBackend,
+    BoxError, CoreMeter, LambdaWorkerError, RunningWorker, SessionConfig, StartTimings,
+    WorkerBackend,
     connection_cache::{ConnectionCache, fingerprint},
 };
 
@@ -151,6 +153,7 @@ async fn host_session(
         }
     };
     let key = fingerprint(&session.connection);
+    let session_target = session.connection.target.to_string();
     let connecting = std::time::Instant::now();
     let cached = host.connections.borrow().get(key);
     let (connection, reused) = match cached {
@@ -167,10 +170,12 @@ async fn host_session(
         },
     };
     let connect = connecting.elapsed();
+    let probe_connection = connection.clone();
     let creating = std::time::Instant::now();
     let worker = Client::new(connection, session.client)
         .map_err(BoxError::from)
         .and_then(|client| Worker::new(&runtime, client, session.worker).map_err(BoxError::from));
+    let target = session_target;
     let mut worker = match worker {
         Ok(w) => w,
         Err(e) => {
@@ -179,6 +184,7 @@ async fn host_session(
         }
     };
     let (done_tx, done_rx) = oneshot::channel::<Result<(), BoxError>>();
+    let stop = worker.shutdown_handle();
     let running = RunningWorker {
         shutdown: Box::new(worker.shutdown_handle()),
         finished: Box::pin(async move {
@@ -194,12 +200,90 @@ async fn host_session(
     };
     if reply.send(Ok(running)).is_err() {
         // Nobody waits for this worker any more (the invocation gave up): stop it at once.
-        worker.shutdown_handle()();
+        stop();
     }
-    let result = worker.run().await.map_err(BoxError::from);
+    let run = worker.run();
+    tokio::pin!(run);
+    // Beside the polls (never in front of them): is the server still there? A reused
+    // connection is checked at once, a fresh one (just proven by connecting) later.
+    let watch = watch_server(probe_connection, reused);
+    let result = tokio::select! {
+        result = &mut run => result.map_err(BoxError::from),
+        why = watch => {
+            // The SDK would retry its polls against a dead server until the shutdown
+            // moment and report success: answer the error now, drop the connection, and
+            // let the worker stop in the background (it can take no task without a server).
+            host.connections.borrow_mut().invalidate();
+            stop();
+            let _ = done_tx.send(Err(LambdaWorkerError::ServerUnreachable {
+                target,
+                source: why.into(),
+            }
+            .into()));
+            let _ = run.await;
+            return;
+        }
+    };
     if result.is_err() {
         // The connection may be what broke: make the next invocation reconnect.
         host.connections.borrow_mut().invalidate();
     }
     let _ = done_tx.send(result);
+}
+
+/// How often a polling worker's server is checked.
+const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// How long one check may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A failed check is repeated after this before the server is declared gone.
+const PROBE_RETRY: Duration = Duration::from_millis(300);
+
+/// Resolves (with what was seen) once the server fails two checks in a row; never while
+/// it answers. Checks at once when `now`, else after [`PROBE_INTERVAL`].
+async fn watch_server(connection: Connection, now: bool) -> String {
+    if !now {
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    }
+    loop {
+        if probe(&connection).await.is_err() {
+            tokio::time::sleep(PROBE_RETRY).await;
+            if let Err(why) = probe(&connection).await {
+                return why;
+            }
+        }
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    }
+}
+
+/// One `GetSystemInfo` call, not retried. Any answer from the server, even an error
+/// status, means it is there; only an unreachable one or no answer in time fails.
+async fn probe(connection: &Connection) -> Result<(), String> {
+    let mut request = tonic::Request::new(GetSystemInfoRequest::default());
+    request.set_timeout(PROBE_TIMEOUT);
+    request.extensions_mut().insert(NoRetryOnMatching {
+        predicate: |_| true,
+    });
+    let mut service = connection.workflow_service();
+    match tokio::time::timeout(PROBE_TIMEOUT, service.get_system_info(request)).await {
+        Err(_) => Err(format!(
+            "no answer to a GetSystemInfo call within {:.1}s",
+            PROBE_TIMEOUT.as_secs_f64()
+        )),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(status))
+            if matches!(
+                status.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+            ) =>
+        {
+            let mut why = format!("{:?}: {}", status.code(), status.message());
+            let mut source = std::error::Error::source(&status);
+            while let Some(s) = source {
+                why.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            Err(why)
+        }
+        Ok(Err(_)) => Ok(()),
+    }
 }

@@ -135,6 +135,8 @@ async fn run_session<B: WorkerBackend>(
     if config.worker.task_queue.trim().is_empty() {
         return Err(LambdaWorkerError::MissingTaskQueue);
     }
+    // Every layer and the configure callback ran: the connection options are final.
+    config.secure_connection();
     let hooks = config.take_shutdown_hooks();
     let graceful_shutdown_timeout = config.graceful_shutdown_timeout();
     let target = config.connection.target.to_string();
@@ -209,7 +211,11 @@ async fn run_session<B: WorkerBackend>(
         None => Err(LambdaWorkerError::DrainTimeout {
             graceful_shutdown_timeout,
         }),
-        Some(Err(e)) => Err(LambdaWorkerError::Worker(e)),
+        // The backend's own diagnosis (a server gone while polling) is kept as it is.
+        Some(Err(e)) => Err(match e.downcast::<LambdaWorkerError>() {
+            Ok(e) => *e,
+            Err(e) => LambdaWorkerError::Worker(e),
+        }),
         Some(Ok(())) => Ok(report),
     }
 }
@@ -265,11 +271,15 @@ mod tests {
     /// What the backend saw: task queue, identity, eager reservations, versioning, graceful secs.
     type SeenSession = (String, Option<String>, usize, bool, u64);
 
+    /// The connection the backend was asked for: target, TLS on, API key.
+    type SeenConnection = (String, bool, Option<String>);
+
     #[derive(Clone)]
     struct Fake {
         behaviour: Behaviour,
         events: Arc<Mutex<Vec<String>>>,
         sessions: Arc<Mutex<Vec<SeenSession>>>,
+        connections: Arc<Mutex<Vec<SeenConnection>>>,
     }
 
     impl Fake {
@@ -278,6 +288,7 @@ mod tests {
                 behaviour,
                 events: Default::default(),
                 sessions: Default::default(),
+                connections: Default::default(),
             }
         }
         fn events(&self) -> Vec<String> {
@@ -287,6 +298,12 @@ mod tests {
 
     impl WorkerBackend for Fake {
         fn start(&self, s: SessionConfig) -> BoxFuture<'static, Result<RunningWorker, BoxError>> {
+            let c = &s.connection;
+            self.connections.lock().unwrap().push((
+                c.target.to_string(),
+                c.tls_options.is_some(),
+                c.api_key.clone(),
+            ));
             let w = &s.worker;
             self.sessions.lock().unwrap().push((
                 w.task_queue.clone(),
@@ -554,5 +571,237 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(*calls.lock().unwrap(), 3);
+    }
+
+    mod tls_rule {
+        //! An API key turns TLS on wherever it was set, unless TLS was explicitly disabled.
+        use super::*;
+        use crate::{
+            ApiKeySecretLayer, DeadlineWatchdogLayer, DisableEagerActivitiesLayer, InvocationStep,
+            LambdaDefaultsLayer, LoadConfigLayer, NoSecretResolver, StepLayer, WorkerIdentityLayer,
+            WorkerVersioningLayer,
+        };
+        use tower::ServiceBuilder;
+
+        struct Dir(std::path::PathBuf);
+        impl Dir {
+            fn with_file(tag: &str, name: &str, text: &str) -> Self {
+                let p = std::env::temp_dir().join(format!("tlw-tls-{tag}-{}", std::process::id()));
+                std::fs::create_dir_all(&p).unwrap();
+                std::fs::write(p.join(name), text).unwrap();
+                Self(p)
+            }
+            fn path(&self, name: &str) -> String {
+                self.0.join(name).to_str().unwrap().to_owned()
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+
+        /// Log lines written while `f` runs (WARN and above).
+        async fn logs_of<F: std::future::Future>(f: F) -> (F::Output, String) {
+            #[derive(Clone, Default)]
+            struct Buf(Arc<Mutex<Vec<u8>>>);
+            impl std::io::Write for Buf {
+                fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                    self.0.lock().unwrap().extend_from_slice(b);
+                    Ok(b.len())
+                }
+                fn flush(&mut self) -> std::io::Result<()> {
+                    Ok(())
+                }
+            }
+            let buf = Buf::default();
+            let b = buf.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::WARN)
+                .with_ansi(false)
+                .with_writer(move || b.clone())
+                .finish();
+            let _guard = tracing::subscriber::set_default(subscriber);
+            let out = f.await;
+            let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+            (out, text)
+        }
+
+        /// Runs one invocation through the default stack in `env` (with `extra` above
+        /// the configure layer, as a user's own layer sits) and returns what the backend
+        /// was asked to connect to.
+        async fn connection_for<C: crate::Configure>(
+            env: StaticEnvironment,
+            configure: C,
+            key_layer: Option<StepLayer<SetKey>>,
+            secret_layer: bool,
+        ) -> SeenConnection {
+            let fake = Fake::new(Behaviour::DrainsOnShutdown);
+            let svc = ServiceBuilder::new()
+                .layer(LoadConfigLayer::with_environment(env.clone()))
+                .option_layer(
+                    secret_layer
+                        .then(|| ApiKeySecretLayer::with_environment(NoSecretResolver, env)),
+                )
+                .option_layer(key_layer)
+                .layer(LambdaDefaultsLayer::new())
+                .layer(crate::ConfigureLayer::new(configure))
+                .layer(DisableEagerActivitiesLayer::new())
+                .layer(WorkerVersioningLayer::new(version()))
+                .layer(WorkerIdentityLayer::new())
+                .layer(DeadlineWatchdogLayer::new())
+                .service(WorkerService::new(fake.clone()));
+            svc.oneshot(invocation(Duration::from_secs(30)))
+                .await
+                .unwrap();
+            fake.connections.lock().unwrap()[0].clone()
+        }
+
+        /// A user's own layer that sets the key.
+        #[derive(Clone)]
+        struct SetKey;
+        impl InvocationStep for SetKey {
+            fn apply(&self, inv: &mut Invocation) -> Result<(), LambdaWorkerError> {
+                inv.config.connection.api_key = Some("from-a-layer".into());
+                Ok(())
+            }
+        }
+
+        fn assert_tls(seen: &SeenConnection, host: &str, key: &str) {
+            assert_eq!(seen.0, format!("https://{host}/"), "{seen:?}");
+            assert!(seen.1, "TLS is on: {seen:?}");
+            assert_eq!(seen.2.as_deref(), Some(key));
+        }
+
+        fn env(address: &str) -> StaticEnvironment {
+            StaticEnvironment::new().var("TEMPORAL_ADDRESS", address)
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_key_from_the_environment_turns_tls_on_even_with_an_http_address() {
+            let seen = connection_for(
+                env("http://ns.tmprl.cloud:7233").var("TEMPORAL_API_KEY", "from-env"),
+                with_queue,
+                None,
+                false,
+            )
+            .await;
+            assert_tls(&seen, "ns.tmprl.cloud:7233", "from-env");
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_key_from_the_profile_turns_tls_on() {
+            let dir = Dir::with_file(
+                "profile",
+                "temporal.toml",
+                "[profile.default]\naddress = \"ns.tmprl.cloud:7233\"\napi_key = \"from-file\"\n",
+            );
+            let seen = connection_for(
+                StaticEnvironment::new().var("TEMPORAL_CONFIG_FILE", dir.path("temporal.toml")),
+                with_queue,
+                None,
+                false,
+            )
+            .await;
+            assert_tls(&seen, "ns.tmprl.cloud:7233", "from-file");
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_key_from_the_api_key_secret_layer_turns_tls_on() {
+            let dir = Dir::with_file("secret", "key", "from-secret\n");
+            let seen = connection_for(
+                env("ns.tmprl.cloud:7233").var("TEMPORAL_API_KEY_FILE", dir.path("key")),
+                with_queue,
+                None,
+                true,
+            )
+            .await;
+            assert_tls(&seen, "ns.tmprl.cloud:7233", "from-secret");
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_key_from_a_user_layer_turns_tls_on() {
+            let seen = connection_for(
+                env("ns.tmprl.cloud:7233"),
+                with_queue,
+                Some(StepLayer::from_step(SetKey)),
+                false,
+            )
+            .await;
+            assert_tls(&seen, "ns.tmprl.cloud:7233", "from-a-layer");
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_key_from_configure_turns_tls_on() {
+            let configure = |c: &mut LambdaWorkerConfig| {
+                with_queue(c)?;
+                c.connection.api_key = Some("from-configure".into());
+                Ok::<_, BoxError>(())
+            };
+            let seen = connection_for(env("ns.tmprl.cloud:7233"), configure, None, false).await;
+            assert_tls(&seen, "ns.tmprl.cloud:7233", "from-configure");
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn no_key_no_tls() {
+            let (seen, logs) = logs_of(connection_for(
+                env("127.0.0.1:7233"),
+                with_queue,
+                None,
+                false,
+            ))
+            .await;
+            assert_eq!(seen, ("http://127.0.0.1:7233/".into(), false, None));
+            assert_eq!(logs, "");
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn tls_disabled_by_the_environment_keeps_it_off_with_one_warning() {
+            let (seen, logs) = logs_of(connection_for(
+                env("127.0.0.1:7233").var("TEMPORAL_TLS", "false"),
+                with_queue,
+                Some(StepLayer::from_step(SetKey)),
+                false,
+            ))
+            .await;
+            assert_eq!(
+                seen,
+                (
+                    "http://127.0.0.1:7233/".into(),
+                    false,
+                    Some("from-a-layer".into())
+                )
+            );
+            assert_eq!(logs.lines().count(), 1, "{logs}");
+            assert!(logs.contains("API key"), "{logs}");
+            assert!(logs.contains("TEMPORAL_TLS=false"), "{logs}");
+            assert!(
+                !logs.contains("from-a-layer"),
+                "the key is never logged: {logs}"
+            );
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn tls_disabled_in_the_profile_keeps_it_off_with_one_warning() {
+            let dir = Dir::with_file(
+                "disabled",
+                "temporal.toml",
+                "[profile.default]\naddress = \"127.0.0.1:7233\"\napi_key = \"k\"\n\
+                 [profile.default.tls]\ndisabled = true\n",
+            );
+            let (seen, logs) = logs_of(connection_for(
+                StaticEnvironment::new().var("TEMPORAL_CONFIG_FILE", dir.path("temporal.toml")),
+                with_queue,
+                None,
+                false,
+            ))
+            .await;
+            assert_eq!(
+                seen,
+                ("http://127.0.0.1:7233/".into(), false, Some("k".into()))
+            );
+            assert_eq!(logs.lines().count(), 1, "{logs}");
+            assert!(logs.contains("tls.disabled = true"), "{logs}");
+        }
     }
 }

@@ -3,7 +3,7 @@
 use std::{fmt, future::Future, path::PathBuf, sync::Arc, time::Duration};
 
 use futures_util::future::BoxFuture;
-use temporalio_client::{ClientOptions, ConnectionOptions};
+use temporalio_client::{ClientOptions, ConnectionOptions, TlsOptions};
 use temporalio_common::telemetry::metrics::CoreMeter;
 use temporalio_common::worker::{
     VersioningBehavior, WorkerDeploymentOptions, WorkerDeploymentVersion,
@@ -45,6 +45,10 @@ pub struct LambdaWorkerConfig {
     pub versioning_behavior: VersioningBehavior,
     /// The config file Temporal's client configuration was read from, if any.
     pub config_file: Option<PathBuf>,
+    /// TLS was explicitly turned off (`TEMPORAL_TLS=false`, or `tls.disabled = true` in the
+    /// profile). Only then does an API key go out without TLS, with one warning; otherwise
+    /// an API key always turns TLS on (see [`LambdaWorkerConfig::secure_connection`]).
+    pub tls_disabled: bool,
     /// Where the SDK records its worker metrics (`None`: nowhere). The SDK runtime is
     /// made once per process with the meter of the first invocation that starts a worker,
     /// and made again only when a later invocation brings a different one; set the same
@@ -74,6 +78,7 @@ impl Default for LambdaWorkerConfig {
             shutdown_deadline_buffer: None,
             versioning_behavior: VersioningBehavior::Pinned,
             config_file: None,
+            tls_disabled: false,
             metrics: None,
             shutdown_hooks: Vec::new(),
         }
@@ -119,6 +124,39 @@ impl LambdaWorkerConfig {
         self
     }
 
+    /// Applies the transport rule to the final connection options; the worker service
+    /// calls it after every layer and the configure callback ran, so the rule holds
+    /// wherever the key was set (environment, profile, `ApiKeySecretLayer`, your layer,
+    /// configure):
+    ///
+    /// - an API key turns TLS on (default TLS settings when none are set), unless TLS was
+    ///   explicitly disabled ([`tls_disabled`](Self::tls_disabled)); then the key goes out
+    ///   without TLS and one warning says so, naming both;
+    /// - with TLS on, an `http://` address becomes `https://` (the transport would
+    ///   otherwise connect in plaintext and send the key in the clear).
+    ///
+    /// This is the rule Temporal's own envconfig loader applies to keys it loads.
+    pub fn secure_connection(&mut self) {
+        let c = &mut self.connection;
+        if c.tls_options.is_none() && c.api_key.is_some() {
+            if self.tls_disabled {
+                tracing::warn!(
+                    address = %c.target,
+                    "an API key is set but TLS is explicitly disabled (TEMPORAL_TLS=false or \
+                     the profile's tls.disabled = true): the key is sent in plaintext. Remove \
+                     the TLS override unless this is a trusted local server"
+                );
+                return;
+            }
+            c.tls_options = Some(TlsOptions::default());
+        }
+        if c.tls_options.is_some() && c.target.scheme() == "http" {
+            c.target
+                .set_scheme("https")
+                .expect("http and https are both special schemes");
+        }
+    }
+
     /// Number of shutdown hooks registered.
     pub fn shutdown_hook_count(&self) -> usize {
         self.shutdown_hooks.len()
@@ -140,6 +178,7 @@ impl fmt::Debug for LambdaWorkerConfig {
             .field("identity", &c.identity)
             .field("api_key", &set(c.api_key.is_some()))
             .field("tls", &set(c.tls_options.is_some()))
+            .field("tls_disabled", &self.tls_disabled)
             .field(
                 "grpc_metadata_keys",
                 &c.headers.as_ref().map(|h| {

