@@ -187,6 +187,21 @@ mod deploy_guide {
             buffer: Duration::from_secs(7),
         });
         assert_quoted(&LambdaWorkerError::MissingTaskQueue);
+        assert_quoted(&LambdaWorkerError::ServerUnreachable {
+            target: "https://my-ns.a1b2c.tmprl.cloud:7233/".into(),
+            source: "Unavailable: tcp connect error: Connection refused (os error 111)".into(),
+        });
+        let broken = crate::lambda::check_lambda_environment(&StaticEnvironment::new())
+            .unwrap_err()
+            .replace(
+                "AWS_LAMBDA_RUNTIME_API is not set",
+                "AWS_LAMBDA_FUNCTION_NAME is not set",
+            );
+        let line = format!("{}: {broken}", crate::lambda::INIT_ERROR_TYPE);
+        assert!(
+            GUIDE.contains(&line),
+            "docs/deploy.md does not quote:\n{line}"
+        );
 
         let env = StaticEnvironment::new().var("TEMPORAL_CONFIG_FILE", "/var/task/temporal.toml");
         assert_quoted(&resolve_config_file(&env, |_| false).unwrap_err());

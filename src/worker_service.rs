@@ -192,16 +192,26 @@ async fn run_session<B: WorkerBackend>(
         mut finished,
         ..
     } = running;
-    let outcome = match schedule {
-        None => Some(finished.await),
-        Some(s) => {
+    let shutdown_at = async {
+        match schedule {
+            Some(s) => tokio::time::sleep_until(s.shutdown_at).await,
+            None => std::future::pending().await,
+        }
+    };
+    let stop = inv.stop.clone();
+    let outcome = tokio::select! {
+        result = &mut finished => Some(result),
+        why = async {
             tokio::select! {
-                result = &mut finished => Some(result),
-                () = tokio::time::sleep_until(s.shutdown_at) => {
-                    tracing::info!("shutdown deadline buffer reached: graceful shutdown");
-                    shutdown();
-                    tokio::time::timeout_at(s.drain_by, &mut finished).await.ok()
-                }
+                () = shutdown_at => "shutdown deadline buffer reached",
+                () = stop.stopped() => "the process is stopping (SIGTERM)",
+            }
+        } => {
+            tracing::info!("{why}: graceful shutdown");
+            shutdown();
+            match schedule {
+                Some(s) => tokio::time::timeout_at(s.drain_by, &mut finished).await.ok(),
+                None => Some(finished.await),
             }
         }
     };

@@ -1,7 +1,7 @@
 //! The request type that flows through the stack.
 
 use lambda_runtime::Context;
-use tokio::time::Instant;
+use tokio::{sync::watch, time::Instant};
 
 use crate::LambdaWorkerConfig;
 
@@ -20,6 +20,10 @@ pub struct Invocation {
     /// [`DeadlineWatchdogLayer`](crate::DeadlineWatchdogLayer). `None` runs the worker
     /// until it stops by itself.
     pub schedule: Option<ShutdownSchedule>,
+    /// Fires when the process is told to stop (SIGTERM): a polling worker begins its
+    /// graceful shutdown at once. The Lambda adapter (`serve`) sets it; the default never
+    /// fires.
+    pub stop: StopSignal,
 }
 
 impl Invocation {
@@ -30,6 +34,7 @@ impl Invocation {
             context,
             config: LambdaWorkerConfig::default(),
             schedule: None,
+            stop: StopSignal::default(),
         }
     }
 }
@@ -47,4 +52,69 @@ pub struct ShutdownSchedule {
     pub drain_by: Instant,
     /// Everything inside the watchdog (worker, hooks) must be done by then.
     pub answer_by: Instant,
+}
+
+/// Tells running invocations to stop early (the process got SIGTERM). Cheap to clone; the
+/// default one never fires.
+#[derive(Clone, Debug, Default)]
+pub struct StopSignal(Option<watch::Receiver<bool>>);
+
+/// Fires a [`StopSignal`] (and every clone of it).
+#[derive(Debug)]
+pub struct StopTrigger(watch::Sender<bool>);
+
+impl StopSignal {
+    /// A signal and the trigger that fires it.
+    pub fn new() -> (StopTrigger, StopSignal) {
+        let (tx, rx) = watch::channel(false);
+        (StopTrigger(tx), StopSignal(Some(rx)))
+    }
+
+    /// Whether it fired.
+    pub fn is_stopped(&self) -> bool {
+        self.0.as_ref().is_some_and(|rx| *rx.borrow())
+    }
+
+    /// Resolves once it fired (never, for the default signal or a dropped trigger).
+    pub async fn stopped(&self) {
+        match &self.0 {
+            Some(rx) => {
+                let mut rx = rx.clone();
+                if rx.wait_for(|stop| *stop).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl StopTrigger {
+    /// Fires the signal.
+    pub fn stop(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_signal_fires_for_every_clone_and_the_default_never_does() {
+        let (trigger, signal) = StopSignal::new();
+        let clone = signal.clone();
+        assert!(!signal.is_stopped());
+        let waiting = tokio::spawn(async move { clone.stopped().await });
+        trigger.stop();
+        waiting.await.unwrap();
+        assert!(signal.is_stopped());
+        signal.stopped().await;
+        let never = StopSignal::default();
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_secs(3600), never.stopped())
+                .await
+                .is_err()
+        );
+    }
 }

@@ -41,7 +41,7 @@ pub use disable_eager::{DisableEagerActivities, DisableEagerActivitiesLayer};
 pub use env::{Environment, ProcessEnvironment, StaticEnvironment};
 pub use error::{BoxError, LambdaWorkerError};
 pub use identity::{WorkerIdentity, WorkerIdentityLayer};
-pub use invocation::{Invocation, ShutdownSchedule};
+pub use invocation::{Invocation, ShutdownSchedule, StopSignal, StopTrigger};
 pub use lambda_defaults::{LambdaDefaults, LambdaDefaultsLayer};
 pub use load_config::{LoadConfig, LoadConfigLayer};
 pub use secrets::{ApiKeySecret, ApiKeySecretLayer, NoSecretResolver, SecretResolver};

@@ -539,13 +539,23 @@ pub async fn run_worker<C: crate::Configure>(
     options: OtelOptions,
 ) -> Result<(), BoxError> {
     let telemetry = Telemetry::init(options)?;
-    serve(
+    let result = serve(
         tower::ServiceBuilder::new()
-            .layer(OtelLayer::new(telemetry))
+            .layer(OtelLayer::new(telemetry.clone()))
             .service(default_stack(version, configure)),
     )
-    .await
+    .await;
+    // Stopping (SIGTERM, or an error that ends the process): export what is still
+    // pending within the time Lambda gives a stopping process. Every invocation was
+    // flushed when it answered, so this is usually nothing.
+    if let Err(e) = telemetry.flush(Instant::now() + SIGTERM_FLUSH).await {
+        tracing::warn!("{e}");
+    }
+    result
 }
+
+/// How long the last flush of a stopping process may take.
+const SIGTERM_FLUSH: Duration = Duration::from_millis(150);
 
 /// The current invocation's context, for workflow and activity spans with no parent.
 pub(crate) fn invocation_slot(t: &Telemetry) -> &RwLock<Option<Context>> {

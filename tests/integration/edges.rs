@@ -59,3 +59,189 @@ async fn an_api_key_set_by_a_layer_never_crosses_the_wire_in_plaintext() {
         String::from_utf8_lossy(&bytes[..bytes.len().min(64)])
     );
 }
+
+fn read(log: &std::path::Path) -> String {
+    std::fs::read_to_string(log).unwrap_or_default()
+}
+
+/// Waits up to `timeout` for `needle` in the log.
+async fn wait_for_log(log: &std::path::Path, needle: &str, timeout: Duration) -> bool {
+    let until = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < until {
+        if read(log).contains(needle) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_polling_begins_the_graceful_shutdown_and_exits_cleanly() {
+    let server = tokio::task::spawn_blocking(temporal_lambda_worker_testkit::DevServer::start)
+        .await
+        .unwrap();
+    let api = RuntimeApi::start(ARN).await.unwrap();
+    let root = TempDir::new("sigterm");
+    let log = root.0.join("bootstrap.log");
+    let mut bootstrap = Bootstrap::start_logging_to(
+        &crate::hello_binary(),
+        &api.address(),
+        "hello",
+        &root.0,
+        &[
+            ("TEMPORAL_ADDRESS", &server.address),
+            ("TEMPORAL_TASK_QUEUE", "tq-sigterm"),
+            ("HELLO_DEPLOYMENT_NAME", "dep-sigterm"),
+            ("RUST_LOG", "info"),
+        ],
+        &log,
+    )
+    .unwrap();
+    let pending = api.submit(b"", Duration::from_secs(60));
+    assert!(
+        wait_for_log(&log, "worker polling", Duration::from_secs(30)).await,
+        "never polled: {}",
+        read(&log)
+    );
+    bootstrap.signal("TERM").unwrap();
+    let sent = std::time::Instant::now();
+    let code = tokio::task::spawn_blocking(move || {
+        let code = bootstrap.wait_exit(Duration::from_secs(5));
+        (code, bootstrap)
+    })
+    .await
+    .unwrap()
+    .0;
+    let took = sent.elapsed();
+    let text = read(&log);
+    assert_eq!(
+        code,
+        Some(Some(0)),
+        "not a clean exit after SIGTERM ({took:?}): {text}"
+    );
+    assert!(
+        took < Duration::from_millis(1000),
+        "took {took:?} to exit: {text}"
+    );
+    assert_eq!(
+        text.matches("SIGTERM: the execution environment is shutting down")
+            .count(),
+        1,
+        "{text}"
+    );
+    assert!(
+        text.contains("the process is stopping (SIGTERM): graceful shutdown"),
+        "the polling worker did not begin its graceful shutdown: {text}"
+    );
+    assert!(!text.contains("panicked"), "{text}");
+    // If the drain beat the exit, the invocation was answered normally.
+    if let temporal_lambda_worker_testkit::Outcome::Error { error_type, .. } =
+        &pending.answer().await.outcome
+    {
+        panic!("answered an error after SIGTERM: {error_type}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_next_request_is_retried_and_the_process_goes_on_serving() {
+    let api = RuntimeApi::start(ARN).await.unwrap();
+    api.reset_next_requests(1);
+    let root = TempDir::new("reset");
+    let log = root.0.join("bootstrap.log");
+    let mut bootstrap = Bootstrap::start_logging_to(
+        &crate::hello_binary(),
+        &api.address(),
+        "hello",
+        &root.0,
+        &[("TEMPORAL_ADDRESS", "127.0.0.1:1"), ("RUST_LOG", "info")],
+        &log,
+    )
+    .unwrap();
+    // Nothing listens at the Temporal address: an error answered quickly, which is all
+    // this test needs of an invocation.
+    let answer = tokio::time::timeout(
+        Duration::from_secs(20),
+        api.invoke(b"", Duration::from_secs(10)),
+    )
+    .await;
+    let text = read(&log);
+    let answer = answer.unwrap_or_else(|_| panic!("never answered: {text}"));
+    let (ty, _) = answer.error();
+    assert_eq!(ty, "TemporalLambdaWorker.ConnectError", "{text}");
+    assert_eq!(api.resets_done(), 1);
+    assert_eq!(text.matches("retrying in").count(), 1, "{text}");
+    assert_eq!(bootstrap.exited(), None, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_api_that_keeps_failing_ends_the_process_cleanly_after_three_retries() {
+    let api = RuntimeApi::start(ARN).await.unwrap();
+    api.reset_next_requests(100);
+    let root = TempDir::new("resets");
+    let log = root.0.join("bootstrap.log");
+    let mut bootstrap = Bootstrap::start_logging_to(
+        &crate::hello_binary(),
+        &api.address(),
+        "hello",
+        &root.0,
+        &[("RUST_LOG", "info")],
+        &log,
+    )
+    .unwrap();
+    let code = tokio::task::spawn_blocking(move || bootstrap.wait_exit(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let text = read(&log);
+    assert!(matches!(code, Some(Some(c)) if c != 0), "{code:?}: {text}");
+    assert_eq!(api.resets_done(), 4, "{text}");
+    assert_eq!(text.matches("retrying in").count(), 3, "{text}");
+    assert!(text.contains("failed 4 times in a row"), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_lambda_environment_posts_an_init_error_naming_the_variable() {
+    let api = RuntimeApi::start(ARN).await.unwrap();
+    for (name, value) in [
+        ("AWS_LAMBDA_FUNCTION_NAME", None),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", Some("lots")),
+    ] {
+        let root = TempDir::new(&format!("env-{name}"));
+        let log = root.0.join("bootstrap.log");
+        let mut cmd = Bootstrap::command(
+            &crate::hello_binary(),
+            &api.address(),
+            "hello",
+            &root.0,
+            &[],
+            Some(&log),
+        )
+        .unwrap();
+        match value {
+            None => cmd.env_remove(name),
+            Some(v) => cmd.env(name, v),
+        };
+        let mut bootstrap = Bootstrap::from_command(cmd).unwrap();
+        let code =
+            tokio::task::spawn_blocking(move || bootstrap.wait_exit(Duration::from_secs(10)))
+                .await
+                .unwrap();
+        let text = read(&log);
+        assert!(
+            matches!(code, Some(Some(c)) if c != 0),
+            "{name}: {code:?}: {text}"
+        );
+        assert!(!text.contains("panicked"), "{name}: {text}");
+        let errors = api.init_errors();
+        let last = errors
+            .last()
+            .unwrap_or_else(|| panic!("{name}: no init error: {text}"));
+        assert!(last.contains(name), "{last}");
+        assert!(
+            last.contains("TemporalLambdaWorker.InvalidLambdaEnvironment"),
+            "{last}"
+        );
+    }
+    assert_eq!(api.init_errors().len(), 2);
+}

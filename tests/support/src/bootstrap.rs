@@ -51,6 +51,27 @@ impl Bootstrap {
         extra: &[(&str, &str)],
         log: Option<&Path>,
     ) -> std::io::Result<Self> {
+        Self::from_command(Self::command(
+            binary,
+            runtime_api,
+            function_name,
+            task_root,
+            extra,
+            log,
+        )?)
+    }
+
+    /// The command [`Bootstrap::start`] (`log: None`) or [`Bootstrap::start_logging_to`]
+    /// runs, for a test that changes it (removes a variable Lambda always sets, say)
+    /// before [`Bootstrap::from_command`].
+    pub fn command(
+        binary: &Path,
+        runtime_api: &str,
+        function_name: &str,
+        task_root: &Path,
+        extra: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> std::io::Result<Command> {
         let mut cmd = Command::new(binary);
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -75,9 +96,42 @@ impl Bootstrap {
         for (k, v) in extra {
             cmd.env(k, v);
         }
+        Ok(cmd)
+    }
+
+    /// Runs `cmd`, killed by PID when dropped.
+    pub fn from_command(mut cmd: Command) -> std::io::Result<Self> {
         Ok(Self {
             child: cmd.spawn()?,
         })
+    }
+
+    /// Sends the process a signal by PID (`kill -SIGNAL pid`), as Lambda sends SIGTERM.
+    pub fn signal(&self, signal: &str) -> std::io::Result<()> {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!("kill -{signal} failed")))
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit; `Some(exit code)` (`None` inside
+    /// when a signal ended it) if it did.
+    pub fn wait_exit(&mut self, timeout: std::time::Duration) -> Option<Option<i32>> {
+        let until = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(code) = self.exited() {
+                return Some(code);
+            }
+            if std::time::Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// The process id.

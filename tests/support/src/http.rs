@@ -2,7 +2,6 @@
 //! request-id and catch-panic middleware around a handler.
 
 use std::{
-    convert::Infallible,
     future::Future,
     sync::{
         Arc,
@@ -68,7 +67,14 @@ where
                 .layer(CatchPanicLayer::new())
                 .service_fn(move |req| {
                     let fut = handler(req);
-                    async move { Ok::<_, Infallible>(fut.await) }
+                    async move {
+                        let r = fut.await;
+                        if r.extensions().get::<Reset>().is_some() {
+                            // hyper drops the connection without an answer.
+                            return Err(Reset);
+                        }
+                        Ok(r)
+                    }
                 });
             tokio::spawn(async move {
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -77,6 +83,25 @@ where
             });
         }
     })
+}
+
+/// Marks a response that is never sent: the connection is dropped instead, as a reset.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Reset;
+
+impl std::fmt::Display for Reset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection reset by the test server")
+    }
+}
+
+impl std::error::Error for Reset {}
+
+/// Drops the connection instead of answering.
+pub(crate) fn reset() -> Response<Body> {
+    let mut r = reply(StatusCode::INTERNAL_SERVER_ERROR, "");
+    r.extensions_mut().insert(Reset);
+    r
 }
 
 /// A response with this status and body.

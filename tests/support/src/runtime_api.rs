@@ -5,7 +5,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -17,7 +17,7 @@ use tokio::{
     sync::{Notify, oneshot},
 };
 
-use crate::http::{Body, read_body, reply, serve};
+use crate::http::{Body, read_body, reply, reset, serve};
 
 const PREFIX: &str = "/2018-06-01/runtime";
 
@@ -98,6 +98,8 @@ struct State {
     first_next: Mutex<Option<SystemTime>>,
     counter: AtomicU64,
     active_tracing: AtomicBool,
+    reset_next: AtomicUsize,
+    resets_done: AtomicUsize,
 }
 
 /// An invocation queued by [`RuntimeApi::submit`].
@@ -178,6 +180,14 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         return reply(StatusCode::NOT_FOUND, "unknown path");
     };
     if method == Method::GET && rest == "/invocation/next" {
+        if state
+            .reset_next
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            state.resets_done.fetch_add(1, Ordering::Relaxed);
+            return reset();
+        }
         state
             .first_next
             .lock()
@@ -282,6 +292,8 @@ impl RuntimeApi {
             first_next: Mutex::default(),
             counter: AtomicU64::new(0),
             active_tracing: AtomicBool::new(false),
+            reset_next: AtomicUsize::new(0),
+            resets_done: AtomicUsize::new(0),
         });
         let st = state.clone();
         let server = serve(listener, "rapi", move |req| handle(st.clone(), req));
@@ -333,6 +345,17 @@ impl RuntimeApi {
     /// without active tracing) `Sampled=0`.
     pub fn set_active_tracing(&self, on: bool) {
         self.state.active_tracing.store(on, Ordering::Relaxed);
+    }
+
+    /// Drops the connection of the next `n` `GET /invocation/next` requests without an
+    /// answer (what a bootstrap sees as a connection reset).
+    pub fn reset_next_requests(&self, n: usize) {
+        self.state.reset_next.store(n, Ordering::Relaxed);
+    }
+
+    /// How many `next` requests were reset so far.
+    pub fn resets_done(&self) -> usize {
+        self.state.resets_done.load(Ordering::Relaxed)
     }
 
     /// Bodies posted to `init/error`.
