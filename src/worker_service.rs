@@ -583,6 +583,60 @@ mod tests {
         assert_eq!(*calls.lock().unwrap(), 3);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn the_stop_signal_begins_the_graceful_shutdown_at_once() {
+        let fake = Fake::new(Behaviour::DrainsOnShutdown);
+        let (trigger, signal) = crate::StopSignal::new();
+        let mut inv = invocation(Duration::from_secs(60));
+        inv.stop = signal;
+        let start = Instant::now();
+        let stopping = async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            trigger.stop();
+        };
+        let (report, ()) = tokio::join!(stack(with_queue, fake.clone()).oneshot(inv), stopping);
+        report.unwrap();
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed >= Duration::from_secs(2) && elapsed < Duration::from_millis(2100),
+            "{elapsed:?}"
+        );
+        assert_eq!(fake.events(), ["started", "shutdown", "drained"]);
+    }
+
+    /// A backend that diagnoses its own failure (a server gone while polling).
+    struct Unreachable;
+    impl WorkerBackend for Unreachable {
+        fn start(&self, _: SessionConfig) -> BoxFuture<'static, Result<RunningWorker, BoxError>> {
+            Box::pin(async {
+                Ok(RunningWorker {
+                    shutdown: Box::new(|| {}),
+                    finished: Box::pin(async {
+                        Err(LambdaWorkerError::ServerUnreachable {
+                            target: "http://x:7233/".into(),
+                            source: "Unavailable".into(),
+                        }
+                        .into())
+                    }),
+                    connection_reused: true,
+                    timings: StartTimings::default(),
+                })
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_backends_own_diagnosis_is_answered_as_it_is() {
+        let err =
+            crate::default_stack_with(version(), with_queue, Unreachable, StaticEnvironment::new())
+                .oneshot(invocation(Duration::from_secs(60)))
+                .await
+                .unwrap_err();
+        let e = err.downcast_ref::<LambdaWorkerError>().unwrap();
+        assert_eq!(e.error_type(), "TemporalLambdaWorker.ServerUnreachable");
+        assert!(e.to_string().contains("http://x:7233/"), "{e}");
+    }
+
     mod tls_rule {
         //! An API key turns TLS on wherever it was set, unless TLS was explicitly disabled.
         use super::*;
