@@ -80,6 +80,7 @@ fn configure(config: &mut LambdaWorkerConfig) -> Result<(), BoxError> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), BoxError> {
+    logging::init();
     let version = WorkerDeploymentVersion::builder()
         .deployment_name("hello-app")
         .build_id("build-1")

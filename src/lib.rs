@@ -19,6 +19,7 @@
 //!
 //! #[tokio::main(flavor = "current_thread")]
 //! async fn main() -> Result<(), BoxError> {
+//!     temporal_lambda_worker::logging::init(); // CloudWatch-ready logs
 //!     let version = WorkerDeploymentVersion::builder()
 //!         .deployment_name("my-app")
 //!         .build_id("build-1")
@@ -82,6 +83,7 @@
 
 pub mod connection_cache;
 pub mod lambda;
+pub mod logging;
 #[cfg(feature = "otel")]
 pub mod otel;
 pub mod temporal;

@@ -208,6 +208,7 @@ async fn host_session(
     // connection is checked at once, a fresh one (just proven by connecting) later.
     let watch = watch_server(probe_connection, reused);
     let result = tokio::select! {
+        biased;
         result = &mut run => result.map_err(BoxError::from),
         why = watch => {
             // The SDK would retry its polls against a dead server until the shutdown

@@ -6,7 +6,6 @@
 //! `HELLO_DEPLOYMENT_NAME` / `HELLO_BUILD_ID`, else `hello-app` / `build-1`.
 
 use temporal_lambda_worker::{BoxError, LambdaWorkerConfig, VersioningBehavior, run_worker};
-use tracing_subscriber::{layer::SubscriberExt as _, util::SubscriberInitExt as _};
 
 fn configure(config: &mut LambdaWorkerConfig) -> Result<(), BoxError> {
     if config.worker.task_queue.is_empty() {
@@ -19,8 +18,6 @@ fn configure(config: &mut LambdaWorkerConfig) -> Result<(), BoxError> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), BoxError> {
-    tracing_subscriber::registry()
-        .with(hello_workflows::log_layer("info,temporalio_sdk_core=warn"))
-        .init();
+    temporal_lambda_worker::logging::init();
     run_worker(hello_workflows::version_from_env(), configure).await
 }

@@ -34,10 +34,9 @@ async fn main() -> Result<(), BoxError> {
     // Made once per process; `otel::run_worker` below gets this same one back.
     let telemetry = otel::Telemetry::init(otel::OtelOptions::new())?;
     tracing_subscriber::registry()
-        // The exporters' own messages would repeat the one warning a failed flush logs.
-        .with(hello_workflows::log_layer(
-            "info,temporalio_sdk_core=warn,opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off",
-        ))
+        // Lambda-correct logs (AWS_LAMBDA_LOG_FORMAT / AWS_LAMBDA_LOG_LEVEL, no colour in
+        // CloudWatch).
+        .with(temporal_lambda_worker::logging::layer())
         // Our own `tracing` spans (the activity's `compose_greeting`), exported too.
         .with(telemetry.tracing_layer())
         .init();

@@ -1,6 +1,6 @@
 //! What the `hello` and `otel` example bootstraps share: the Python reference example's
 //! greeting workflow and activity (and a slow variant for in-flight-work tests), their
-//! registration, the deployment version from the environment, and the log format.
+//! registration, and the deployment version from the environment.
 
 use std::time::Duration;
 
@@ -11,7 +11,6 @@ use temporalio_sdk::{
     activities::{ActivityContext, ActivityError},
     error::WorkflowRegistrationError,
 };
-use tracing_subscriber::{EnvFilter, Layer, registry::LookupSpan};
 
 /// Registers [`HelloWorkflow`], [`SlowHelloWorkflow`] and [`GreetingActivities`].
 pub fn register(worker: &mut WorkerOptions) -> Result<(), WorkflowRegistrationError> {
@@ -28,20 +27,6 @@ pub fn version_from_env() -> WorkerDeploymentVersion {
         .deployment_name(env("HELLO_DEPLOYMENT_NAME", "hello-app"))
         .build_id(env("HELLO_BUILD_ID", "build-1"))
         .build()
-}
-
-/// Logs to stdout (CloudWatch Logs on Lambda) without timestamps, which CloudWatch adds:
-/// `RUST_LOG`, else `default_filter`. Add it to a `tracing_subscriber::registry()`.
-pub fn log_layer<S>(default_filter: &str) -> impl Layer<S>
-where
-    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
-{
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    tracing_subscriber::fmt::layer()
-        .with_target(false)
-        .without_time()
-        .with_filter(filter)
 }
 
 /// Greets through one activity.
