@@ -16,7 +16,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
     },
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use futures_util::future::BoxFuture;
@@ -26,7 +26,10 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tower::{Layer, Service};
 
-use crate::{BoxError, Environment, Invocation, LambdaWorkerError, ProcessEnvironment, StopSignal};
+use crate::{
+    BoxError, Environment, Invocation, LOCAL_TIMEOUT_VAR, LambdaWorkerError, ProcessEnvironment,
+    StopSignal, layers::deadline::normalize_deadline,
+};
 
 /// Shared between the handler and [`RecycleLayer`]: why the process must be recycled.
 #[derive(Clone, Debug, Default)]
@@ -93,10 +96,26 @@ where
         let recycle = self.recycle.clone();
         let request_id = event.context.request_id.clone();
         let stop = self.stop.clone();
+        let mut context = event.context;
+        let local_timeout = ProcessEnvironment.var(LOCAL_TIMEOUT_VAR);
+        let deadline =
+            normalize_deadline(&mut context, local_timeout.as_deref(), SystemTime::now());
         Box::pin(async move {
-            let mut inv = Invocation::new(event.payload, event.context);
+            if let Ok(Some(timeout)) = deadline {
+                tracing::info!(
+                    request_id,
+                    "the Runtime API's deadline is not real (a local emulator): polling as \
+                     if the timeout were {:.1}s ({LOCAL_TIMEOUT_VAR})",
+                    timeout.as_secs_f64()
+                );
+            }
+            let mut inv = Invocation::new(event.payload, context);
             inv.stop = stop;
-            inner.call(inv).await.map_err(|error| {
+            let called = match deadline {
+                Err(e) => Err(e.into()),
+                Ok(_) => inner.call(inv).await,
+            };
+            called.map_err(|error: BoxError| {
                 let d = diagnostic(&error);
                 tracing::error!(request_id, error_type = %d.error_type, "{}", d.error_message);
                 if error

@@ -86,6 +86,7 @@ pub mod lambda;
 pub mod logging;
 #[cfg(feature = "otel")]
 pub mod otel;
+pub mod tasks;
 pub mod temporal;
 pub mod worker_service;
 

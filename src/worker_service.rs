@@ -23,7 +23,8 @@ use tokio::time::Instant;
 use tower::Service;
 
 use crate::{
-    BoxError, CoreMeter, Invocation, LambdaWorkerError, ShutdownHook, layers::error::panic_message,
+    BoxError, CoreMeter, IDLE_SHUTDOWN_VAR, Invocation, LambdaWorkerError, ShutdownHook,
+    layers::error::panic_message, tasks::TaskActivity,
 };
 
 /// What the backend needs to start one worker.
@@ -38,6 +39,9 @@ pub struct SessionConfig {
     ///
     /// [`LambdaWorkerConfig::metrics`]: crate::LambdaWorkerConfig::metrics
     pub metrics: Option<Arc<dyn CoreMeter>>,
+    /// The session's task activity; its interceptors are already registered on `worker`.
+    /// A backend that runs no real worker (a test's) reports tasks to it directly.
+    pub tasks: TaskActivity,
 }
 
 /// A worker that is polling.
@@ -152,12 +156,16 @@ async fn run_session<B: WorkerBackend>(
         create_worker_us: 0,
         polling_since_epoch_us: 0,
     };
-    let config = std::mem::take(&mut inv.config);
+    let mut config = std::mem::take(&mut inv.config);
+    let idle_shutdown = config.idle_shutdown;
+    let tasks = TaskActivity::default();
+    tasks.watch(&mut config.worker);
     let session = SessionConfig {
         connection: config.connection,
         client: config.client,
         worker: config.worker,
         metrics: config.metrics,
+        tasks: tasks.clone(),
     };
     let schedule = inv.schedule;
     let connect_error = |source: BoxError| LambdaWorkerError::Connect {
@@ -187,6 +195,7 @@ async fn run_session<B: WorkerBackend>(
         "worker polling"
     );
     let started = Instant::now();
+    tasks.polling_started();
     let RunningWorker {
         shutdown,
         mut finished,
@@ -198,16 +207,33 @@ async fn run_session<B: WorkerBackend>(
             None => std::future::pending().await,
         }
     };
+    let idle = async {
+        match idle_shutdown {
+            Some(quiet) => tasks.quiet_for(quiet).await,
+            None => std::future::pending().await,
+        }
+    };
     let stop = inv.stop.clone();
+    let mut stop_reason = StopReason::WorkerStopped;
+    let mut shutdown_began = None;
     let outcome = tokio::select! {
         result = &mut finished => Some(result),
         why = async {
             tokio::select! {
-                () = shutdown_at => "shutdown deadline buffer reached",
-                () = stop.stopped() => "the process is stopping (SIGTERM)",
+                () = shutdown_at => StopReason::Deadline,
+                () = stop.stopped() => StopReason::Signal,
+                () = idle => StopReason::Idle,
             }
         } => {
-            tracing::info!("{why}: graceful shutdown");
+            stop_reason = why;
+            shutdown_began = Some(Instant::now());
+            match why {
+                StopReason::Idle => tracing::info!(
+                    "no task for {:.1}s ({IDLE_SHUTDOWN_VAR}): graceful shutdown",
+                    idle_shutdown.unwrap_or_default().as_secs_f64()
+                ),
+                _ => tracing::info!("{}: graceful shutdown", why.describe()),
+            }
             shutdown();
             match schedule {
                 Some(s) => tokio::time::timeout_at(s.drain_by, &mut finished).await.ok(),
@@ -215,9 +241,10 @@ async fn run_session<B: WorkerBackend>(
             }
         }
     };
+    let ended = Instant::now();
     report.ran_for_ms = started.elapsed().as_millis() as u64;
     run_hooks(hooks, schedule.map(|s| s.answer_by)).await;
-    match outcome {
+    let result = match outcome {
         None => Err(LambdaWorkerError::DrainTimeout {
             graceful_shutdown_timeout,
         }),
@@ -226,7 +253,62 @@ async fn run_session<B: WorkerBackend>(
             Ok(e) => *e,
             Err(e) => LambdaWorkerError::Worker(e),
         }),
-        Some(Ok(())) => Ok(report),
+        Some(Ok(())) => Ok(()),
+    };
+    let counts = tasks.counts();
+    let ms = |d: Duration| d.as_millis() as u64;
+    let polled_until = shutdown_began.unwrap_or(ended);
+    tracing::info!(
+        request_id = %inv.context.request_id,
+        outcome = match &result {
+            Ok(()) => "ok",
+            Err(e) => e.error_type(),
+        },
+        stop_reason = stop_reason.name(),
+        workflow_tasks_completed = counts.workflow_completed,
+        workflow_tasks_failed = counts.workflow_failed,
+        activity_tasks_completed = counts.activity_completed,
+        activity_tasks_failed = counts.activity_failed,
+        first_poll_ms = ms(started.saturating_duration_since(inv.received_at)),
+        polled_ms = ms(polled_until - started),
+        idle_ms = ms(tasks.idle().min(ended - started)),
+        drain_ms = shutdown_began.map_or(0, |b| ms(ended - b)),
+        slack_ms = schedule.map_or(0, |s| ms(s.deadline.saturating_duration_since(Instant::now()))),
+        connection_reused = report.connection_reused,
+        "invocation summary"
+    );
+    result.map(|()| report)
+}
+
+/// Why polling stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StopReason {
+    /// The worker stopped by itself (an error, or no deadline and it ended).
+    WorkerStopped,
+    /// `deadline − buffer` was reached.
+    Deadline,
+    /// No task for the idle exit's duration.
+    Idle,
+    /// The process is stopping (SIGTERM).
+    Signal,
+}
+
+impl StopReason {
+    fn name(self) -> &'static str {
+        match self {
+            Self::WorkerStopped => "worker_stopped",
+            Self::Deadline => "deadline",
+            Self::Idle => "idle",
+            Self::Signal => "sigterm",
+        }
+    }
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Deadline => "shutdown deadline buffer reached",
+            Self::Signal => "the process is stopping (SIGTERM)",
+            Self::Idle => "idle",
+            Self::WorkerStopped => "the worker stopped",
+        }
     }
 }
 

@@ -39,6 +39,12 @@ pub struct LambdaWorkerConfig {
     /// How long before the invocation deadline graceful shutdown begins. `None` means
     /// graceful shutdown timeout + 2 s (7 s with the defaults).
     pub shutdown_deadline_buffer: Option<Duration>,
+    /// Begin the graceful shutdown once no task has been in flight for this long (counted
+    /// from polling start or from the last task's end), instead of polling until the
+    /// shutdown buffer. `None` (the default): poll until `deadline − buffer`. Never
+    /// extends past `deadline − buffer`. From `TEMPORAL_IDLE_SHUTDOWN_SECS` (decimal
+    /// seconds) when set; configure may change it.
+    pub idle_shutdown: Option<Duration>,
     /// The versioning behaviour given to workflows of this worker: `Pinned` (the
     /// default) or `AutoUpgrade`. The Rust SDK has no per-workflow behaviour, so this is
     /// the worker-wide default; `Unspecified` is rejected.
@@ -76,6 +82,7 @@ impl Default for LambdaWorkerConfig {
                 .deployment_options(WorkerDeploymentOptions::new(placeholder).build())
                 .build(),
             shutdown_deadline_buffer: None,
+            idle_shutdown: None,
             versioning_behavior: VersioningBehavior::Pinned,
             config_file: None,
             tls_disabled: false,
@@ -210,6 +217,7 @@ impl fmt::Debug for LambdaWorkerConfig {
                 "shutdown_deadline_buffer",
                 &self.effective_shutdown_deadline_buffer(),
             )
+            .field("idle_shutdown", &self.idle_shutdown)
             .field("versioning_behavior", &self.versioning_behavior)
             .field("metrics", &set(self.metrics.is_some()))
             .field("shutdown_hooks", &self.shutdown_hooks.len())

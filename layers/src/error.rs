@@ -62,6 +62,13 @@ pub enum LambdaWorkerError {
     },
     /// The invocation was still running when it had to answer; the process is recycled.
     DeadlineExceeded,
+    /// The Runtime API sent a deadline that cannot be real (a local emulator, such as
+    /// `cargo lambda watch`, sends its timeout in milliseconds instead of an epoch time),
+    /// and `TEMPORAL_LOCAL_TIMEOUT_SECS` does not say how long to poll instead.
+    InvalidDeadline {
+        /// The `Lambda-Runtime-Deadline-Ms` value received.
+        sent_ms: u64,
+    },
 }
 
 impl LambdaWorkerError {
@@ -79,6 +86,7 @@ impl LambdaWorkerError {
             Self::Worker(_) => "TemporalLambdaWorker.WorkerError",
             Self::DrainTimeout { .. } => "TemporalLambdaWorker.DrainTimeout",
             Self::DeadlineExceeded => "TemporalLambdaWorker.DeadlineExceeded",
+            Self::InvalidDeadline { .. } => "TemporalLambdaWorker.InvalidDeadline",
         }
     }
 
@@ -205,6 +213,15 @@ impl fmt::Display for LambdaWorkerError {
                 "the invocation had not finished shortly before its deadline and was answered \
                  early; the process will be recycled. Shorten shutdown hooks and teardown, or \
                  raise `shutdown_deadline_buffer`",
+            ),
+            Self::InvalidDeadline { sent_ms } => write!(
+                f,
+                "the Lambda Runtime API sent Lambda-Runtime-Deadline-Ms: {sent_ms}, which is \
+                 not a deadline (it is {} after 1970-01-01): a local emulator such as `cargo \
+                 lambda watch` sends its timeout there. Set TEMPORAL_LOCAL_TIMEOUT_SECS on the \
+                 process (for example TEMPORAL_LOCAL_TIMEOUT_SECS=60) to poll as if the \
+                 function's timeout were that long; deadlines from AWS Lambda never need it",
+                secs(Duration::from_millis(*sent_ms))
             ),
         }
     }

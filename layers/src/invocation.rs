@@ -24,6 +24,8 @@ pub struct Invocation {
     /// graceful shutdown at once. The Lambda adapter (`serve`) sets it; the default never
     /// fires.
     pub stop: StopSignal,
+    /// When the invocation entered the stack (it was handed out).
+    pub received_at: Instant,
 }
 
 impl Invocation {
@@ -35,6 +37,7 @@ impl Invocation {
             config: LambdaWorkerConfig::default(),
             schedule: None,
             stop: StopSignal::default(),
+            received_at: Instant::now(),
         }
     }
 }

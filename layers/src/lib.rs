@@ -36,14 +36,14 @@ pub use config::{LambdaWorkerConfig, ShutdownHook};
 pub use configure::{
     AsyncConfigure, Configure, ConfigureLayer, ConfigureService, Configured, async_configure,
 };
-pub use deadline::{DeadlineWatchdog, DeadlineWatchdogLayer};
+pub use deadline::{DeadlineWatchdog, DeadlineWatchdogLayer, LOCAL_TIMEOUT_VAR};
 pub use disable_eager::{DisableEagerActivities, DisableEagerActivitiesLayer};
 pub use env::{Environment, ProcessEnvironment, StaticEnvironment};
 pub use error::{BoxError, LambdaWorkerError};
 pub use identity::{WorkerIdentity, WorkerIdentityLayer};
 pub use invocation::{Invocation, ShutdownSchedule, StopSignal, StopTrigger};
 pub use lambda_defaults::{LambdaDefaults, LambdaDefaultsLayer};
-pub use load_config::{LoadConfig, LoadConfigLayer};
+pub use load_config::{IDLE_SHUTDOWN_VAR, LoadConfig, LoadConfigLayer};
 pub use secrets::{ApiKeySecret, ApiKeySecretLayer, NoSecretResolver, SecretResolver};
 pub use step::{InvocationStep, Step, StepFuture, StepLayer};
 pub use temporalio_common::telemetry::metrics::CoreMeter;

@@ -30,6 +30,9 @@ use crate::{
     config::DEFAULT_NAMESPACE,
 };
 
+/// The variable that turns on the idle exit: decimal seconds with no task in flight.
+pub const IDLE_SHUTDOWN_VAR: &str = "TEMPORAL_IDLE_SHUTDOWN_SECS";
+
 /// The file name looked for in `$LAMBDA_TASK_ROOT` and the working directory.
 pub const CONFIG_FILE_NAME: &str = "temporal.toml";
 
@@ -136,6 +139,25 @@ impl InvocationStep for LoadConfig {
         inv.config.client = loaded.client;
         inv.config.config_file = loaded.file;
         inv.config.tls_disabled = loaded.tls_disabled;
+        if let Some(idle) = self
+            .env
+            .var(IDLE_SHUTDOWN_VAR)
+            .filter(|v| !v.trim().is_empty())
+        {
+            let secs = idle
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s > 0.0)
+                .ok_or_else(|| LambdaWorkerError::Config {
+                    path: None,
+                    message: format!(
+                        "{IDLE_SHUTDOWN_VAR} is {idle:?}, not a positive number of seconds \
+                         (for example 2 or 0.5); unset it to poll until the shutdown buffer"
+                    ),
+                })?;
+            inv.config.idle_shutdown = Some(std::time::Duration::from_secs_f64(secs));
+        }
         if let Some(queue) = self
             .env
             .var("TEMPORAL_TASK_QUEUE")
@@ -359,6 +381,26 @@ mod tests {
             .unwrap_err(),
         );
         assert!(text.contains("staging"), "{text}");
+    }
+
+    #[test]
+    fn the_idle_exit_comes_from_the_environment_and_a_bad_value_is_named() {
+        let inv = load(StaticEnvironment::new().var(IDLE_SHUTDOWN_VAR, "2.5")).unwrap();
+        assert_eq!(
+            inv.config.idle_shutdown,
+            Some(std::time::Duration::from_millis(2500))
+        );
+        assert_eq!(
+            load(StaticEnvironment::new()).unwrap().config.idle_shutdown,
+            None
+        );
+        let (_, text) = config_error(
+            load(StaticEnvironment::new().var(IDLE_SHUTDOWN_VAR, "soon")).unwrap_err(),
+        );
+        assert!(
+            text.contains("TEMPORAL_IDLE_SHUTDOWN_SECS is \"soon\""),
+            "{text}"
+        );
     }
 
     #[test]

