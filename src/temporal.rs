@@ -171,6 +171,7 @@ async fn host_session(
     };
     let connect = connecting.elapsed();
     let probe_connection = connection.clone();
+    let registered_on = connection.clone();
     let creating = std::time::Instant::now();
     let worker = Client::new(connection, session.client)
         .map_err(BoxError::from)
@@ -202,6 +203,7 @@ async fn host_session(
         // Nobody waits for this worker any more (the invocation gave up): stop it at once.
         stop();
     }
+    let instance = worker.worker_instance_key();
     let run = worker.run();
     tokio::pin!(run);
     // Beside the polls (never in front of them): is the server still there? A reused
@@ -222,14 +224,28 @@ async fn host_session(
             }
             .into()));
             let _ = run.await;
+            deregister(&registered_on, instance);
             return;
         }
     };
+    deregister(&registered_on, instance);
     if result.is_err() {
         // The connection may be what broke: make the next invocation reconnect.
         host.connections.borrow_mut().invalidate();
     }
     let _ = done_tx.send(result);
+}
+
+/// Removes a stopped worker from the connection's worker set. `Worker::run` (SDK 1.1) ends
+/// with the core worker's `shutdown`, not its `finalize_shutdown`, so the registration
+/// made by `Worker::new` (the worker's slot provider and heartbeat entry, with everything
+/// they hold) stays in the cached connection's `ClientWorkerSet` for the life of the
+/// process: about 37 KB per warm invocation (`cargo bench --bench warm_memory`).
+fn deregister(connection: &Connection, instance: uuid::Uuid) {
+    let workers = connection.workers();
+    // Both are no-ops (an error) when already done.
+    let _ = workers.unregister_slot_provider(instance);
+    let _ = workers.finalize_unregister(instance);
 }
 
 /// How often a polling worker's server is checked.

@@ -1,0 +1,138 @@
+//! Memory of one warm process across many invocations (issue 11): the `hello` bootstrap as
+//! its own process against the real dev server and a Runtime API on loopback, one queued
+//! `HelloWorkflow` per invocation, VmRSS read from `/proc` after each. Prints numbers;
+//! asserts nothing.
+//!
+//! Run: `cargo bench --bench warm_memory` (builds the release `hello`, as `lifecycle`
+//! does). `TLW_BENCH_BOOTSTRAP=path/to/bootstrap` measures that binary instead (a debug
+//! build, or the bootstrap of another commit, for a before/after in one run: give several,
+//! comma-separated). `TLW_BENCH_INVOCATIONS` (default 525) sets N.
+//!
+//! Each invocation has a 10 s timeout and the idle exit at 0.2 s
+//! (`TEMPORAL_IDLE_SHUTDOWN_SECS`), so it ends shortly after its workflow completed
+//! (a bootstrap without the idle exit polls until deadline − 7 s: 3 s each).
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use temporal_lambda_worker_testkit::{Bootstrap, DevServer, RuntimeApi};
+
+const ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:bench";
+const CHECKPOINTS: [usize; 8] = [1, 25, 50, 100, 200, 300, 400, 525];
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn release_bootstrap() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--profile",
+            "bench",
+            "--example",
+            "hello",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build --example hello failed");
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .join("release/examples/hello")
+}
+
+async fn measure(binary: &Path, server: &DevServer, n: usize, tag: usize) {
+    let api = RuntimeApi::start(ARN).await.unwrap();
+    let root = std::env::temp_dir().join(format!("tlw-bench-mem-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&root).unwrap();
+    let queue = format!("tq-mem-{tag}");
+    let deployment = format!("dep-mem-{tag}");
+    let process = Bootstrap::start(
+        binary,
+        &api.address(),
+        "bench",
+        &root,
+        &[
+            ("TEMPORAL_ADDRESS", &server.address),
+            ("TEMPORAL_TASK_QUEUE", &queue),
+            ("HELLO_DEPLOYMENT_NAME", &deployment),
+            ("TEMPORAL_IDLE_SHUTDOWN_SECS", "0.2"),
+            ("RUST_LOG", "warn"),
+            ("AWS_LAMBDA_LOG_LEVEL", "WARN"),
+        ],
+    )
+    .unwrap();
+    server
+        .register_version(&api, &deployment, "build-1")
+        .await
+        .unwrap();
+    println!("{}", binary.display());
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    let mut failed = 0;
+    for i in 1..=n {
+        let id = format!("wf-mem-{tag}-{i}");
+        let (answer, result) = tokio::join!(
+            api.invoke(b"", Duration::from_secs(10)),
+            server.execute_hello(&queue, &id, "Mem")
+        );
+        if result.is_err()
+            || !matches!(
+                answer.outcome,
+                temporal_lambda_worker_testkit::Outcome::Response(_)
+            )
+        {
+            failed += 1;
+        }
+        if CHECKPOINTS.contains(&i) || i == n {
+            let rss = rss_kib(process.pid()).unwrap_or(0);
+            println!(
+                "  after {i:4} invocations: VmRSS {:7.2} MiB  ({:.0} s)",
+                rss as f64 / 1024.0,
+                started.elapsed().as_secs_f64()
+            );
+            rows.push((i, rss));
+        }
+    }
+    if let (Some(&(_, at25)), Some(&(last, end))) =
+        (rows.iter().find(|(i, _)| *i >= 25), rows.last())
+    {
+        println!(
+            "  growth after warm-up (25 → {last}): {:+.2} MiB, {:+.1} KiB per invocation; {failed} failed",
+            (end as f64 - at25 as f64) / 1024.0,
+            (end as f64 - at25 as f64) / (last - 25).max(1) as f64
+        );
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let binaries: Vec<PathBuf> = match std::env::var("TLW_BENCH_BOOTSTRAP") {
+        Ok(list) => list
+            .split(',')
+            .map(|p| std::fs::canonicalize(p).unwrap_or_else(|e| panic!("{p}: {e}")))
+            .collect(),
+        Err(_) => vec![release_bootstrap()],
+    };
+    let n: usize = std::env::var("TLW_BENCH_INVOCATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(525);
+    let server = tokio::task::spawn_blocking(DevServer::start).await.unwrap();
+    println!("warm memory: {n} invocations, one HelloWorkflow each");
+    for (tag, binary) in binaries.iter().enumerate() {
+        measure(binary, &server, n, tag).await;
+    }
+}
