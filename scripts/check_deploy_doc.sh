@@ -8,6 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v aws >/dev/null || python3 -m pip install --quiet --disable-pip-version-check awscli
+python3 -c "import yaml" 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check pyyaml
 blocks=$(mktemp -d)
 trap 'rm -rf "$blocks"' EXIT
 awk -v dir="$blocks" '/^```sh$/ {n++; f=1; next} /^```$/ {f=0; next} f {print > (dir "/" n ".sh")}' docs/deploy.md
@@ -30,6 +31,39 @@ temporal() {
   echo "FAILED: temporal $*:"; echo "$out"; return 1
 }
 bash() { echo "skipped: bash $*"; }
+# `cargo lambda build …`: every option must be one cargo-lambda knows, and every
+# `--include NAME:PATH` file must exist (the build itself is the test command's
+# scripts/lambda-build.sh).
+cargo() {
+  [ "$1 $2" = "lambda build" ] || { echo "FAILED: unexpected cargo $*"; return 1; }
+  local help arg prev=""
+  help=$(command cargo lambda build --help)
+  for arg in "$@"; do
+    if [[ "$arg" == --* ]] && ! grep -qE -- "(^|[ ,])${arg%%=*}([ ,=]|$)" <<<"$help"; then
+      echo "FAILED: cargo lambda build has no option $arg"; return 1
+    fi
+    if [ "$prev" = --include ] && [ ! -e "${arg#*:}" ]; then
+      echo "FAILED: --include $arg: ${arg#*:} does not exist"; return 1
+    fi
+    prev=$arg
+  done
+  echo "ok: cargo lambda build (options accepted)"
+}
+
+# The ADOT collector configuration the guide packages: valid YAML, the OTLP receiver wired
+# into a traces pipeline (awsxray) and a metrics pipeline (awsemf).
+python3 - examples/otel/collector.yaml <<'PY'
+import sys, yaml
+c = yaml.safe_load(open(sys.argv[1]))
+p = c["service"]["pipelines"]
+assert "otlp" in c["receivers"], "no otlp receiver"
+assert "localhost:4317" in str(c["receivers"]["otlp"]), "the otlp receiver is not on localhost:4317"
+for name, exporter in (("traces", "awsxray"), ("metrics", "awsemf")):
+    assert "otlp" in p[name]["receivers"], f"otlp is not a receiver of the {name} pipeline"
+    assert exporter in p[name]["exporters"], f"{exporter} is not an exporter of the {name} pipeline"
+    assert exporter in c["exporters"], f"{exporter} is not configured"
+print("ok: examples/otel/collector.yaml wires otlp into the traces and metrics pipelines")
+PY
 
 n=$(ls "$blocks" | wc -l)
 # shellcheck disable=SC1090
