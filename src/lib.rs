@@ -46,10 +46,11 @@
 //!     fn apply(&self, inv: &mut Invocation) -> Result<(), LambdaWorkerError> {
 //!         let namespace = &inv.config.client.namespace;
 //!         if namespace != self.0 {
-//!             return Err(LambdaWorkerError::Config {
-//!                 path: None,
-//!                 message: format!("namespace {namespace} is not {}: set TEMPORAL_NAMESPACE", self.0),
-//!             });
+//!             // Answered with this errorType and message, as they are.
+//!             return Err(LambdaWorkerError::custom(
+//!                 "MyCompany.WrongNamespace",
+//!                 format!("namespace {namespace} is not {}: set TEMPORAL_NAMESPACE", self.0),
+//!             ));
 //!         }
 //!         Ok(())
 //!     }
@@ -129,6 +130,89 @@ where
         .layer(WorkerIdentityLayer::new())
         .layer(DeadlineWatchdogLayer::new())
         .service(WorkerService::new(backend))
+}
+
+/// The part of the default stack below the connection layers: everything after
+/// [`LoadConfigLayer`], boxed, so a connection layer of yours has a type to wrap.
+pub type BelowConnection = tower::util::BoxCloneSyncService<Invocation, WorkerReport, BoxError>;
+
+/// The default stack with `connection` (your auth or secrets layer) inserted where the
+/// connection settings it sets are final: right after [`LoadConfigLayer`] (which builds
+/// them from scratch) and before the Lambda defaults and the configure callback. For a
+/// concern around everything (metrics, tracing), wrap [`default_stack`] itself.
+///
+/// ```no_run
+/// use temporal_lambda_worker::*;
+/// # fn configure(c: &mut LambdaWorkerConfig) -> Result<(), BoxError> { Ok(()) }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), BoxError> {
+/// # let version = WorkerDeploymentVersion::builder().deployment_name("a").build_id("b").build();
+/// // The API key from the file TEMPORAL_API_KEY_FILE names, cached across invocations.
+/// let stack = default_stack_with_connection_layer(version, configure, ApiKeySecretLayer::from_file());
+/// serve(stack).await
+/// # }
+/// ```
+pub fn default_stack_with_connection_layer<C, L>(
+    version: WorkerDeploymentVersion,
+    configure: C,
+    connection: L,
+) -> impl Service<Invocation, Response = WorkerReport, Error = BoxError, Future = impl Send + use<C, L>>
++ Clone
++ Send
++ 'static
+where
+    C: Configure,
+    L: tower::Layer<BelowConnection> + Send + 'static,
+    L::Service: Service<Invocation, Response = WorkerReport> + Clone + Send + 'static,
+    <L::Service as Service<Invocation>>::Error: Into<BoxError>,
+    <L::Service as Service<Invocation>>::Future: Send + 'static,
+{
+    stack_with_connection_layer(
+        version,
+        configure,
+        TemporalBackend::new(),
+        ProcessEnvironment,
+        connection,
+    )
+}
+
+/// [`default_stack_with_connection_layer`] over any backend and environment.
+pub fn stack_with_connection_layer<C, B, E, L>(
+    version: WorkerDeploymentVersion,
+    configure: C,
+    backend: B,
+    environment: E,
+    connection: L,
+) -> impl Service<
+    Invocation,
+    Response = WorkerReport,
+    Error = BoxError,
+    Future = impl Send + use<C, B, E, L>,
+> + Clone
++ Send
++ 'static
+where
+    C: Configure,
+    B: WorkerBackend,
+    E: Environment,
+    L: tower::Layer<BelowConnection> + Send + 'static,
+    L::Service: Service<Invocation, Response = WorkerReport> + Clone + Send + 'static,
+    <L::Service as Service<Invocation>>::Error: Into<BoxError>,
+    <L::Service as Service<Invocation>>::Future: Send + 'static,
+{
+    let below = ServiceBuilder::new()
+        .layer(LambdaDefaultsLayer::new())
+        .layer(ConfigureLayer::new(configure))
+        .layer(DisableEagerActivitiesLayer::new())
+        .layer(WorkerVersioningLayer::new(version))
+        .layer(WorkerIdentityLayer::new())
+        .layer(DeadlineWatchdogLayer::new())
+        .service(WorkerService::new(backend));
+    ServiceBuilder::new()
+        .layer(LoadConfigLayer::with_environment(environment))
+        .map_err(Into::<BoxError>::into)
+        .layer(connection)
+        .service(BelowConnection::new(below))
 }
 
 /// The stack [`run_worker`] serves: every lifecycle layer around a [`WorkerService`]

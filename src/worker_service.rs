@@ -889,6 +889,48 @@ mod tests {
         }
 
         #[tokio::test(start_paused = true)]
+        async fn a_connection_layer_inserted_in_the_default_stack_keeps_its_key() {
+            let fake = Fake::new(Behaviour::DrainsOnShutdown);
+            crate::stack_with_connection_layer(
+                version(),
+                with_queue,
+                fake.clone(),
+                env("ns.tmprl.cloud:7233"),
+                StepLayer::from_step(SetKey),
+            )
+            .oneshot(invocation(Duration::from_secs(30)))
+            .await
+            .unwrap();
+            let seen = fake.connections.lock().unwrap()[0].clone();
+            assert_tls(&seen, "ns.tmprl.cloud:7233", "from-a-layer");
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_connection_layer_wrapped_around_the_default_stack_is_an_error_not_a_lost_key() {
+            let fake = Fake::new(Behaviour::DrainsOnShutdown);
+            let svc = ServiceBuilder::new()
+                .layer(StepLayer::from_step(SetKey))
+                .service(crate::default_stack_with(
+                    version(),
+                    with_queue,
+                    fake.clone(),
+                    env("ns.tmprl.cloud:7233"),
+                ));
+            let err = svc
+                .oneshot(invocation(Duration::from_secs(30)))
+                .await
+                .unwrap_err();
+            let e = err.downcast_ref::<LambdaWorkerError>().unwrap();
+            assert_eq!(e.error_type(), "TemporalLambdaWorker.LayerOrder");
+            assert!(
+                e.to_string()
+                    .contains("default_stack_with_connection_layer"),
+                "{e}"
+            );
+            assert!(fake.connections.lock().unwrap().is_empty());
+        }
+
+        #[tokio::test(start_paused = true)]
         async fn no_key_no_tls() {
             let (seen, logs) = logs_of(connection_for(
                 env("127.0.0.1:7233"),

@@ -201,6 +201,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let configure = self.configure.clone();
         Box::pin(async move {
+            inv.enter(crate::invocation::Stage::Configure, "ConfigureLayer")?;
             let config = std::mem::take(&mut inv.config);
             let configured = AssertUnwindSafe(async { configure.configure(config).await })
                 .catch_unwind()

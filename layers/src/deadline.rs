@@ -171,6 +171,9 @@ where
     }
 
     fn call(&mut self, mut inv: Invocation) -> Self::Future {
+        if let Err(error) = inv.enter(crate::invocation::Stage::Enforce, "DeadlineWatchdogLayer") {
+            return WatchdogFuture::Failed { error: Some(error) };
+        }
         let Some(remaining) = remaining_time(&inv.context) else {
             inv.schedule = None;
             return WatchdogFuture::Unbounded {

@@ -11,6 +11,13 @@ use crate::{Invocation, InvocationStep, LambdaWorkerError, StepLayer};
 pub struct DisableEagerActivities;
 
 impl InvocationStep for DisableEagerActivities {
+    fn stage(&self) -> Option<(crate::invocation::StagePublic, &'static str)> {
+        Some((
+            crate::invocation::StagePublic(crate::invocation::Stage::Enforce),
+            "DisableEagerActivitiesLayer",
+        ))
+    }
+
     fn apply(&self, inv: &mut Invocation) -> Result<(), LambdaWorkerError> {
         inv.config
             .worker

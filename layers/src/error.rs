@@ -69,12 +69,39 @@ pub enum LambdaWorkerError {
         /// The `Lambda-Runtime-Deadline-Ms` value received.
         sent_ms: u64,
     },
+    /// Two lifecycle layers of a hand-built stack are in the wrong order (`layer` ran
+    /// after `after`, which must come after it): the config would silently be wrong.
+    LayerOrder {
+        /// The layer that ran too late.
+        layer: &'static str,
+        /// The layer that ran before it but belongs after it.
+        after: &'static str,
+    },
+    /// A rule of your own failed the invocation: answered with your `errorType` and your
+    /// message, as they are ([`LambdaWorkerError::custom`]).
+    Custom {
+        /// The `errorType` reported to the Runtime API.
+        error_type: String,
+        /// The message.
+        message: String,
+    },
 }
 
 impl LambdaWorkerError {
+    /// A failure of your own rule, answered with `error_type` (say
+    /// `"MyCompany.NamespaceNotAllowed"`) and `message` as they are.
+    pub fn custom(error_type: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Custom {
+            error_type: error_type.into(),
+            message: message.into(),
+        }
+    }
+
     /// The `errorType` reported to the Lambda Runtime API.
-    pub fn error_type(&self) -> &'static str {
+    pub fn error_type(&self) -> &str {
         match self {
+            Self::Custom { error_type, .. } => error_type,
+            Self::LayerOrder { .. } => "TemporalLambdaWorker.LayerOrder",
             Self::Config { .. } => "TemporalLambdaWorker.ConfigError",
             Self::MissingTaskQueue => "TemporalLambdaWorker.MissingTaskQueue",
             Self::InvalidVersion(_) => "TemporalLambdaWorker.InvalidVersion",
@@ -213,6 +240,16 @@ impl fmt::Display for LambdaWorkerError {
                 "the invocation had not finished shortly before its deadline and was answered \
                  early; the process will be recycled. Shorten shutdown hooks and teardown, or \
                  raise `shutdown_deadline_buffer`",
+            ),
+            Self::Custom { message, .. } => f.write_str(message),
+            Self::LayerOrder { layer, after } => write!(
+                f,
+                "{layer} runs after {after} in this stack, so {after}'s work would be undone or \
+                 done on an incomplete config. Put them in this order, outermost first: \
+                 LoadConfigLayer, ApiKeySecretLayer (optional) and your connection layers, \
+                 LambdaDefaultsLayer, ConfigureLayer, then DisableEagerActivitiesLayer, \
+                 WorkerVersioningLayer, WorkerIdentityLayer, DeadlineWatchdogLayer, the \
+                 WorkerService"
             ),
             Self::InvalidDeadline { sent_ms } => write!(
                 f,

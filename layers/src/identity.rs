@@ -11,6 +11,13 @@ use crate::{Invocation, InvocationStep, LambdaWorkerError, StepLayer};
 pub struct WorkerIdentity;
 
 impl InvocationStep for WorkerIdentity {
+    fn stage(&self) -> Option<(crate::invocation::StagePublic, &'static str)> {
+        Some((
+            crate::invocation::StagePublic(crate::invocation::Stage::Enforce),
+            "WorkerIdentityLayer",
+        ))
+    }
+
     fn apply(&self, inv: &mut Invocation) -> Result<(), LambdaWorkerError> {
         let config = &mut inv.config;
         if config.worker.client_identity_override.is_none() && config.connection.identity.is_empty()

@@ -26,6 +26,8 @@ pub struct Invocation {
     pub stop: StopSignal,
     /// When the invocation entered the stack (it was handed out).
     pub received_at: Instant,
+    /// The latest lifecycle stage passed, and the layer that passed it (the order check).
+    stage: Option<(Stage, &'static str)>,
 }
 
 impl Invocation {
@@ -38,8 +40,47 @@ impl Invocation {
             schedule: None,
             stop: StopSignal::default(),
             received_at: Instant::now(),
+            stage: None,
         }
     }
+
+    /// Records that `layer`, of lifecycle `stage`, runs now; fails when a layer of a later
+    /// stage already ran (a misordered hand-built stack).
+    pub(crate) fn enter(
+        &mut self,
+        stage: Stage,
+        layer: &'static str,
+    ) -> Result<(), crate::LambdaWorkerError> {
+        if let Some((seen, after)) = self.stage
+            && seen > stage
+        {
+            return Err(crate::LambdaWorkerError::LayerOrder { layer, after });
+        }
+        if self.stage.is_none_or(|(seen, _)| stage >= seen) {
+            self.stage = Some((stage, layer));
+        }
+        Ok(())
+    }
+}
+
+/// A built-in step's stage, opaque outside this crate.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug)]
+pub struct StagePublic(pub(crate) Stage);
+
+/// Where a built-in layer belongs: each must run after every layer of an earlier stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Stage {
+    /// `LoadConfigLayer`: builds the connection options from scratch.
+    Load,
+    /// `ApiKeySecretLayer` (and your connection layers): change the loaded options.
+    Connection,
+    /// `LambdaDefaultsLayer`: pre-fills what configure may override.
+    Defaults,
+    /// `ConfigureLayer`: the user's callback.
+    Configure,
+    /// Eager activities off, versioning, identity, deadline: after configure.
+    Enforce,
 }
 
 /// The moments that bound one invocation's poll session, all derived from the absolute

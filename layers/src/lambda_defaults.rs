@@ -81,6 +81,13 @@ impl Default for LambdaDefaults {
 }
 
 impl InvocationStep for LambdaDefaults {
+    fn stage(&self) -> Option<(crate::invocation::StagePublic, &'static str)> {
+        Some((
+            crate::invocation::StagePublic(crate::invocation::Stage::Defaults),
+            "LambdaDefaultsLayer",
+        ))
+    }
+
     fn apply(&self, inv: &mut Invocation) -> Result<(), LambdaWorkerError> {
         let w = &mut inv.config.worker;
         w.tuner = TunerHolder::builder()

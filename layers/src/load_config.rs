@@ -133,7 +133,25 @@ impl std::fmt::Debug for LoadConfig {
 }
 
 impl InvocationStep for LoadConfig {
+    fn stage(&self) -> Option<(crate::invocation::StagePublic, &'static str)> {
+        Some((
+            crate::invocation::StagePublic(crate::invocation::Stage::Load),
+            "LoadConfigLayer",
+        ))
+    }
+
     fn apply(&self, inv: &mut Invocation) -> Result<(), LambdaWorkerError> {
+        // This builds the connection options from scratch: whatever a layer above set
+        // (an API key, say) would be lost without a word.
+        let c = &inv.config.connection;
+        if c.api_key.is_some() || c.tls_options.is_some() || c.headers.is_some() {
+            return Err(LambdaWorkerError::LayerOrder {
+                layer: "LoadConfigLayer",
+                after: "a layer that set connection settings (an API key, TLS or headers; \
+                        insert such a layer with default_stack_with_connection_layer, or \
+                        after LoadConfigLayer)",
+            });
+        }
         let loaded = load_client_config(self.env.as_ref())?;
         inv.config.connection = loaded.connection;
         inv.config.client = loaded.client;

@@ -286,6 +286,7 @@ where
         let shared = self.shared.clone();
         let max_age = self.max_age;
         Box::pin(async move {
+            invocation.enter(crate::invocation::Stage::Connection, "ApiKeySecretLayer")?;
             if let Some(source) = shared.source() {
                 invocation.config.connection.api_key = Some(shared.key(source, max_age).await?);
             }

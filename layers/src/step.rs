@@ -35,8 +35,15 @@ use crate::{BoxError, Invocation, LambdaWorkerError};
 
 /// One synchronous lifecycle rule applied to an invocation before the inner service runs.
 pub trait InvocationStep: Clone + Send + Sync + 'static {
-    /// Changes the invocation, or fails it with an error the person can act on.
+    /// Changes the invocation, or fails it with an error the person can act on (your own
+    /// `errorType` and message: [`LambdaWorkerError::custom`]).
     fn apply(&self, invocation: &mut Invocation) -> Result<(), LambdaWorkerError>;
+
+    /// For the built-in steps: where the step belongs in the stack (checked).
+    #[doc(hidden)]
+    fn stage(&self) -> Option<(crate::invocation::StagePublic, &'static str)> {
+        None
+    }
 }
 
 /// A `tower::Layer` that applies an [`InvocationStep`].
@@ -88,7 +95,11 @@ where
     }
 
     fn call(&mut self, mut invocation: Invocation) -> Self::Future {
-        match self.step.apply(&mut invocation) {
+        let entered = match self.step.stage() {
+            Some((stage, name)) => invocation.enter(stage.0, name),
+            None => Ok(()),
+        };
+        match entered.and_then(|()| self.step.apply(&mut invocation)) {
             Ok(()) => StepFuture::Inner {
                 future: self.inner.call(invocation),
             },
@@ -130,4 +141,126 @@ where
                 .into())),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use tower::{ServiceBuilder, ServiceExt, service_fn};
+
+    use crate::{
+        BoxError, ConfigureLayer, DeadlineWatchdogLayer, Invocation, LambdaDefaultsLayer,
+        LambdaWorkerConfig, LambdaWorkerError, LoadConfigLayer, StaticEnvironment, StepLayer,
+    };
+
+    use super::InvocationStep;
+
+    type Echo = tower::util::ServiceFn<fn(Invocation) -> std::future::Ready<Result<(), BoxError>>>;
+
+    fn echo() -> Echo {
+        let f: fn(Invocation) -> std::future::Ready<Result<(), BoxError>> =
+            |_| std::future::ready(Ok(()));
+        service_fn(f)
+    }
+
+    fn noop(_: &mut LambdaWorkerConfig) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    async fn error_of<S>(svc: S) -> LambdaWorkerError
+    where
+        S: tower::Service<Invocation, Response = (), Error = BoxError>,
+    {
+        let err = svc
+            .oneshot(Invocation::new(Default::default(), Default::default()))
+            .await
+            .unwrap_err();
+        *err.downcast::<LambdaWorkerError>().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_misordered_stack_fails_naming_both_layers_and_the_order() {
+        // The defaults after configure would overwrite what configure set.
+        let svc = ServiceBuilder::new()
+            .layer(LoadConfigLayer::with_environment(StaticEnvironment::new()))
+            .layer(ConfigureLayer::new(noop))
+            .layer(LambdaDefaultsLayer::new())
+            .service(echo());
+        let e = error_of(svc).await;
+        assert_eq!(e.error_type(), "TemporalLambdaWorker.LayerOrder");
+        let text = e.to_string();
+        assert!(
+            text.starts_with("LambdaDefaultsLayer runs after ConfigureLayer"),
+            "{text}"
+        );
+        assert!(
+            text.contains("LoadConfigLayer, ApiKeySecretLayer"),
+            "{text}"
+        );
+
+        // Wrapping a whole stack in LoadConfigLayer again would rebuild the connection
+        // options below a layer that already set them.
+        let svc = ServiceBuilder::new()
+            .layer(LoadConfigLayer::with_environment(StaticEnvironment::new()))
+            .layer(LambdaDefaultsLayer::new())
+            .layer(LoadConfigLayer::with_environment(StaticEnvironment::new()))
+            .service(echo());
+        let text = error_of(svc).await.to_string();
+        assert!(
+            text.starts_with("LoadConfigLayer runs after LambdaDefaultsLayer"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_documented_order_and_user_layers_anywhere_pass() {
+        #[derive(Clone)]
+        struct Mine;
+        impl InvocationStep for Mine {
+            fn apply(&self, _: &mut Invocation) -> Result<(), LambdaWorkerError> {
+                Ok(())
+            }
+        }
+        let svc = ServiceBuilder::new()
+            .layer(StepLayer::from_step(Mine))
+            .layer(LoadConfigLayer::with_environment(StaticEnvironment::new()))
+            .layer(StepLayer::from_step(Mine))
+            .layer(LambdaDefaultsLayer::new())
+            .layer(ConfigureLayer::new(noop))
+            .layer(StepLayer::from_step(Mine))
+            .layer(DeadlineWatchdogLayer::new())
+            .service(echo());
+        svc.oneshot(Invocation::new(Default::default(), Default::default()))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_user_rule_fails_with_its_own_error_type_and_message() {
+        #[derive(Clone)]
+        struct OnlyProduction;
+        impl InvocationStep for OnlyProduction {
+            fn apply(&self, inv: &mut Invocation) -> Result<(), LambdaWorkerError> {
+                Err(LambdaWorkerError::custom(
+                    "MyCompany.WrongNamespace",
+                    format!(
+                        "namespace {} is not production",
+                        inv.config.client.namespace
+                    ),
+                ))
+            }
+        }
+        let e = error_of(StepLayer::from_step(OnlyProduction).layer_over(echo())).await;
+        assert_eq!(e.error_type(), "MyCompany.WrongNamespace");
+        assert_eq!(e.to_string(), "namespace default is not production");
+    }
+
+    trait LayerOver<S> {
+        fn layer_over(self, s: S) -> <Self as tower::Layer<S>>::Service
+        where
+            Self: tower::Layer<S> + Sized,
+        {
+            tower::Layer::layer(&self, s)
+        }
+    }
+    impl<S, T> LayerOver<S> for T {}
 }

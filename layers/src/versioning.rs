@@ -24,6 +24,13 @@ impl WorkerVersioning {
 }
 
 impl InvocationStep for WorkerVersioning {
+    fn stage(&self) -> Option<(crate::invocation::StagePublic, &'static str)> {
+        Some((
+            crate::invocation::StagePublic(crate::invocation::Stage::Enforce),
+            "WorkerVersioningLayer",
+        ))
+    }
+
     fn apply(&self, inv: &mut Invocation) -> Result<(), LambdaWorkerError> {
         let v = &self.version;
         let missing = match (

@@ -37,10 +37,15 @@ impl Loop {
         for (k, v) in extra_env {
             spec = spec.env(k, v);
         }
-        let ServerlessLoop { plane, server, .. } =
-            ServerlessLoop::start(spec, &format!("dep-{name}"), "build-1", EXTERNAL_ID)
-                .await
-                .unwrap();
+        let ServerlessLoop { plane, server, .. } = ServerlessLoop::start(
+            spec,
+            &format!("dep-{name}"),
+            "build-1",
+            EXTERNAL_ID,
+            &format!("tq-{name}"),
+        )
+        .await
+        .unwrap();
         assert_eq!(plane.stats(name).processes_started, 1);
         let this = Self {
             plane,
@@ -174,4 +179,51 @@ async fn an_invocation_answered_with_an_error_is_retried() {
         "the failed invoke was not retried: {after:?}"
     );
     assert_eq!(after.processes_started, 1, "{after:?}");
+}
+
+/// What `lambda-local` runs before any workflow: the loop for `name`, with `env` for the
+/// bootstrap; the error it stops with, if any.
+async fn start_error(name: &'static str, env: &[(&str, &str)]) -> Option<String> {
+    let root = TempDir::new(name);
+    let mut spec = FunctionSpec::new(name, hello_binary())
+        .env("TEMPORAL_TASK_QUEUE", &format!("tq-{name}"))
+        .env("HELLO_DEPLOYMENT_NAME", &format!("dep-{name}"))
+        .timeout(TIMEOUT)
+        .task_root(&root.0);
+    for (k, v) in env {
+        spec = spec.env(k, v);
+    }
+    ServerlessLoop::start(
+        spec,
+        &format!("dep-{name}"),
+        "build-1",
+        EXTERNAL_ID,
+        &format!("tq-{name}"),
+    )
+    .await
+    .err()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_version_creation_invocation_stops_the_loop_with_its_error() {
+    let e = start_error(
+        "loop-fails",
+        &[("TEMPORAL_CONFIG_FILE", "/nonexistent.toml")],
+    )
+    .await
+    .expect("the loop started although every invocation fails");
+    assert!(e.contains("version-creation invocation"), "{e}");
+    assert!(e.contains("TemporalLambdaWorker.ConfigError"), "{e}");
+    assert!(e.contains("/nonexistent.toml"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootstrap_polling_as_another_version_stops_the_loop_naming_it() {
+    let e = start_error("loop-other", &[("HELLO_BUILD_ID", "build-2")])
+        .await
+        .expect("the loop started although the bootstrap polls as build-2");
+    assert!(
+        e.contains("no worker of dep-loop-other/build-1 polled task queue tq-loop-other"),
+        "{e}"
+    );
 }

@@ -244,21 +244,74 @@ impl DevServer {
         name: &str,
     ) -> Result<String, String> {
         let input = format!("\"{name}\"");
-        self.cli_async(&[
+        self.workflow(verb, "HelloWorkflow", task_queue, workflow_id, Some(&input))
+            .await
+    }
+
+    /// Starts a workflow of `workflow_type` with the CLI (`input`: JSON, if any) and waits
+    /// for its result (stdout).
+    pub async fn execute_workflow(
+        &self,
+        workflow_type: &str,
+        task_queue: &str,
+        workflow_id: &str,
+        input: Option<&str>,
+    ) -> Result<String, String> {
+        self.workflow("execute", workflow_type, task_queue, workflow_id, input)
+            .await
+    }
+
+    async fn workflow(
+        &self,
+        verb: &str,
+        workflow_type: &str,
+        task_queue: &str,
+        workflow_id: &str,
+        input: Option<&str>,
+    ) -> Result<String, String> {
+        let mut args = vec![
             "workflow",
             verb,
             "--type",
-            "HelloWorkflow",
+            workflow_type,
             "--task-queue",
             task_queue,
             "--workflow-id",
             workflow_id,
-            "--input",
-            &input,
             "--execution-timeout",
             "60s",
-        ])
-        .await
+        ];
+        if let Some(input) = input {
+            args.extend(["--input", input]);
+        }
+        self.cli_async(&args).await
+    }
+
+    /// The task queues a worker of `deployment`/`build_id` has polled (as the server
+    /// records them in the version).
+    pub async fn version_task_queues(
+        &self,
+        deployment: &str,
+        build_id: &str,
+    ) -> Result<Vec<String>, String> {
+        let out = self
+            .cli_async(&[
+                "worker",
+                "deployment",
+                "describe-version",
+                "--deployment-name",
+                deployment,
+                "--build-id",
+                build_id,
+                "-o",
+                "json",
+            ])
+            .await?;
+        let v: serde_json::Value =
+            serde_json::from_str(&out).map_err(|e| format!("describe-version: {e}: {out}"))?;
+        let mut names = Vec::new();
+        collect_task_queue_names(&v, &mut names);
+        Ok(names)
     }
 
     /// Registers a deployment version the serverless way: one invocation of the function
@@ -285,5 +338,33 @@ impl Drop for DevServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Every task queue name in a `describe-version` answer (`taskQueueInfos[].name`, or
+/// `taskQueues[].name`, whatever the CLI version calls the list).
+fn collect_task_queue_names(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                let key = k.to_ascii_lowercase();
+                if (key.contains("taskqueue") || key.contains("task_queue"))
+                    && let serde_json::Value::Array(items) = v
+                {
+                    for item in items {
+                        if let Some(name) = item.get("name").and_then(|n| n.as_str()) {
+                            out.push(name.to_owned());
+                        }
+                    }
+                }
+                collect_task_queue_names(v, out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                collect_task_queue_names(item, out);
+            }
+        }
+        _ => {}
     }
 }

@@ -23,15 +23,21 @@ impl ServerlessLoop {
     /// the server), then the dev server with its Worker Controller pointed at the plane;
     /// creates version `deployment`/`build_id` backed by the function (the server invokes
     /// it once, so the worker registers the version's task queue) and makes it current.
+    ///
+    /// Fails with the reason when that first invocation answers an error (the bootstrap's
+    /// `errorType` and message), or when no worker of that version polled `task_queue`
+    /// (the bootstrap polls as another deployment, build id or task queue).
     pub async fn start(
         spec: FunctionSpec,
         deployment: &str,
         build_id: &str,
         external_id: &str,
+        task_queue: &str,
     ) -> Result<Self, String> {
         let port = free_port();
         let function = spec.name.clone();
         let arn = spec.arn();
+        let timeout = spec.timeout;
         let spec = spec.env("TEMPORAL_ADDRESS", &format!("127.0.0.1:{port}"));
         let plane = ControlPlane::start(
             vec![spec],
@@ -55,6 +61,38 @@ impl ServerlessLoop {
             .wait_for(&function, Duration::from_secs(30), |s| s.invokes >= 1)
             .await
             .map_err(|s| format!("the server never invoked {arn}: {s:?}"))?;
+        let answered = plane
+            .wait_for(&function, timeout + Duration::from_secs(30), |s| {
+                !s.attempts.is_empty()
+            })
+            .await
+            .map_err(|s| {
+                format!("the version-creation invocation of {arn} never answered: {s:?}")
+            })?;
+        let first = &answered.attempts[0].answer.outcome;
+        if let crate::Outcome::Error {
+            error_type,
+            error_message,
+        } = first
+        {
+            return Err(format!(
+                "the version-creation invocation of {arn} failed: {error_type}: {error_message}"
+            ));
+        }
+        if !matches!(first, crate::Outcome::Response(_)) {
+            return Err(format!(
+                "the version-creation invocation of {arn} was not answered: {first:?}"
+            ));
+        }
+        let polled = server.version_task_queues(deployment, build_id).await?;
+        if !polled.iter().any(|q| q == task_queue) {
+            return Err(format!(
+                "no worker of {deployment}/{build_id} polled task queue {task_queue} (the \
+                 version has {polled:?}): the bootstrap polls as another deployment, build id \
+                 or task queue; its log line `worker polling task_queue=… deployment=… \
+                 build_id=…` says which (see the README's troubleshooting)"
+            ));
+        }
         server
             .set_current_version(deployment, build_id, Duration::from_secs(30))
             .await

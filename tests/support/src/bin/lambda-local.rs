@@ -1,45 +1,69 @@
 //! The serverless loop on one machine: a Temporal dev server with its Worker Controller on,
-//! the local Lambda control plane serving the `hello` function, and workflows started with
-//! no worker started by hand — the server invokes the function when their tasks wait.
+//! the local Lambda control plane serving a function, and workflows started with no worker
+//! started by hand — the server invokes the function when their tasks wait.
 //!
-//! Usage: `lambda-local BOOTSTRAP [--workflows N] [--timeout SECS] [--concurrency N] [--serve]`
-//! (defaults: 2 workflows, 15 s, concurrency 2). `--serve` keeps everything running after
-//! the workflows, for starting your own, until Ctrl-C.
+//! Usage: `lambda-local BOOTSTRAP [OPTIONS]`:
 //!
-//! The bootstrap is expected to run `HelloWorkflow` on the `hello-task-queue` task queue
-//! as deployment `hello-app`, build `build-1` (the `hello` example's defaults).
+//! | option | default |
+//! | --- | --- |
+//! | `--workflows N` | 2 |
+//! | `--timeout SECS` (the function's) | 15 |
+//! | `--concurrency N` | 2 |
+//! | `--task-queue Q` (also given to the bootstrap as `TEMPORAL_TASK_QUEUE`) | `hello-task-queue` |
+//! | `--deployment D`, `--build-id B` (the version the server invokes the function for) | `hello-app`, `build-1` |
+//! | `--workflow-type T`, `--input JSON` (the workflows started) | `HelloWorkflow`, `"Temporal #i"` |
+//! | `--env K=V` (repeatable; the bootstrap gets only the Lambda variables and these) | |
+//! | `--serve` (keep running after the workflows, until Ctrl-C) | |
+//!
+//! It ends non-zero with the reason when the version-creation invocation answers an error,
+//! when the bootstrap polled as another version or task queue, or when a workflow fails.
 
 use std::{path::PathBuf, time::Duration};
 
 use temporal_lambda_worker_testkit::{FunctionSpec, Outcome, ServerlessLoop};
 
 const FUNCTION: &str = "hello";
-const TASK_QUEUE: &str = "hello-task-queue";
-const DEPLOYMENT: &str = "hello-app";
-const BUILD_ID: &str = "build-1";
 const EXTERNAL_ID: &str = "local-external-id";
-const USAGE: &str =
-    "usage: lambda-local BOOTSTRAP [--workflows N] [--timeout SECS] [--concurrency N] [--serve]";
+const USAGE: &str = "usage: lambda-local BOOTSTRAP [--workflows N] [--timeout SECS] \
+     [--concurrency N] [--task-queue Q] [--deployment D] [--build-id B] [--workflow-type T] \
+     [--input JSON] [--env K=V]... [--serve]";
 
+#[derive(Debug)]
 struct Args {
     bootstrap: PathBuf,
     workflows: usize,
     timeout: u64,
     concurrency: usize,
+    task_queue: String,
+    deployment: String,
+    build_id: String,
+    workflow_type: String,
+    input: Option<String>,
+    env: Vec<(String, String)>,
     serve: bool,
 }
 
-fn args() -> Result<Args, String> {
-    let mut it = std::env::args().skip(1);
+fn args_from(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
+    let mut it = argv.into_iter();
     let mut args = Args {
         bootstrap: PathBuf::new(),
         workflows: 2,
         timeout: 15,
         concurrency: 2,
+        task_queue: "hello-task-queue".into(),
+        deployment: "hello-app".into(),
+        build_id: "build-1".into(),
+        workflow_type: "HelloWorkflow".into(),
+        input: None,
+        env: Vec::new(),
         serve: false,
     };
+    let value = |v: Option<String>, what: &str| -> Result<String, String> {
+        v.filter(|v| !v.is_empty())
+            .ok_or(format!("{what} needs a value; {USAGE}"))
+    };
     let number = |v: Option<String>, what: &str| -> Result<u64, String> {
-        v.ok_or(format!("{what} needs a value; {USAGE}"))?
+        value(v, what)?
             .parse()
             .map_err(|e| format!("{what}: {e}; {USAGE}"))
     };
@@ -48,15 +72,40 @@ fn args() -> Result<Args, String> {
             "--workflows" => args.workflows = number(it.next(), "--workflows")? as usize,
             "--timeout" => args.timeout = number(it.next(), "--timeout")?,
             "--concurrency" => args.concurrency = number(it.next(), "--concurrency")? as usize,
+            "--task-queue" => args.task_queue = value(it.next(), "--task-queue")?,
+            "--deployment" => args.deployment = value(it.next(), "--deployment")?,
+            "--build-id" => args.build_id = value(it.next(), "--build-id")?,
+            "--workflow-type" => args.workflow_type = value(it.next(), "--workflow-type")?,
+            "--input" => {
+                let input = value(it.next(), "--input")?;
+                serde_json::from_str::<serde_json::Value>(&input)
+                    .map_err(|e| format!("--input {input}: not JSON ({e}); {USAGE}"))?;
+                args.input = Some(input);
+            }
+            "--env" => {
+                let kv = value(it.next(), "--env")?;
+                let (k, v) = kv
+                    .split_once('=')
+                    .filter(|(k, _)| !k.is_empty())
+                    .ok_or(format!("--env {kv}: expected KEY=VALUE; {USAGE}"))?;
+                args.env.push((k.to_owned(), v.to_owned()));
+            }
             "--serve" => args.serve = true,
             "-h" | "--help" => return Err(USAGE.into()),
-            _ if args.bootstrap.as_os_str().is_empty() => args.bootstrap = a.into(),
+            _ if args.bootstrap.as_os_str().is_empty() && !a.starts_with("--") => {
+                args.bootstrap = a.into()
+            }
             _ => return Err(format!("unexpected argument {a}; {USAGE}")),
         }
     }
     if args.bootstrap.as_os_str().is_empty() {
         return Err(USAGE.into());
     }
+    Ok(args)
+}
+
+fn args() -> Result<Args, String> {
+    let mut args = args_from(std::env::args().skip(1))?;
     args.bootstrap = args
         .bootstrap
         .canonicalize()
@@ -76,24 +125,29 @@ async fn main() -> Result<(), String> {
     let args = args()?;
     let task_root = std::env::temp_dir().join(format!("lambda-local-{}", std::process::id()));
     std::fs::create_dir_all(&task_root).map_err(|e| e.to_string())?;
-    let spec = FunctionSpec::new(FUNCTION, &args.bootstrap)
-        .env("TEMPORAL_TASK_QUEUE", TASK_QUEUE)
+    let (deployment, build_id) = (&args.deployment, &args.build_id);
+    let mut spec =
+        FunctionSpec::new(FUNCTION, &args.bootstrap).env("TEMPORAL_TASK_QUEUE", &args.task_queue);
+    for (k, v) in &args.env {
+        spec = spec.env(k, v);
+    }
+    let spec = spec
         .timeout(Duration::from_secs(args.timeout))
         .concurrency(args.concurrency)
         .task_root(&task_root);
     println!(
         "starting the local Lambda control plane (function {}, timeout {}s, concurrency {}) \
          and the Temporal dev server with the Worker Controller; creating version \
-         {DEPLOYMENT}/{BUILD_ID} backed by the function (the server invokes it once)…",
+         {deployment}/{build_id} backed by the function (the server invokes it once)…",
         spec.arn(),
         args.timeout,
         args.concurrency
     );
     let ServerlessLoop { plane, server, .. } =
-        ServerlessLoop::start(spec, DEPLOYMENT, BUILD_ID, EXTERNAL_ID).await?;
+        ServerlessLoop::start(spec, deployment, build_id, EXTERNAL_ID, &args.task_queue).await?;
     let address = server.address.clone();
     println!(
-        "  control plane {}, dev server {address} (pid {}); {DEPLOYMENT}/{BUILD_ID} is the \
+        "  control plane {}, dev server {address} (pid {}); {deployment}/{build_id} is the \
          current version",
         plane.endpoint_url(),
         server.pid()
@@ -106,15 +160,21 @@ async fn main() -> Result<(), String> {
             .await
             .map_err(|s| format!("invocations did not end: {s:?}"))?;
         let id = format!("hello-{}-{i}", std::process::id());
-        let name = format!("Temporal #{i}");
-        println!("starting workflow {id} while no worker polls…");
+        let input = args
+            .input
+            .clone()
+            .unwrap_or_else(|| format!("\"Temporal #{i}\""));
+        println!(
+            "starting workflow {id} ({}) while no worker polls…",
+            args.workflow_type
+        );
         let result = server
-            .execute_hello(TASK_QUEUE, &id, &name)
+            .execute_workflow(&args.workflow_type, &args.task_queue, &id, Some(&input))
             .await
             .map_err(|e| format!("workflow {id} failed: {e}"))?;
         let greeting = result
             .lines()
-            .find(|l| l.contains("Hello,"))
+            .find(|l| l.contains("Result") || l.contains("Hello,"))
             .unwrap_or("")
             .trim();
         let after = plane
@@ -145,8 +205,9 @@ async fn main() -> Result<(), String> {
     if args.serve {
         println!(
             "serving until Ctrl-C. Start a workflow and watch the server invoke the function:\n  \
-             temporal workflow execute --address {address} --type HelloWorkflow --task-queue \
-             {TASK_QUEUE} --input '\"you\"'"
+             temporal workflow execute --address {address} --type {} --task-queue {} --input \
+             '\"you\"'",
+            args.workflow_type, args.task_queue
         );
         let _ = tokio::signal::ctrl_c().await;
     }
@@ -154,4 +215,69 @@ async fn main() -> Result<(), String> {
     drop(server);
     let _ = std::fs::remove_dir_all(&task_root);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(a: &[&str]) -> Result<Args, String> {
+        args_from(a.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn every_option_is_read_and_bad_values_are_named() {
+        let a = parse(&[
+            "./bootstrap",
+            "--task-queue",
+            "orders",
+            "--deployment",
+            "shop",
+            "--build-id",
+            "b7",
+            "--workflow-type",
+            "OrderWorkflow",
+            "--input",
+            "{\"id\": 1}",
+            "--env",
+            "TEMPORAL_NAMESPACE=prod",
+            "--env",
+            "EMPTY=",
+            "--workflows",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(a.task_queue, "orders");
+        assert_eq!((a.deployment.as_str(), a.build_id.as_str()), ("shop", "b7"));
+        assert_eq!(a.workflow_type, "OrderWorkflow");
+        assert_eq!(a.input.as_deref(), Some("{\"id\": 1}"));
+        assert_eq!(
+            a.env,
+            [
+                ("TEMPORAL_NAMESPACE".to_owned(), "prod".to_owned()),
+                ("EMPTY".to_owned(), String::new())
+            ]
+        );
+        assert_eq!(a.workflows, 0);
+        assert!(
+            parse(&["b", "--env", "NOEQUALS"])
+                .unwrap_err()
+                .contains("KEY=VALUE")
+        );
+        assert!(
+            parse(&["b", "--input", "{not json"])
+                .unwrap_err()
+                .contains("not JSON")
+        );
+        assert!(
+            parse(&["b", "--task-queue"])
+                .unwrap_err()
+                .contains("needs a value")
+        );
+        assert!(
+            parse(&["b", "--bogus"])
+                .unwrap_err()
+                .contains("unexpected argument --bogus")
+        );
+    }
 }
