@@ -1,6 +1,6 @@
-//! The default stack built by hand with `ServiceBuilder`, with the layers a production
-//! function adds: the Temporal API key from AWS Secrets Manager (never in the function's
-//! environment variables), fetched once and cached across warm invocations.
+//! The default stack with the layer a production function adds: the Temporal API key from
+//! AWS Secrets Manager (never in the function's environment variables), fetched once and
+//! cached across warm invocations, inserted with `default_stack_with_connection_layer`.
 //!
 //! Environment: `TEMPORAL_API_KEY_SECRET_ARN` names the secret (or `TEMPORAL_API_KEY_FILE`
 //! a file holding the key). The secret is read through the AWS Parameters and Secrets
@@ -9,7 +9,6 @@
 use futures_util::future::BoxFuture;
 use temporal_lambda_worker::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tower::ServiceBuilder;
 
 /// Resolves secrets through the Parameters and Secrets Lambda Extension.
 struct SecretsExtension {
@@ -85,15 +84,13 @@ async fn main() -> Result<(), BoxError> {
         .deployment_name("hello-app")
         .build_id("build-1")
         .build();
-    let stack = ServiceBuilder::new()
-        .layer(LoadConfigLayer::new())
-        .layer(ApiKeySecretLayer::new(SecretsExtension::from_env()))
-        .layer(LambdaDefaultsLayer::new())
-        .layer(ConfigureLayer::new(configure))
-        .layer(DisableEagerActivitiesLayer::new())
-        .layer(WorkerVersioningLayer::new(version))
-        .layer(WorkerIdentityLayer::new())
-        .layer(DeadlineWatchdogLayer::new())
-        .service(WorkerService::new(TemporalBackend::new()));
+    // The default stack with the key's layer where connection settings are kept: right
+    // after LoadConfigLayer. (Wrapped around the whole stack instead, the key would be
+    // rebuilt away by LoadConfigLayer: that order fails every invocation with LayerOrder.)
+    let stack = default_stack_with_connection_layer(
+        version,
+        configure,
+        ApiKeySecretLayer::new(SecretsExtension::from_env()),
+    );
     serve(stack).await
 }
