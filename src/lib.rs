@@ -89,6 +89,7 @@ pub mod logging;
 pub mod otel;
 pub mod tasks;
 pub mod temporal;
+pub mod testing;
 pub mod worker_service;
 
 pub use lambda::{AcceptAnyPayloadLayer, InvocationHandler, RecycleLayer, RecycleSignal, serve};
@@ -331,3 +332,8 @@ mod deploy_guide {
         assert!(GUIDE.contains(hint), "{hint}");
     }
 }
+
+/// The README's Rust examples, compiled (and run, unless marked otherwise) as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

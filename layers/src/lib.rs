@@ -50,20 +50,41 @@ pub use temporalio_common::telemetry::metrics::CoreMeter;
 pub use temporalio_common::worker::{VersioningBehavior, WorkerDeploymentVersion};
 pub use versioning::{WorkerVersioning, WorkerVersioningLayer};
 
-#[cfg(test)]
-pub(crate) mod testing {
+pub mod testing {
+    //! Helpers for unit-testing a layer of your own without a network or a real clock:
+    //! run one invocation through a layer over a service that hands it back, with a
+    //! Lambda context whose deadline is N seconds away. (`temporal_lambda_worker::testing`
+    //! adds a fake backend for whole-stack tests.)
+    //!
+    //! ```
+    //! use std::time::Duration;
+    //! use temporal_lambda_worker_layers::{testing, Invocation, WorkerIdentityLayer};
+    //!
+    //! # #[tokio::main(flavor = "current_thread")] async fn main() {
+    //! let inv = testing::invocation_in(Duration::from_secs(60));
+    //! let seen = testing::run_through(WorkerIdentityLayer::new(), inv).await.unwrap();
+    //! assert_eq!(
+    //!     seen.config.worker.client_identity_override.as_deref(),
+    //!     Some("test-request@arn:aws:lambda:us-east-1:000000000000:function:test")
+    //! );
+    //! # }
+    //! ```
     use std::{
         path::{Path, PathBuf},
         sync::atomic::{AtomicUsize, Ordering},
         time::{Duration, SystemTime, UNIX_EPOCH},
     };
 
-    use lambda_runtime::Context;
+    pub use lambda_runtime::Context;
     use tower::{Layer, Service, ServiceExt, service_fn};
 
     use crate::{BoxError, Invocation, WorkerDeploymentVersion};
 
-    /// Runs one invocation through `layer` over a service that hands the invocation back.
+    /// The function ARN of [`context`] and [`context_in`].
+    pub const FUNCTION_ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:test";
+
+    /// Runs one invocation through `layer` over a service that hands the invocation back,
+    /// so a test can look at what the layer did to it.
     pub async fn run_through<L>(layer: L, inv: Invocation) -> Result<Invocation, BoxError>
     where
         L: Layer<
@@ -83,6 +104,7 @@ pub(crate) mod testing {
             .map_err(Into::into)
     }
 
+    /// A deployment version.
     pub fn version(name: &str, build: &str) -> WorkerDeploymentVersion {
         WorkerDeploymentVersion::builder()
             .deployment_name(name)
@@ -90,26 +112,37 @@ pub(crate) mod testing {
             .build()
     }
 
+    /// A Lambda context with this request id and deadline (epoch milliseconds).
     pub fn context(request_id: &str, deadline_ms: u64) -> Context {
         let mut c = Context::default();
         c.request_id = request_id.into();
         c.deadline = deadline_ms;
-        c.invoked_function_arn = "arn:aws:lambda:us-east-1:000000000000:function:test".into();
+        c.invoked_function_arn = FUNCTION_ARN.into();
         c
     }
 
-    /// A context whose deadline is `remaining` from now (wall clock).
+    /// A context whose deadline is `remaining` from now (wall clock, as Lambda sends it).
     pub fn context_in(request_id: &str, remaining: Duration) -> Context {
         let ms = (SystemTime::now() + remaining)
             .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
+            .map_or(0, |d| d.as_millis() as u64);
         context(request_id, ms)
     }
 
+    /// A fresh invocation (empty payload, request id `test-request`) whose deadline is
+    /// `remaining` from now.
+    pub fn invocation_in(remaining: Duration) -> Invocation {
+        Invocation::new(
+            serde_json::Value::Null,
+            context_in("test-request", remaining),
+        )
+    }
+
     /// A temporary directory removed on drop.
+    #[doc(hidden)]
     pub struct TempDir(PathBuf);
     impl TempDir {
+        #[allow(clippy::new_without_default)]
         pub fn new() -> Self {
             static N: AtomicUsize = AtomicUsize::new(0);
             let p = std::env::temp_dir().join(format!(
