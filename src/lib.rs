@@ -11,7 +11,9 @@
 //! use temporal_lambda_worker::{run_worker, BoxError, LambdaWorkerConfig, WorkerDeploymentVersion};
 //!
 //! fn configure(config: &mut LambdaWorkerConfig) -> Result<(), BoxError> {
-//!     config.worker.task_queue = "my-task-queue".into();
+//!     if config.worker.task_queue.is_empty() {
+//!         config.worker.task_queue = "my-task-queue".into(); // TEMPORAL_TASK_QUEUE wins when set
+//!     }
 //!     // config.worker.register_workflow::<MyWorkflow>()?;
 //!     // config.worker.register_activities(MyActivities);
 //!     Ok(())
@@ -330,6 +332,59 @@ mod deploy_guide {
         let e = LambdaWorkerError::Worker("namespace nope was not found".into()).to_string();
         let hint = e.rsplit_once(". ").unwrap().1;
         assert!(GUIDE.contains(hint), "{hint}");
+    }
+}
+
+#[cfg(test)]
+mod readme {
+    //! The README's "Your own bootstrap" Cargo.toml is the one `examples/own-bootstrap`
+    //! builds with, and its release profile is this workspace's.
+
+    fn table(text: &str) -> toml::Table {
+        text.parse().expect("valid TOML")
+    }
+
+    fn readme_cargo_toml() -> toml::Table {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split_once("## Your own bootstrap")
+            .expect("the README has the section")
+            .1;
+        let block = section
+            .split_once("```toml\n")
+            .expect("a toml block")
+            .1
+            .split_once("```")
+            .expect("closed")
+            .0;
+        table(block)
+    }
+
+    #[test]
+    fn the_readme_cargo_toml_is_the_examples() {
+        let readme = readme_cargo_toml();
+        let example = table(include_str!("../examples/own-bootstrap/Cargo.toml"));
+        let (r, e) = (&readme["dependencies"], &example["dependencies"]);
+        let names = |t: &toml::Value| {
+            let mut n: Vec<_> = t.as_table().unwrap().keys().cloned().collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names(r), names(e));
+        for (name, spec) in r.as_table().unwrap() {
+            if name == "temporal-lambda-worker" {
+                // A path here, the published version there.
+                assert_eq!(spec.as_str(), Some("0.1"));
+                continue;
+            }
+            assert_eq!(spec, &e[name], "{name}");
+        }
+        let root = table(include_str!("../Cargo.toml"));
+        assert_eq!(readme["profile"]["release"], root["profile"]["release"]);
+        assert_eq!(
+            readme["profile"]["release"]["panic"].as_str(),
+            Some("unwind")
+        );
     }
 }
 
