@@ -234,10 +234,22 @@ static PROCESS_TELEMETRY: OnceLock<Telemetry> = OnceLock::new();
 
 impl Telemetry {
     /// The process's telemetry, made on the first call from `options` and the process
-    /// environment; later calls return the same one (and ignore their options). Call it
-    /// from inside a Tokio runtime: the gRPC exporters run on it.
+    /// environment; a later call with options that resolve the same returns it, one with
+    /// other options is an error (the exporters exist once per process). Call it from
+    /// inside a Tokio runtime: the gRPC exporters run on it.
     pub fn init(options: OtelOptions) -> Result<Self, BoxError> {
         if let Some(t) = PROCESS_TELEMETRY.get() {
+            let wanted = options.resolve(&ProcessEnvironment);
+            if wanted != t.inner.options {
+                return Err(format!(
+                    "Telemetry::init was called again with other options ({wanted:?}) than the \
+                     process's telemetry was made with ({:?}): it is made once per process. \
+                     Pass the same options everywhere (otel::run_worker, apply_defaults), or \
+                     use Telemetry::new for telemetry of its own",
+                    t.inner.options
+                )
+                .into());
+            }
             return Ok(t.clone());
         }
         let made = Self::new(&options, &ProcessEnvironment)?;
@@ -673,8 +685,11 @@ mod tests {
         apply_tracing(&mut under_layer, &t).unwrap();
         apply_defaults(&mut under_layer, OtelOptions::new()).unwrap();
         assert_eq!(under_layer.shutdown_hook_count(), 0);
-        // Later calls get the same process telemetry, whatever their options.
-        let again = Telemetry::init(OtelOptions::new().service_name("other")).unwrap();
+        // Later calls with the same options get the same process telemetry; other
+        // options are an error, not silently ignored.
+        let again = Telemetry::init(OtelOptions::new()).unwrap();
         assert!(again.applied_to(&config));
+        let err = Telemetry::init(OtelOptions::new().service_name("other")).unwrap_err();
+        assert!(err.to_string().contains("made once per process"), "{err}");
     }
 }
