@@ -136,12 +136,16 @@ async fn run_session<B: WorkerBackend>(
     mut inv: Invocation,
 ) -> Result<WorkerReport, LambdaWorkerError> {
     let config = &mut inv.config;
+    // One rule for hooks and teardown alike: once configure ran, its shutdown hooks run,
+    // whether a worker started or not (a resource it opened is closed either way).
+    let hooks = config.take_shutdown_hooks();
+    let answer_by = inv.schedule.map(|s| s.answer_by);
     if config.worker.task_queue.trim().is_empty() {
+        run_hooks(hooks, answer_by).await;
         return Err(LambdaWorkerError::MissingTaskQueue);
     }
     // Every layer and the configure callback ran: the connection options are final.
     config.secure_connection();
-    let hooks = config.take_shutdown_hooks();
     let graceful_shutdown_timeout = config.graceful_shutdown_timeout();
     let target = config.connection.target.to_string();
     let deployment = config.worker.deployment_options.version.clone();
@@ -173,13 +177,19 @@ async fn run_session<B: WorkerBackend>(
         source,
     };
     let start = backend.start(session);
-    let running = match schedule {
+    let started = match schedule {
         Some(s) => tokio::time::timeout_at(s.shutdown_at, start)
             .await
-            .map_err(|_| connect_error("no connection before the shutdown moment".into()))?,
+            .unwrap_or_else(|_| Err("no connection before the shutdown moment".into())),
         None => start.await,
-    }
-    .map_err(connect_error)?;
+    };
+    let running = match started {
+        Ok(r) => r,
+        Err(e) => {
+            run_hooks(hooks, answer_by).await;
+            return Err(connect_error(e));
+        }
+    };
     report.connection_reused = running.connection_reused;
     report.connect_us = running.timings.connect.as_micros() as u64;
     report.create_worker_us = running.timings.create_worker.as_micros() as u64;
@@ -567,6 +577,33 @@ mod tests {
             *hook_ran.lock().unwrap(),
             "hooks still run after a failed drain"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_hooks_run_even_when_no_worker_started() {
+        for (behaviour, queue) in [
+            (Behaviour::FailsToConnect, true),
+            (Behaviour::DrainsOnShutdown, false),
+        ] {
+            let ran = Arc::new(Mutex::new(false));
+            let r = ran.clone();
+            let configure = move |c: &mut LambdaWorkerConfig| {
+                if queue {
+                    with_queue(c)?;
+                }
+                let r = r.clone();
+                c.add_shutdown_hook(move || {
+                    *r.lock().unwrap() = true;
+                    Ok::<_, BoxError>(())
+                });
+                Ok::<_, BoxError>(())
+            };
+            let err = stack(configure, Fake::new(behaviour))
+                .oneshot(invocation(Duration::from_secs(60)))
+                .await
+                .unwrap_err();
+            assert!(*ran.lock().unwrap(), "the hook did not run after: {err}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

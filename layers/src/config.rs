@@ -105,7 +105,9 @@ impl LambdaWorkerConfig {
     }
 
     /// Adds a hook that runs after the worker stopped, in the order added. An error or a
-    /// panic is logged and the next hook still runs.
+    /// panic is logged and the next hook still runs. Like the configure teardown, hooks run
+    /// once configure succeeded, whether a worker started or not (no task queue, no
+    /// connection), so whatever configure opened is closed either way.
     pub fn add_shutdown_hook<F, E>(&mut self, hook: F) -> &mut Self
     where
         F: FnOnce() -> Result<(), E> + Send + 'static,
