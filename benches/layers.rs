@@ -8,7 +8,7 @@ use std::{
 };
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use temporal_lambda_worker::*;
+use temporal_lambda_worker::{layers::*, *};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn, util::ServiceFn};
 
 type Noop = ServiceFn<fn(Invocation) -> Ready<Result<usize, BoxError>>>;

@@ -7,7 +7,7 @@
 //! Lambda Extension (add its Lambda layer to the function; it serves on localhost:2773 and
 //! takes the function's session token), so the bootstrap needs no AWS SDK.
 use futures_util::future::BoxFuture;
-use temporal_lambda_worker::*;
+use temporal_lambda_worker::{layers::*, *};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Resolves secrets through the Parameters and Secrets Lambda Extension.

@@ -27,8 +27,8 @@ use tokio::sync::watch;
 use tower::{Layer, Service};
 
 use crate::{
-    BoxError, Environment, Invocation, LOCAL_TIMEOUT_VAR, LambdaWorkerError, ProcessEnvironment,
-    StopSignal, layers::deadline::normalize_deadline,
+    BoxError, Environment, Invocation, LambdaWorkerError, ProcessEnvironment, StopSignal,
+    rules::LOCAL_TIMEOUT_VAR, rules::deadline::normalize_deadline,
 };
 
 /// Shared between the handler and [`RecycleLayer`]: why the process must be recycled.
@@ -187,16 +187,6 @@ where
 pub struct RecycleLayer {
     signal: RecycleSignal,
     counts: LoopCounts,
-}
-
-impl RecycleLayer {
-    /// The layer watching `signal`.
-    pub fn new(signal: RecycleSignal) -> Self {
-        Self {
-            signal,
-            counts: LoopCounts::default(),
-        }
-    }
 }
 
 impl<S> Layer<S> for RecycleLayer {

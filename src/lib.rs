@@ -38,7 +38,7 @@
 //! (`examples/custom_layer.rs` resolves the key from AWS Secrets Manager instead):
 //!
 //! ```no_run
-//! use temporal_lambda_worker::*;
+//! use temporal_lambda_worker::{*, backend::TemporalBackend, layers::*};
 //! use tower::ServiceBuilder;
 //!
 //! /// Our own rule: never start a worker against another namespace.
@@ -84,23 +84,55 @@
 //! the SDK's worker metrics, all over OTLP/gRPC and flushed before every answer.
 #![warn(missing_docs)]
 
-pub mod connection_cache;
-pub mod lambda;
+mod connection_cache;
+mod lambda;
 pub mod logging;
 #[cfg(feature = "otel")]
 pub mod otel;
-pub mod tasks;
-pub mod temporal;
+mod tasks;
+mod temporal;
 pub mod testing;
-pub mod worker_service;
+mod worker_service;
 
-pub use lambda::{AcceptAnyPayloadLayer, InvocationHandler, RecycleLayer, RecycleSignal, serve};
-pub use temporal::TemporalBackend;
-pub use temporal_lambda_worker_layers as layers;
-pub use temporal_lambda_worker_layers::*;
-pub use worker_service::{
-    RunningWorker, SessionConfig, StartTimings, WorkerBackend, WorkerReport, WorkerService,
+pub use lambda::serve;
+pub use temporal_lambda_worker_layers::{
+    BoxError, Configure, Configured, CoreMeter, Environment, Invocation, LambdaWorkerConfig,
+    LambdaWorkerError, ProcessEnvironment, ShutdownSchedule, StaticEnvironment, StopSignal,
+    StopTrigger, VersioningBehavior, WorkerDeploymentVersion, async_configure,
 };
+pub use worker_service::{WorkerReport, WorkerService};
+
+/// The lifecycle rules, one `tower::Layer` each (`XLayer`, its service `X<S>`, and the
+/// response future where it has its own), in the order the default stack applies them;
+/// and [`InvocationStep`] + [`StepLayer`] for a
+/// rule of your own. [`default_stack`] is all of them around a
+/// [`WorkerService`]; a hand-built stack in another order fails its
+/// first invocation with `TemporalLambdaWorker.LayerOrder`.
+pub mod layers {
+    pub use temporal_lambda_worker_layers::{
+        ApiKeySecret, ApiKeySecretLayer, ConfigureLayer, ConfigureService, DeadlineWatchdog,
+        DeadlineWatchdogLayer, DisableEagerActivities, DisableEagerActivitiesLayer, InvocationStep,
+        LambdaDefaults, LambdaDefaultsLayer, LoadConfig, LoadConfigLayer, NoSecretResolver,
+        SecretResolver, Step, StepFuture, StepLayer, WorkerIdentity, WorkerIdentityLayer,
+        WorkerVersioning, WorkerVersioningLayer, deadline::WatchdogFuture,
+    };
+}
+
+/// The seam between the stack and Temporal: the [`WorkerBackend`]
+/// trait the [`WorkerService`] starts workers through, what it is
+/// given and gives back, the real [`TemporalBackend`], and the
+/// session's task watch (which feeds the summary line and the idle exit). Implement the
+/// trait to run a stack without Temporal; `testing::FakeBackend` does.
+pub mod backend {
+    pub use crate::tasks::{TaskActivity, TaskCounts, TaskKind};
+    pub use crate::temporal::TemporalBackend;
+    pub use crate::worker_service::{RunningWorker, SessionConfig, StartTimings, WorkerBackend};
+}
+
+use backend::{TemporalBackend, WorkerBackend};
+use layers::*;
+/// The lifecycle-rules crate, for this crate's own paths.
+use temporal_lambda_worker_layers as rules;
 
 use tower::{Service, ServiceBuilder};
 
@@ -145,7 +177,7 @@ pub type BelowConnection = tower::util::BoxCloneSyncService<Invocation, WorkerRe
 /// concern around everything (metrics, tracing), wrap [`default_stack`] itself.
 ///
 /// ```no_run
-/// use temporal_lambda_worker::*;
+/// use temporal_lambda_worker::{*, layers::*};
 /// # fn configure(c: &mut LambdaWorkerConfig) -> Result<(), BoxError> { Ok(()) }
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), BoxError> {
@@ -257,7 +289,7 @@ mod deploy_guide {
 
     use crate::{
         BoxError, Invocation, LambdaWorkerError, StaticEnvironment, WorkerDeploymentVersion,
-        WorkerVersioningLayer, layers::load_config::resolve_config_file,
+        WorkerVersioningLayer, rules::load_config::resolve_config_file,
     };
 
     const GUIDE: &str = include_str!("../docs/deploy.md");

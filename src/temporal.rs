@@ -18,8 +18,8 @@ use temporalio_sdk::{Runtime, Worker, runtime::RuntimeOptions};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    BoxError, CoreMeter, LambdaWorkerError, RunningWorker, SessionConfig, StartTimings,
-    WorkerBackend,
+    BoxError, CoreMeter, LambdaWorkerError,
+    backend::{RunningWorker, SessionConfig, StartTimings, WorkerBackend},
     connection_cache::{ConnectionCache, fingerprint},
 };
 

@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use temporal_lambda_worker::{testing, *};
+//! use temporal_lambda_worker::{layers::*, testing, *};
 //! use tower::ServiceExt;
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
@@ -35,8 +35,11 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
 
-pub use crate::layers::testing::*;
-use crate::{BoxError, RunningWorker, SessionConfig, StartTimings, WorkerBackend};
+pub use crate::rules::testing::*;
+use crate::{
+    BoxError,
+    backend::{RunningWorker, SessionConfig, StartTimings, WorkerBackend},
+};
 
 /// What [`FakeBackend`] was asked to start.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -23,8 +23,8 @@ use tokio::time::Instant;
 use tower::Service;
 
 use crate::{
-    BoxError, CoreMeter, IDLE_SHUTDOWN_VAR, Invocation, LambdaWorkerError, ShutdownHook,
-    layers::error::panic_message, tasks::TaskActivity,
+    BoxError, CoreMeter, Invocation, LambdaWorkerError, rules::IDLE_SHUTDOWN_VAR,
+    rules::ShutdownHook, rules::error::panic_message, tasks::TaskActivity,
 };
 
 /// What the backend needs to start one worker.

@@ -18,7 +18,7 @@ use tower::{Layer, Service};
 use super::{Telemetry, apply_metrics, apply_tracing, invocation_slot};
 use crate::{
     BoxError, Environment, Invocation, ProcessEnvironment, lambda::diagnostic,
-    layers::deadline::teardown_deadline,
+    rules::deadline::teardown_deadline,
 };
 
 /// Wraps the stack in OpenTelemetry: see the [module docs](super). Put it outermost.

@@ -48,7 +48,7 @@
 //! [`OtelLayer`] goes outermost, so the invocation span covers config loading too:
 //!
 //! ```no_run
-//! # use temporal_lambda_worker::*;
+//! # use temporal_lambda_worker::{*, layers::*};
 //! # use tower::ServiceBuilder;
 //! # fn configure(c: &mut LambdaWorkerConfig) -> Result<(), BoxError> { Ok(()) }
 //! # #[tokio::main(flavor = "current_thread")]
@@ -71,7 +71,7 @@
 //! of its own plus `apply_defaults` would record every span twice.
 //!
 //! ```no_run
-//! # use temporal_lambda_worker::*;
+//! # use temporal_lambda_worker::{*, layers::*};
 //! fn configure(config: &mut LambdaWorkerConfig) -> Result<(), BoxError> {
 //!     otel::apply_defaults(config, otel::OtelOptions::new())?;
 //!     config.worker.task_queue = "my-task-queue".into();
