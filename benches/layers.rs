@@ -69,7 +69,7 @@ fn layers(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let env = || StaticEnvironment::new().var("TEMPORAL_ADDRESS", "127.0.0.1:7233");
+    let env = || StaticEnvironment::new().with_var("TEMPORAL_ADDRESS", "127.0.0.1:7233");
     bench(c, &rt, "no-op core alone", noop());
     bench(
         c,

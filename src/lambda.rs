@@ -536,28 +536,29 @@ mod tests {
 
     fn lambda_env() -> crate::StaticEnvironment {
         crate::StaticEnvironment::new()
-            .var("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")
-            .var("AWS_LAMBDA_FUNCTION_NAME", "f")
-            .var("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+            .with_var("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")
+            .with_var("AWS_LAMBDA_FUNCTION_NAME", "f")
+            .with_var("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .with_var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
     }
 
     #[test]
     fn the_lambda_environment_check_names_the_broken_variable() {
         assert_eq!(check_lambda_environment(&lambda_env()), Ok(()));
         for name in LAMBDA_VARIABLES {
-            let env = lambda_env().var(name, "");
+            let env = lambda_env().with_var(name, "");
             let e = check_lambda_environment(&env).unwrap_err();
             assert!(e.contains(&format!("{name} is not set")), "{e}");
         }
-        let e =
-            check_lambda_environment(&lambda_env().var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "lots"))
-                .unwrap_err();
+        let e = check_lambda_environment(
+            &lambda_env().with_var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "lots"),
+        )
+        .unwrap_err();
         assert!(
             e.contains("AWS_LAMBDA_FUNCTION_MEMORY_SIZE is \"lots\", not a number"),
             "{e}"
         );
-        let e = check_lambda_environment(&lambda_env().var("AWS_LAMBDA_RUNTIME_API", "a b"))
+        let e = check_lambda_environment(&lambda_env().with_var("AWS_LAMBDA_RUNTIME_API", "a b"))
             .unwrap_err();
         assert!(e.contains("AWS_LAMBDA_RUNTIME_API is \"a b\""), "{e}");
     }

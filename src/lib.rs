@@ -325,7 +325,8 @@ mod deploy_guide {
             "docs/deploy.md does not quote:\n{line}"
         );
 
-        let env = StaticEnvironment::new().var("TEMPORAL_CONFIG_FILE", "/var/task/temporal.toml");
+        let env =
+            StaticEnvironment::new().with_var("TEMPORAL_CONFIG_FILE", "/var/task/temporal.toml");
         assert_quoted(&resolve_config_file(&env, |_| false).unwrap_err());
 
         let version = WorkerDeploymentVersion::builder()

@@ -165,7 +165,7 @@ mod tests {
 
     #[test]
     fn json_format_writes_one_object_per_line() {
-        let env = StaticEnvironment::new().var("AWS_LAMBDA_LOG_FORMAT", "JSON");
+        let env = StaticEnvironment::new().with_var("AWS_LAMBDA_LOG_FORMAT", "JSON");
         let text = logged(env, true, || {
             tracing::info!(tasks = 3, "invocation summary");
             tracing::warn!("second");
@@ -183,15 +183,15 @@ mod tests {
     #[test]
     fn the_level_comes_from_aws_lambda_log_level_then_rust_log() {
         let env = StaticEnvironment::new()
-            .var("AWS_LAMBDA_LOG_LEVEL", "WARN")
-            .var("RUST_LOG", "debug");
+            .with_var("AWS_LAMBDA_LOG_LEVEL", "WARN")
+            .with_var("RUST_LOG", "debug");
         let text = logged(env, false, || {
             tracing::info!("hidden");
             tracing::warn!("shown");
         });
         assert_eq!(text.trim(), "WARN shown");
         let text = logged(
-            StaticEnvironment::new().var("RUST_LOG", "debug"),
+            StaticEnvironment::new().with_var("RUST_LOG", "debug"),
             false,
             || tracing::debug!("shown"),
         );

@@ -21,7 +21,7 @@
 //!     testing::version("shop", "build-7"),
 //!     configure,
 //!     backend.clone(),
-//!     StaticEnvironment::new().var("TEMPORAL_ADDRESS", "127.0.0.1:7233"),
+//!     StaticEnvironment::new().with_var("TEMPORAL_ADDRESS", "127.0.0.1:7233"),
 //! );
 //! let report = stack.oneshot(testing::invocation_in(Duration::from_secs(60))).await.unwrap();
 //! assert_eq!(report.task_queue, "orders");

@@ -857,13 +857,13 @@ mod tests {
         }
 
         fn env(address: &str) -> StaticEnvironment {
-            StaticEnvironment::new().var("TEMPORAL_ADDRESS", address)
+            StaticEnvironment::new().with_var("TEMPORAL_ADDRESS", address)
         }
 
         #[tokio::test(start_paused = true)]
         async fn a_key_from_the_environment_turns_tls_on_even_with_an_http_address() {
             let seen = connection_for(
-                env("http://ns.tmprl.cloud:7233").var("TEMPORAL_API_KEY", "from-env"),
+                env("http://ns.tmprl.cloud:7233").with_var("TEMPORAL_API_KEY", "from-env"),
                 with_queue,
                 None,
                 false,
@@ -880,7 +880,8 @@ mod tests {
                 "[profile.default]\naddress = \"ns.tmprl.cloud:7233\"\napi_key = \"from-file\"\n",
             );
             let seen = connection_for(
-                StaticEnvironment::new().var("TEMPORAL_CONFIG_FILE", dir.path("temporal.toml")),
+                StaticEnvironment::new()
+                    .with_var("TEMPORAL_CONFIG_FILE", dir.path("temporal.toml")),
                 with_queue,
                 None,
                 false,
@@ -893,7 +894,7 @@ mod tests {
         async fn a_key_from_the_api_key_secret_layer_turns_tls_on() {
             let dir = Dir::with_file("secret", "key", "from-secret\n");
             let seen = connection_for(
-                env("ns.tmprl.cloud:7233").var("TEMPORAL_API_KEY_FILE", dir.path("key")),
+                env("ns.tmprl.cloud:7233").with_var("TEMPORAL_API_KEY_FILE", dir.path("key")),
                 with_queue,
                 None,
                 true,
@@ -983,7 +984,7 @@ mod tests {
         #[tokio::test(start_paused = true)]
         async fn tls_disabled_by_the_environment_keeps_it_off_with_one_warning() {
             let (seen, logs) = logs_of(connection_for(
-                env("127.0.0.1:7233").var("TEMPORAL_TLS", "false"),
+                env("127.0.0.1:7233").with_var("TEMPORAL_TLS", "false"),
                 with_queue,
                 Some(StepLayer::from_step(SetKey)),
                 false,
@@ -1015,7 +1016,8 @@ mod tests {
                  [profile.default.tls]\ndisabled = true\n",
             );
             let (seen, logs) = logs_of(connection_for(
-                StaticEnvironment::new().var("TEMPORAL_CONFIG_FILE", dir.path("temporal.toml")),
+                StaticEnvironment::new()
+                    .with_var("TEMPORAL_CONFIG_FILE", dir.path("temporal.toml")),
                 with_queue,
                 None,
                 false,

@@ -44,12 +44,12 @@ impl StaticEnvironment {
         Self::default()
     }
     /// Adds a variable.
-    pub fn var(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn with_var(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.vars.insert(key.into(), value.into());
         self
     }
     /// Sets the working directory.
-    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+    pub fn with_current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.current_dir = Some(dir.into());
         self
     }

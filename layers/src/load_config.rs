@@ -241,10 +241,10 @@ mod tests {
         let dir = TempDir::new();
         let inv = load(
             StaticEnvironment::new()
-                .var("LAMBDA_TASK_ROOT", dir.path().to_str().unwrap())
-                .current_dir(dir.path())
-                .var("TEMPORAL_ADDRESS", "env.example:7233")
-                .var("TEMPORAL_NAMESPACE", "env-ns"),
+                .with_var("LAMBDA_TASK_ROOT", dir.path().to_str().unwrap())
+                .with_current_dir(dir.path())
+                .with_var("TEMPORAL_ADDRESS", "env.example:7233")
+                .with_var("TEMPORAL_NAMESPACE", "env-ns"),
         )
         .unwrap();
         assert_eq!(
@@ -279,11 +279,12 @@ mod tests {
         );
         let env = || {
             StaticEnvironment::new()
-                .var("LAMBDA_TASK_ROOT", root.path().to_str().unwrap())
-                .current_dir(cwd.path())
+                .with_var("LAMBDA_TASK_ROOT", root.path().to_str().unwrap())
+                .with_current_dir(cwd.path())
         };
         let named_path = named.path().join("custom.toml");
-        let inv = load(env().var("TEMPORAL_CONFIG_FILE", named_path.to_str().unwrap())).unwrap();
+        let inv =
+            load(env().with_var("TEMPORAL_CONFIG_FILE", named_path.to_str().unwrap())).unwrap();
         assert_eq!(inv.config.client.namespace, "ns-a");
         assert_eq!(
             inv.config.config_file.as_deref(),
@@ -308,9 +309,9 @@ mod tests {
         root.write(CONFIG_FILE_NAME, TOML_A);
         let inv = load(
             StaticEnvironment::new()
-                .var("LAMBDA_TASK_ROOT", root.path().to_str().unwrap())
-                .var("TEMPORAL_NAMESPACE", "from-env")
-                .var("TEMPORAL_GRPC_META_X_TEAM", "payments"),
+                .with_var("LAMBDA_TASK_ROOT", root.path().to_str().unwrap())
+                .with_var("TEMPORAL_NAMESPACE", "from-env")
+                .with_var("TEMPORAL_GRPC_META_X_TEAM", "payments"),
         )
         .unwrap();
         assert_eq!(inv.config.client.namespace, "from-env");
@@ -342,8 +343,8 @@ mod tests {
         .unwrap();
         root.write(CONFIG_FILE_NAME, &text);
         let env = StaticEnvironment::new()
-            .var("LAMBDA_TASK_ROOT", root.path().to_str().unwrap())
-            .var("TEMPORAL_PROFILE", "prod");
+            .with_var("LAMBDA_TASK_ROOT", root.path().to_str().unwrap())
+            .with_var("TEMPORAL_PROFILE", "prod");
         assert_eq!(load(env).unwrap().config.client.namespace, "prod-ns");
     }
 
@@ -352,8 +353,11 @@ mod tests {
         let dir = TempDir::new();
         let missing = dir.path().join("nope.toml");
         let (path, text) = config_error(
-            load(StaticEnvironment::new().var("TEMPORAL_CONFIG_FILE", missing.to_str().unwrap()))
-                .unwrap_err(),
+            load(
+                StaticEnvironment::new()
+                    .with_var("TEMPORAL_CONFIG_FILE", missing.to_str().unwrap()),
+            )
+            .unwrap_err(),
         );
         assert_eq!(path.as_deref(), Some(missing.as_path()));
         assert!(text.contains("does not exist"), "{text}");
@@ -366,8 +370,11 @@ mod tests {
         root.write(CONFIG_FILE_NAME, "[profile.default\naddress = ");
         let file = root.path().join(CONFIG_FILE_NAME);
         let (path, text) = config_error(
-            load(StaticEnvironment::new().var("LAMBDA_TASK_ROOT", root.path().to_str().unwrap()))
-                .unwrap_err(),
+            load(
+                StaticEnvironment::new()
+                    .with_var("LAMBDA_TASK_ROOT", root.path().to_str().unwrap()),
+            )
+            .unwrap_err(),
         );
         assert_eq!(path.as_deref(), Some(file.as_path()));
         assert!(text.contains(file.to_str().unwrap()), "{text}");
@@ -380,9 +387,10 @@ mod tests {
         // A directory where the file should be: exists but cannot be read as a file.
         std::fs::create_dir(root.path().join("cfg.toml")).unwrap();
         let named = root.path().join("cfg.toml");
-        let err =
-            load(StaticEnvironment::new().var("TEMPORAL_CONFIG_FILE", named.to_str().unwrap()))
-                .unwrap_err();
+        let err = load(
+            StaticEnvironment::new().with_var("TEMPORAL_CONFIG_FILE", named.to_str().unwrap()),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("cfg.toml"), "{err}");
     }
 
@@ -393,8 +401,8 @@ mod tests {
         let (_, text) = config_error(
             load(
                 StaticEnvironment::new()
-                    .var("LAMBDA_TASK_ROOT", root.path().to_str().unwrap())
-                    .var("TEMPORAL_PROFILE", "staging"),
+                    .with_var("LAMBDA_TASK_ROOT", root.path().to_str().unwrap())
+                    .with_var("TEMPORAL_PROFILE", "staging"),
             )
             .unwrap_err(),
         );
@@ -403,7 +411,7 @@ mod tests {
 
     #[test]
     fn the_idle_exit_comes_from_the_environment_and_a_bad_value_is_named() {
-        let inv = load(StaticEnvironment::new().var(IDLE_SHUTDOWN_VAR, "2.5")).unwrap();
+        let inv = load(StaticEnvironment::new().with_var(IDLE_SHUTDOWN_VAR, "2.5")).unwrap();
         assert_eq!(
             inv.config.idle_shutdown,
             Some(std::time::Duration::from_millis(2500))
@@ -413,7 +421,7 @@ mod tests {
             None
         );
         let (_, text) = config_error(
-            load(StaticEnvironment::new().var(IDLE_SHUTDOWN_VAR, "soon")).unwrap_err(),
+            load(StaticEnvironment::new().with_var(IDLE_SHUTDOWN_VAR, "soon")).unwrap_err(),
         );
         assert!(
             text.contains("TEMPORAL_IDLE_SHUTDOWN_SECS is \"soon\""),
@@ -423,7 +431,7 @@ mod tests {
 
     #[test]
     fn task_queue_comes_from_the_environment() {
-        let inv = load(StaticEnvironment::new().var("TEMPORAL_TASK_QUEUE", "tq-env")).unwrap();
+        let inv = load(StaticEnvironment::new().with_var("TEMPORAL_TASK_QUEUE", "tq-env")).unwrap();
         assert_eq!(inv.config.worker.task_queue, "tq-env");
         let inv = load(StaticEnvironment::new()).unwrap();
         assert_eq!(inv.config.worker.task_queue, "");
@@ -433,8 +441,8 @@ mod tests {
     fn api_key_is_loaded_but_never_in_debug_output() {
         let inv = load(
             StaticEnvironment::new()
-                .var("TEMPORAL_API_KEY", "sekrit-key-123")
-                .var("TEMPORAL_ADDRESS", "ns.tmprl.cloud:7233"),
+                .with_var("TEMPORAL_API_KEY", "sekrit-key-123")
+                .with_var("TEMPORAL_ADDRESS", "ns.tmprl.cloud:7233"),
         )
         .unwrap();
         assert_eq!(
@@ -456,9 +464,9 @@ mod tests {
         let cert = "-----BEGIN CERTIFICATE-----\nY2VydC1ib2R5\n-----END CERTIFICATE-----\n";
         let inv = load(
             StaticEnvironment::new()
-                .var("TEMPORAL_ADDRESS", "ns.tmprl.cloud:7233")
-                .var("TEMPORAL_TLS_CLIENT_KEY_DATA", key)
-                .var("TEMPORAL_TLS_CLIENT_CERT_DATA", cert),
+                .with_var("TEMPORAL_ADDRESS", "ns.tmprl.cloud:7233")
+                .with_var("TEMPORAL_TLS_CLIENT_KEY_DATA", key)
+                .with_var("TEMPORAL_TLS_CLIENT_CERT_DATA", cert),
         )
         .unwrap();
         let tls = inv

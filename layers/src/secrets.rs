@@ -335,7 +335,7 @@ mod tests {
         let dir = TempDir::new();
         let file = dir.path().join("api-key");
         std::fs::write(&file, "file-key\n").unwrap();
-        let env = StaticEnvironment::new().var(API_KEY_FILE_VAR, file.to_str().unwrap());
+        let env = StaticEnvironment::new().with_var(API_KEY_FILE_VAR, file.to_str().unwrap());
         let layer = ApiKeySecretLayer::with_environment(Counting::default(), env);
         let first = run_through(layer.clone(), invocation()).await.unwrap();
         assert_eq!(key_of(&first), Some("file-key"));
@@ -349,7 +349,7 @@ mod tests {
     async fn resolves_the_secret_arn_once_across_invocations() {
         let resolver = Counting::default();
         let arn = "arn:aws:secretsmanager:us-east-1:000000000000:secret:temporal";
-        let env = StaticEnvironment::new().var(API_KEY_SECRET_ARN_VAR, arn);
+        let env = StaticEnvironment::new().with_var(API_KEY_SECRET_ARN_VAR, arn);
         let layer = ApiKeySecretLayer::with_environment(resolver.clone(), env);
         for _ in 0..3 {
             let inv = run_through(layer.clone(), invocation()).await.unwrap();
@@ -361,7 +361,7 @@ mod tests {
     #[tokio::test]
     async fn refetches_after_max_age() {
         let resolver = Counting::default();
-        let env = StaticEnvironment::new().var(API_KEY_SECRET_ARN_VAR, "arn:x");
+        let env = StaticEnvironment::new().with_var(API_KEY_SECRET_ARN_VAR, "arn:x");
         let layer =
             ApiKeySecretLayer::with_environment(resolver.clone(), env).max_age(Duration::ZERO);
         for _ in 0..2 {
@@ -377,8 +377,8 @@ mod tests {
         std::fs::write(&file, "from-file").unwrap();
         let resolver = Counting::default();
         let env = StaticEnvironment::new()
-            .var(API_KEY_FILE_VAR, file.to_str().unwrap())
-            .var(API_KEY_SECRET_ARN_VAR, "arn:x");
+            .with_var(API_KEY_FILE_VAR, file.to_str().unwrap())
+            .with_var(API_KEY_SECRET_ARN_VAR, "arn:x");
         let layer = ApiKeySecretLayer::with_environment(resolver.clone(), env);
         let inv = run_through(layer, invocation()).await.unwrap();
         assert_eq!(key_of(&inv), Some("from-file"));
@@ -407,7 +407,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_file_is_an_error_naming_the_variable_and_the_file() {
-        let env = StaticEnvironment::new().var(API_KEY_FILE_VAR, "/nonexistent/api-key");
+        let env = StaticEnvironment::new().with_var(API_KEY_FILE_VAR, "/nonexistent/api-key");
         let layer = ApiKeySecretLayer::with_environment(Counting::default(), env);
         let (path, msg) = config_error(run_through(layer, invocation()).await.unwrap_err());
         assert_eq!(path, Some(PathBuf::from("/nonexistent/api-key")));
@@ -420,7 +420,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_resolve_is_not_cached_and_an_empty_key_is_refused() {
         let resolver = Counting::default();
-        let env = StaticEnvironment::new().var(API_KEY_SECRET_ARN_VAR, "arn:missing");
+        let env = StaticEnvironment::new().with_var(API_KEY_SECRET_ARN_VAR, "arn:missing");
         let layer = ApiKeySecretLayer::with_environment(resolver.clone(), env);
         for _ in 0..2 {
             let (_, msg) =
@@ -435,7 +435,7 @@ mod tests {
         let dir = TempDir::new();
         let file = dir.path().join("k");
         std::fs::write(&file, " \n").unwrap();
-        let env = StaticEnvironment::new().var(API_KEY_FILE_VAR, file.to_str().unwrap());
+        let env = StaticEnvironment::new().with_var(API_KEY_FILE_VAR, file.to_str().unwrap());
         let layer = ApiKeySecretLayer::with_environment(Counting::default(), env);
         let (_, msg) = config_error(run_through(layer, invocation()).await.unwrap_err());
         assert!(msg.contains("holds an empty API key"), "{msg}");
@@ -443,7 +443,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_key_never_shows_in_debug_output() {
-        let env = StaticEnvironment::new().var(API_KEY_SECRET_ARN_VAR, "arn:x");
+        let env = StaticEnvironment::new().with_var(API_KEY_SECRET_ARN_VAR, "arn:x");
         let layer = ApiKeySecretLayer::with_environment(Counting::default(), env);
         let inv = run_through(layer.clone(), invocation()).await.unwrap();
         let shown = format!("{layer:?} {:?}", inv.config);

@@ -196,8 +196,8 @@ mod tests {
 
     fn env() -> StaticEnvironment {
         StaticEnvironment::new()
-            .var("AWS_LAMBDA_FUNCTION_NAME", "orders-fn")
-            .var("OTEL_SERVICE_NAME", "orders")
+            .with_var("AWS_LAMBDA_FUNCTION_NAME", "orders-fn")
+            .with_var("OTEL_SERVICE_NAME", "orders")
     }
 
     fn now_secs() -> u64 {

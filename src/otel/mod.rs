@@ -588,11 +588,11 @@ mod tests {
         assert_eq!(r.metric_periodicity, Duration::from_secs(10));
         assert_eq!(r.flush_timeout, Duration::from_secs(1));
 
-        let lambda = StaticEnvironment::new().var("AWS_LAMBDA_FUNCTION_NAME", "fn");
+        let lambda = StaticEnvironment::new().with_var("AWS_LAMBDA_FUNCTION_NAME", "fn");
         assert_eq!(OtelOptions::new().resolve(&lambda).service_name, "fn");
         let env = lambda
-            .var("OTEL_SERVICE_NAME", "svc")
-            .var("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317");
+            .with_var("OTEL_SERVICE_NAME", "svc")
+            .with_var("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317");
         let r = OtelOptions::new().resolve(&env);
         assert_eq!(r.service_name, "svc");
         assert_eq!(r.collector_endpoint, "http://collector:4317");
@@ -608,8 +608,8 @@ mod tests {
 
         // An empty variable counts as unset.
         let blank = StaticEnvironment::new()
-            .var("OTEL_SERVICE_NAME", "")
-            .var("AWS_LAMBDA_FUNCTION_NAME", "fn");
+            .with_var("OTEL_SERVICE_NAME", "")
+            .with_var("AWS_LAMBDA_FUNCTION_NAME", "fn");
         assert_eq!(OtelOptions::new().resolve(&blank).service_name, "fn");
     }
 
