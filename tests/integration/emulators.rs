@@ -63,6 +63,8 @@ impl Drop for Watch {
     }
 }
 
+/// `cargo lambda invoke` without a function name: the default route, which cargo-lambda
+/// enables only while the workspace has exactly one binary (`lambda-local`).
 async fn invoke(port: u16) -> (bool, String) {
     let out = tokio::process::Command::new("cargo")
         .args([
