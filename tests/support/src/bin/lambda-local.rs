@@ -174,7 +174,7 @@ async fn main() -> Result<(), String> {
             .map_err(|e| format!("workflow {id} failed: {e}"))?;
         let greeting = result
             .lines()
-            .find(|l| l.contains("Result") || l.contains("Hello,"))
+            .find(|l| l.contains("Hello,") || l.trim_start().starts_with("Result "))
             .unwrap_or("")
             .trim();
         let after = plane
