@@ -156,15 +156,14 @@ where
     B: WorkerBackend,
     E: Environment,
 {
-    ServiceBuilder::new()
-        .layer(LoadConfigLayer::with_environment(environment))
-        .layer(LambdaDefaultsLayer::new())
-        .layer(ConfigureLayer::new(configure))
-        .layer(DisableEagerActivitiesLayer::new())
-        .layer(WorkerVersioningLayer::new(version))
-        .layer(WorkerIdentityLayer::new())
-        .layer(DeadlineWatchdogLayer::new())
-        .service(WorkerService::new(backend))
+    // The one definition of the stack, with no connection layer inserted.
+    stack_with_connection_layer(
+        version,
+        configure,
+        backend,
+        environment,
+        tower::layer::util::Identity::new(),
+    )
 }
 
 /// The part of the default stack below the connection layers: everything after
