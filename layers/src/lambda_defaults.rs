@@ -14,7 +14,16 @@
 //! | nexus task poller behaviour | `SimpleMaximum(1)` |
 //! | graceful shutdown timeout | 5 s |
 //! | max cached workflows | 30 |
+//! | sticky queue schedule-to-start timeout | 1 s |
 //! | shutdown deadline buffer | graceful shutdown timeout + 2 s |
+//!
+//! The sticky timeout (the SDK's default is 10 s) bounds how long a workflow task waits on
+//! the sticky queue of a worker that has stopped polling. Each invocation's worker stops,
+//! and a task the server queued on its sticky queue just before (after a workflow task this
+//! worker completed) is not picked up by anyone; the server keeps it there for this long
+//! before handing it to the workflow's own task queue, and neither `ShutdownWorker` nor
+//! `ResetStickyTaskQueue` moves it sooner. `cargo bench --bench boundary_load` measures
+//! it (issue 11, `benches/RESULTS.md`).
 //!
 //! ```
 //! use temporal_lambda_worker_layers::{Invocation, LambdaDefaultsLayer, BoxError};
@@ -62,6 +71,9 @@ pub struct LambdaDefaults {
     pub graceful_shutdown_timeout: Duration,
     /// Max cached workflows.
     pub max_cached_workflows: usize,
+    /// How long a workflow task may wait on this worker's sticky queue before the server
+    /// hands it to the normal task queue.
+    pub sticky_queue_schedule_to_start_timeout: Duration,
 }
 
 impl Default for LambdaDefaults {
@@ -76,6 +88,7 @@ impl Default for LambdaDefaults {
             nexus_task_poller_behavior: PollerBehavior::SimpleMaximum(1),
             graceful_shutdown_timeout: Duration::from_secs(5),
             max_cached_workflows: 30,
+            sticky_queue_schedule_to_start_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -106,6 +119,7 @@ impl InvocationStep for LambdaDefaults {
         w.nexus_task_poller_behavior = Some(self.nexus_task_poller_behavior);
         w.graceful_shutdown_period = Some(self.graceful_shutdown_timeout);
         w.max_cached_workflows = self.max_cached_workflows;
+        w.sticky_queue_schedule_to_start_timeout = self.sticky_queue_schedule_to_start_timeout;
         Ok(())
     }
 }
@@ -163,6 +177,10 @@ mod tests {
         );
         assert_eq!(w.graceful_shutdown_period, Some(Duration::from_secs(5)));
         assert_eq!(w.max_cached_workflows, 30);
+        assert_eq!(
+            w.sticky_queue_schedule_to_start_timeout,
+            Duration::from_secs(1)
+        );
         assert_eq!(
             inv.config.effective_shutdown_deadline_buffer(),
             Duration::from_secs(7)

@@ -1,0 +1,288 @@
+//! Tasks at the invocation boundary under load (issue 11): `HelloWorkflow`s queued at once,
+//! drained by bootstrap processes (each its own process against the real dev server and a
+//! Runtime API on loopback) through many short invocations, so many polls and task
+//! completions meet a graceful shutdown. Afterwards every workflow's history is read and
+//! its workflow-task timeouts are counted by kind. Prints numbers; asserts nothing.
+//!
+//! Run: `cargo bench --bench boundary_load`. It measures the debug `hello` bootstrap (a
+//! slow build makes the boundary race likely; build it first with
+//! `cargo build --workspace --examples`), or each bootstrap in `TLW_BENCH_BOOTSTRAP`
+//! (comma-separated) in turn, each against the dev server started as today's tests start
+//! it. Knobs: `TLW_BENCH_WORKFLOWS` (300), `TLW_BENCH_PROCESSES` (2),
+//! `TLW_BENCH_TIMEOUT_SECS` (9: a 2 s polling window after the 7 s shutdown buffer),
+//! `TLW_BENCH_ENV` (more variables for the bootstraps), `TLW_BENCH_SERVER_ARGS` (more
+//! `temporal server start-dev` arguments), `TLW_BENCH_LOG_DIR`/`TLW_BENCH_LOG_LEVEL`.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use temporal_lambda_worker_testkit::{Bootstrap, DevServer, Outcome, RuntimeApi};
+
+const ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:bench";
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn debug_bootstrap() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .join("debug/examples/hello")
+}
+
+/// Runs `f` over `items` with at most `width` at a time.
+async fn bounded<T, F, Fut, R>(items: Vec<T>, width: usize, f: F) -> Vec<R>
+where
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = R>,
+{
+    use futures::StreamExt;
+    futures::stream::iter(items.into_iter().map(f))
+        .buffer_unordered(width)
+        .collect()
+        .await
+}
+
+fn event_time(e: &serde_json::Value) -> Option<f64> {
+    let t = e["eventTime"].as_str()?;
+    let (secs, frac) = t.trim_end_matches('Z').rsplit_once(':')?;
+    let minutes = secs.rsplit_once(':')?.1.parse::<f64>().ok()?;
+    let hours = secs
+        .rsplit_once(':')?
+        .0
+        .rsplit_once('T')?
+        .1
+        .parse::<f64>()
+        .ok()?;
+    Some(hours * 3600.0 + minutes * 60.0 + frac.parse::<f64>().ok()?)
+}
+
+/// Workflow-task timeouts in one history (`temporal workflow show -o json`), by kind; returns
+/// the seconds the workflow waited on them (scheduled → timed out).
+fn task_timeouts(history: &serde_json::Value, into: &mut BTreeMap<String, usize>) -> f64 {
+    let mut waited = 0.0;
+    let Some(events) = history["events"].as_array() else {
+        return waited;
+    };
+    for e in events {
+        let kind = e["eventType"].as_str().unwrap_or_default();
+        if kind.contains("WORKFLOW_TASK_TIMED_OUT") || kind == "WorkflowTaskTimedOut" {
+            let attrs = &e["workflowTaskTimedOutEventAttributes"];
+            let timeout = attrs["timeoutType"].as_str().unwrap_or("?");
+            // A sticky schedule-to-start timeout is the one on the sticky queue.
+            let scheduled = events
+                .iter()
+                .find(|s| s["eventId"] == attrs["scheduledEventId"]);
+            let scheduled_on = scheduled
+                .and_then(|s| {
+                    s["workflowTaskScheduledEventAttributes"]["taskQueue"]["kind"].as_str()
+                })
+                .unwrap_or("?");
+            if let (Some(from), Some(to)) = (scheduled.and_then(event_time), event_time(e)) {
+                waited += to - from;
+            }
+            *into
+                .entry(format!("{timeout} on {scheduled_on}"))
+                .or_default() += 1;
+        }
+    }
+    waited
+}
+
+/// One history, an event a line: time, type, task queue, identity (with `TLW_BENCH_LOG_DIR`,
+/// for the first few histories with a timeout).
+fn print_history(history: &serde_json::Value) {
+    println!("  a history with a workflow-task timeout:");
+    for e in history["events"].as_array().into_iter().flatten() {
+        let attrs = e
+            .as_object()
+            .and_then(|o| o.iter().find(|(k, _)| k.ends_with("Attributes")))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        println!(
+            "    {} {:>3} {:<45} {:<40} {}",
+            e["eventTime"].as_str().unwrap_or_default(),
+            e["eventId"].as_str().unwrap_or_default(),
+            e["eventType"].as_str().unwrap_or_default(),
+            attrs["taskQueue"]["name"].as_str().unwrap_or_default(),
+            attrs["identity"].as_str().unwrap_or_default(),
+        );
+    }
+}
+
+async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
+    let workflows: usize = env_or("TLW_BENCH_WORKFLOWS", 300);
+    let processes: usize = env_or("TLW_BENCH_PROCESSES", 2);
+    let timeout = Duration::from_secs_f64(env_or("TLW_BENCH_TIMEOUT_SECS", 9.0));
+    // `TLW_BENCH_LOG_DIR`: keep each bootstrap's log there (JSON), at `TLW_BENCH_LOG_LEVEL`
+    // (a `RUST_LOG` filter).
+    let log_dir = std::env::var_os("TLW_BENCH_LOG_DIR").map(PathBuf::from);
+    let log_level = std::env::var("TLW_BENCH_LOG_LEVEL").unwrap_or_else(|_| "warn".into());
+    let api = RuntimeApi::start(ARN).await.unwrap();
+    let root = std::env::temp_dir().join(format!("tlw-bench-load-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&root).unwrap();
+    let queue = format!("tq-load-{tag}");
+    let deployment = format!("dep-load-{tag}");
+    let mut env = vec![
+        ("TEMPORAL_ADDRESS", server.address.as_str()),
+        ("TEMPORAL_TASK_QUEUE", &queue),
+        ("HELLO_DEPLOYMENT_NAME", &deployment),
+        ("RUST_LOG", &log_level),
+    ];
+    // `TLW_BENCH_ENV="K=V K2=V2"`: more variables for the bootstraps.
+    let extra = std::env::var("TLW_BENCH_ENV").unwrap_or_default();
+    env.extend(extra.split_whitespace().filter_map(|kv| kv.split_once('=')));
+    if log_dir.is_some() {
+        // JSON lines carry a timestamp, to set beside the histories'.
+        env.push(("AWS_LAMBDA_LOG_FORMAT", "JSON"));
+    } else {
+        env.push(("AWS_LAMBDA_LOG_LEVEL", "WARN"));
+    }
+    let _processes: Vec<Bootstrap> = (0..processes)
+        .map(|i| {
+            let name = format!("bench{i}");
+            match &log_dir {
+                Some(dir) => Bootstrap::start_logging_to(
+                    binary,
+                    &api.address(),
+                    &name,
+                    &root,
+                    &env,
+                    &dir.join(format!("{tag}-{name}.log")),
+                ),
+                None => Bootstrap::start(binary, &api.address(), &name, &root, &env),
+            }
+            .unwrap()
+        })
+        .collect();
+    server
+        .register_version(&api, &deployment, "build-1")
+        .await
+        .unwrap();
+    println!(
+        "{}: {workflows} workflows, {processes} processes, {:.1} s invocations",
+        binary.display(),
+        timeout.as_secs_f64()
+    );
+    let ids: Vec<String> = (0..workflows)
+        .map(|i| format!("wf-load-{tag}-{i}"))
+        .collect();
+    let started = bounded(ids.clone(), 16, |id| {
+        let server = server.clone();
+        let queue = queue.clone();
+        async move { server.start_hello(&queue, &id, "Load").await }
+    })
+    .await;
+    let not_started = started.iter().filter(|r| r.is_err()).count();
+    let begin = Instant::now();
+    let mut invocations = 0;
+    let mut failed = 0;
+    let running = |server: Arc<DevServer>, queue: String| async move {
+        let out = server
+            .cli_async(&[
+                "workflow",
+                "count",
+                "--query",
+                &format!("TaskQueue='{queue}' AND ExecutionStatus='Running'"),
+            ])
+            .await
+            .unwrap_or_default();
+        out.split_whitespace()
+            .find_map(|w| w.parse::<usize>().ok())
+            .unwrap_or(usize::MAX)
+    };
+    while running(server.clone(), queue.clone()).await > 0 && begin.elapsed().as_secs() < 300 {
+        let answers =
+            futures::future::join_all((0..processes).map(|_| api.invoke(b"", timeout))).await;
+        invocations += answers.len();
+        failed += answers
+            .iter()
+            .filter(|a| !matches!(a.outcome, Outcome::Response(_)))
+            .count();
+    }
+    let drained = begin.elapsed();
+    let histories = bounded(ids, 16, |id| {
+        let server = server.clone();
+        async move {
+            server
+                .cli_async(&["workflow", "show", "--workflow-id", &id, "-o", "json"])
+                .await
+        }
+    })
+    .await;
+    let mut timeouts = BTreeMap::new();
+    let mut unread = 0;
+    let mut shown = 0;
+    let mut stalled = Vec::new();
+    for h in histories {
+        match h
+            .ok()
+            .and_then(|h| serde_json::from_str::<serde_json::Value>(&h).ok())
+        {
+            Some(v) => {
+                let before: usize = timeouts.values().sum();
+                let w = task_timeouts(&v, &mut timeouts);
+                if w > 0.0 {
+                    stalled.push(w);
+                }
+                if log_dir.is_some() && shown < 3 && timeouts.values().sum::<usize>() > before {
+                    shown += 1;
+                    print_history(&v);
+                }
+            }
+            None => unread += 1,
+        }
+    }
+    let total: usize = timeouts.values().sum();
+    println!(
+        "  drained in {:.1} s through {invocations} invocations ({failed} answered an error; \
+         {not_started} workflows not started, {unread} histories unread)",
+        drained.as_secs_f64()
+    );
+    println!(
+        "  workflow-task timeouts: {total}; {} workflows stalled by them, {:.1} s in all (max {:.1} s)",
+        stalled.len(),
+        stalled.iter().sum::<f64>(),
+        stalled.iter().copied().fold(0.0, f64::max)
+    );
+    for (kind, n) in &timeouts {
+        println!("    {n:4}  {kind}");
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let binaries: Vec<PathBuf> = match std::env::var("TLW_BENCH_BOOTSTRAP") {
+        Ok(list) => list
+            .split(',')
+            .map(|p| std::fs::canonicalize(p).unwrap_or_else(|e| panic!("{p}: {e}")))
+            .collect(),
+        Err(_) => vec![debug_bootstrap()],
+    };
+    let args = std::env::var("TLW_BENCH_SERVER_ARGS").unwrap_or_default();
+    let server = Arc::new(
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.split_whitespace().collect();
+            DevServer::start_on(
+                temporal_lambda_worker_testkit::dev_server::free_port(),
+                &[],
+                &args,
+            )
+        })
+        .await
+        .unwrap(),
+    );
+    println!("boundary load, dev server {}", server.address);
+    for (tag, binary) in binaries.iter().enumerate() {
+        run(binary, &server, tag).await;
+    }
+}
