@@ -24,9 +24,11 @@
 //! twice, as Lambda retries asynchronous invocations. Lambda waits about one and then two
 //! minutes; locally the waits are [`ControlPlaneOptions::retry_delays`] (1 s and 2 s by default).
 
+mod aws;
+mod function;
+
 use std::{
     net::SocketAddr,
-    path::PathBuf,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -34,290 +36,22 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
 use hyper::{Method, Request, Response, StatusCode, body::Incoming};
 use tokio::{net::TcpListener, task::AbortHandle};
 
 use crate::{
-    Answer, Bootstrap, Outcome, RuntimeApi,
+    Outcome, RuntimeApi,
     http::{Body, read_body, reply, serve},
 };
+
+use aws::{assume_role, aws_error, form_value, percent_decode, xml};
+use function::Function;
+pub use function::{Attempt, FunctionSpec, FunctionStats, InvocationType, function_arn};
 
 /// The account id local ARNs use.
 pub const ACCOUNT: &str = "000000000000";
 /// The region local ARNs use.
 pub const REGION: &str = "us-east-1";
-
-/// A function the control plane serves.
-#[derive(Clone, Debug)]
-pub struct FunctionSpec {
-    /// The function name; its ARN is `arn:aws:lambda:us-east-1:000000000000:function:{name}`.
-    pub name: String,
-    /// The bootstrap executable.
-    pub binary: PathBuf,
-    /// Extra environment for the bootstrap, besides the `AWS_LAMBDA_*` variables.
-    pub env: Vec<(String, String)>,
-    /// The function's timeout: every invocation's deadline is this long after it starts.
-    pub timeout: Duration,
-    /// At most this many processes (execution environments) at once.
-    pub concurrency: usize,
-    /// `LAMBDA_TASK_ROOT` and working directory of the processes.
-    pub task_root: PathBuf,
-}
-
-impl FunctionSpec {
-    /// A function named `name` running `binary`, with a 15 s timeout and concurrency 1, in
-    /// the current directory.
-    pub fn new(name: &str, binary: impl Into<PathBuf>) -> Self {
-        Self {
-            name: name.to_owned(),
-            binary: binary.into(),
-            env: Vec::new(),
-            timeout: Duration::from_secs(15),
-            concurrency: 1,
-            task_root: std::env::current_dir().unwrap_or_else(|_| std::env::temp_dir()),
-        }
-    }
-
-    /// Adds an environment variable for the bootstrap.
-    pub fn env(mut self, key: &str, value: &str) -> Self {
-        self.env.push((key.to_owned(), value.to_owned()));
-        self
-    }
-
-    /// Sets the timeout.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Sets the concurrency limit.
-    pub fn concurrency(mut self, concurrency: usize) -> Self {
-        self.concurrency = concurrency.max(1);
-        self
-    }
-
-    /// Sets the task root.
-    pub fn task_root(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.task_root = dir.into();
-        self
-    }
-
-    /// The function's ARN.
-    pub fn arn(&self) -> String {
-        function_arn(&self.name)
-    }
-}
-
-/// `arn:aws:lambda:us-east-1:000000000000:function:{name}`.
-pub fn function_arn(name: &str) -> String {
-    format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}")
-}
-
-/// How an invocation came in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InvocationType {
-    /// Asynchronous: accepted with 202, retried on error.
-    Event,
-    /// Synchronous: the caller waits for the answer.
-    RequestResponse,
-}
-
-/// One attempt of one invocation, once answered (or timed out).
-#[derive(Clone, Debug)]
-pub struct Attempt {
-    /// Which `Invoke` call this belongs to (1, 2, … per function).
-    pub invoke: u64,
-    /// 0 for the first attempt, 1 and 2 for the retries.
-    pub attempt: u32,
-    /// How it was invoked.
-    pub invocation_type: InvocationType,
-    /// Whether the control plane had to start a new process for it (all were busy).
-    pub cold_start: bool,
-    /// The answer.
-    pub answer: Answer,
-}
-
-/// What happened to one function so far.
-#[derive(Clone, Debug, Default)]
-pub struct FunctionStats {
-    /// `Invoke` calls received.
-    pub invokes: u64,
-    /// Processes started (cold starts).
-    pub processes_started: usize,
-    /// Most processes alive at once.
-    pub peak_processes: usize,
-    /// Processes alive now.
-    pub processes: usize,
-    /// Invocations handed out and not answered yet, plus those waiting for a process.
-    pub outstanding: usize,
-    /// Every answered attempt, in the order answered.
-    pub attempts: Vec<Attempt>,
-}
-
-struct Function {
-    spec: FunctionSpec,
-    arn: String,
-    api: RuntimeApi,
-    invokes: AtomicU64,
-    state: Mutex<FunctionState>,
-}
-
-#[derive(Default)]
-struct FunctionState {
-    processes: Vec<Bootstrap>,
-    started: usize,
-    peak: usize,
-    attempts: Vec<Attempt>,
-}
-
-impl Function {
-    /// Reaps exited processes and starts new ones while invocations outnumber them, up to
-    /// the concurrency limit. Returns whether it started one.
-    fn scale(&self) -> bool {
-        self.scale_locked(&mut self.state.lock().unwrap())
-    }
-
-    fn scale_locked(&self, st: &mut FunctionState) -> bool {
-        st.processes.retain_mut(|p| match p.exited() {
-            Some(code) => {
-                tracing::info!(function = %self.spec.name, pid = p.pid(), ?code, "process exited");
-                false
-            }
-            None => true,
-        });
-        let wanted = (self.api.in_flight() + self.api.queued()).min(self.spec.concurrency);
-        let mut started = false;
-        while st.processes.len() < wanted {
-            let env: Vec<(&str, &str)> = self
-                .spec
-                .env
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            match Bootstrap::start(
-                &self.spec.binary,
-                &self.api.address(),
-                &self.spec.name,
-                &self.spec.task_root,
-                &env,
-            ) {
-                Ok(p) => {
-                    tracing::info!(function = %self.spec.name, pid = p.pid(), "cold start: process started");
-                    st.processes.push(p);
-                    st.started += 1;
-                    started = true;
-                }
-                Err(e) => {
-                    tracing::error!(
-                        function = %self.spec.name,
-                        binary = %self.spec.binary.display(),
-                        error = %e,
-                        "cannot start the bootstrap"
-                    );
-                    break;
-                }
-            }
-        }
-        st.peak = st.peak.max(st.processes.len());
-        started
-    }
-
-    /// Runs one invocation, with Lambda's retries when it is an `Event`.
-    async fn run(
-        self: Arc<Self>,
-        payload: Bytes,
-        invocation_type: InvocationType,
-        retry_delays: Vec<Duration>,
-    ) -> Answer {
-        let invoke = self.invokes.fetch_add(1, Ordering::Relaxed) + 1;
-        let attempts = match invocation_type {
-            InvocationType::Event => retry_delays.len() + 1,
-            InvocationType::RequestResponse => 1,
-        };
-        let mut attempt = 0;
-        loop {
-            // Queued and scaled under one lock, so the background scaler cannot start the
-            // process this invocation needs in between.
-            let (pending, cold_start) = {
-                let mut st = self.state.lock().unwrap();
-                let pending = self.api.submit(&payload, self.spec.timeout);
-                (pending, self.scale_locked(&mut st))
-            };
-            let request_id = pending.request_id().to_owned();
-            tracing::info!(function = %self.spec.name, invoke, attempt, %request_id, cold_start, "invocation");
-            let started = Instant::now();
-            let answer = pending.answer().await;
-            let took = started.elapsed().as_secs_f64();
-            self.state.lock().unwrap().attempts.push(Attempt {
-                invoke,
-                attempt: attempt as u32,
-                invocation_type,
-                cold_start,
-                answer: answer.clone(),
-            });
-            let failure = match &answer.outcome {
-                Outcome::Response(_) => {
-                    tracing::info!(function = %self.spec.name, invoke, %request_id, took, slack = answer.slack(), "answered");
-                    return answer;
-                }
-                Outcome::Error {
-                    error_type,
-                    error_message,
-                } => format!("{error_type}: {error_message}"),
-                Outcome::NoAnswer => self.timed_out(),
-            };
-            attempt += 1;
-            if attempt >= attempts {
-                tracing::error!(function = %self.spec.name, invoke, %request_id, error = %failure, attempts, "invocation failed; no retries left");
-                return answer;
-            }
-            let delay = retry_delays[attempt - 1];
-            tracing::warn!(function = %self.spec.name, invoke, %request_id, error = %failure, retry_in = ?delay, "invocation failed; retrying");
-            tokio::time::sleep(delay).await;
-        }
-    }
-
-    /// Lambda's message for an invocation not answered by its deadline.
-    fn timed_out(&self) -> String {
-        format!(
-            "Task timed out after {:.2} seconds",
-            self.spec.timeout.as_secs_f64()
-        )
-    }
-
-    fn stats(&self) -> FunctionStats {
-        let st = self.state.lock().unwrap();
-        FunctionStats {
-            invokes: self.invokes.load(Ordering::Relaxed),
-            processes_started: st.started,
-            peak_processes: st.peak,
-            processes: st.processes.len(),
-            outstanding: self.api.in_flight() + self.api.queued(),
-            attempts: st.attempts.clone(),
-        }
-    }
-
-    fn configuration(&self) -> serde_json::Value {
-        serde_json::json!({
-            "Configuration": {
-                "FunctionName": self.spec.name,
-                "FunctionArn": self.arn,
-                "Runtime": "provided.al2023",
-                "Role": format!("arn:aws:iam::{ACCOUNT}:role/lambda-local"),
-                "Handler": "bootstrap",
-                "Timeout": self.spec.timeout.as_secs(),
-                "MemorySize": 512,
-                "Version": "$LATEST",
-                "State": "Active",
-                "LastUpdateStatus": "Successful",
-                "PackageType": "Zip",
-                "Architectures": [std::env::consts::ARCH.replace("aarch64", "arm64")],
-            },
-            "Code": { "RepositoryType": "S3", "Location": "" }
-        })
-    }
-}
 
 struct Shared {
     functions: Vec<Arc<Function>>,
@@ -470,120 +204,6 @@ impl Drop for ControlPlane {
     }
 }
 
-fn aws_error(status: StatusCode, error_type: &str, message: &str) -> Response<Body> {
-    let mut r = reply(
-        status,
-        serde_json::json!({ "Type": "User", "message": message }).to_string(),
-    );
-    r.headers_mut()
-        .insert("x-amzn-ErrorType", error_type.parse().unwrap());
-    r
-}
-
-fn xml(status: StatusCode, body: String) -> Response<Body> {
-    let mut r = reply(status, body);
-    r.headers_mut()
-        .insert("Content-Type", "text/xml".parse().unwrap());
-    r
-}
-
-/// Decodes `application/x-www-form-urlencoded` and percent-encoded path segments.
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn form_value(form: &str, key: &str) -> Option<String> {
-    form.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (percent_decode(k) == key).then(|| percent_decode(v))
-    })
-}
-
-fn assume_role(shared: &Shared, form: &str, n: u64) -> Response<Body> {
-    let role = form_value(form, "RoleArn").unwrap_or_default();
-    let session = form_value(form, "RoleSessionName").unwrap_or_else(|| "session".into());
-    let denied = |why: &str| {
-        // Expected once per version: the server checks that a request without the external
-        // id is refused, i.e. that the trust policy enforces it.
-        tracing::debug!(%role, why, "AssumeRole denied");
-        xml(
-            StatusCode::FORBIDDEN,
-            format!(
-                "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error>\
-                 <Type>Sender</Type><Code>AccessDenied</Code><Message>User is not authorized \
-                 to perform: sts:AssumeRole on resource: {role} ({why})</Message></Error>\
-                 <RequestId>local-{n}</RequestId></ErrorResponse>"
-            ),
-        )
-    };
-    match (form_value(form, "ExternalId"), &shared.external_id) {
-        (None, _) => return denied("the trust policy requires sts:ExternalId"),
-        (Some(got), Some(want)) if &got != want => return denied("wrong sts:ExternalId"),
-        _ => {}
-    }
-    let role_name = role.rsplit('/').next().unwrap_or("role");
-    let expiration = (std::time::SystemTime::now() + Duration::from_secs(3600))
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    xml(
-        StatusCode::OK,
-        format!(
-            "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
-             <AssumeRoleResult><Credentials><AccessKeyId>ASIALOCAL{n:011}</AccessKeyId>\
-             <SecretAccessKey>local-secret</SecretAccessKey><SessionToken>local-token-{n}\
-             </SessionToken><Expiration>{}</Expiration></Credentials><AssumedRoleUser>\
-             <AssumedRoleId>AROALOCAL:{session}</AssumedRoleId><Arn>arn:aws:sts::{ACCOUNT}:\
-             assumed-role/{role_name}/{session}</Arn></AssumedRoleUser></AssumeRoleResult>\
-             <ResponseMetadata><RequestId>local-{n}</RequestId></ResponseMetadata>\
-             </AssumeRoleResponse>",
-            rfc3339(expiration)
-        ),
-    )
-}
-
-/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
-fn rfc3339(secs: u64) -> String {
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let n = shared.requests.fetch_add(1, Ordering::Relaxed);
     let method = req.method().clone();
@@ -693,7 +313,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{aws::rfc3339, *};
 
     #[test]
     fn decodes_forms_and_paths() {
@@ -752,7 +372,7 @@ while True:
 "#;
 
     /// The script, runnable with `env_clear` (an absolute interpreter path in its shebang).
-    fn py_bootstrap(dir: &std::path::Path) -> PathBuf {
+    fn py_bootstrap(dir: &std::path::Path) -> std::path::PathBuf {
         let out = std::process::Command::new("python3")
             .args(["-c", "import sys; print(sys.executable)"])
             .output()
