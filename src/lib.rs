@@ -30,15 +30,20 @@
 //! }
 //! ```
 //!
-//! # Composing the stack yourself
+//! # Adding layers of your own
 //!
-//! Every lifecycle rule is a `tower::Layer` over [`Invocation`]; put your own anywhere.
-//! This is the stack [`run_worker`] uses, plus the API key from a secret file
-//! ([`ApiKeySecretLayer`]) and a rule of our own written as an [`InvocationStep`]
-//! (`examples/custom_layer.rs` resolves the key from AWS Secrets Manager instead):
+//! Every lifecycle rule is a `tower::Layer` over [`Invocation`]. Auth and secrets layers
+//! go where connection settings are final, right after config loading:
+//! [`default_stack_with_connection_layer`] puts yours there without restating the stack.
+//! Here, the API key from a secret file ([`ApiKeySecretLayer`]) and a rule of our own
+//! written as an [`InvocationStep`] (`examples/custom_layer.rs` resolves the key from AWS
+//! Secrets Manager instead). A concern around everything (metrics, tracing) wraps
+//! [`default_stack`] itself. A hand-built `ServiceBuilder` stack of the [`layers`] over a
+//! [`WorkerService`] works too; built in another order, it fails its first invocation
+//! with `TemporalLambdaWorker.LayerOrder`, naming the two layers.
 //!
 //! ```no_run
-//! use temporal_lambda_worker::{*, backend::TemporalBackend, layers::*};
+//! use temporal_lambda_worker::{*, layers::*};
 //! use tower::ServiceBuilder;
 //!
 //! /// Our own rule: never start a worker against another namespace.
@@ -62,18 +67,10 @@
 //! #[tokio::main(flavor = "current_thread")]
 //! async fn main() -> Result<(), BoxError> {
 //!     let version = WorkerDeploymentVersion::builder().deployment_name("my-app").build_id("build-1").build();
-//!     let stack = ServiceBuilder::new()
-//!         .layer(LoadConfigLayer::new())
+//!     let ours = ServiceBuilder::new()
 //!         .layer(ApiKeySecretLayer::from_file()) // TEMPORAL_API_KEY_FILE
-//!         .layer(StepLayer::from_step(OnlyNamespace("production")))
-//!         .layer(LambdaDefaultsLayer::new())
-//!         .layer(ConfigureLayer::new(configure))
-//!         .layer(DisableEagerActivitiesLayer::new())
-//!         .layer(WorkerVersioningLayer::new(version))
-//!         .layer(WorkerIdentityLayer::new())
-//!         .layer(DeadlineWatchdogLayer::new())
-//!         .service(WorkerService::new(TemporalBackend::new()));
-//!     serve(stack).await
+//!         .layer(StepLayer::from_step(OnlyNamespace("production")));
+//!     serve(default_stack_with_connection_layer(version, configure, ours)).await
 //! }
 //! ```
 //!
@@ -113,9 +110,20 @@ pub mod layers {
         ApiKeySecret, ApiKeySecretLayer, ConfigureLayer, ConfigureService, DeadlineWatchdog,
         DeadlineWatchdogLayer, DisableEagerActivities, DisableEagerActivitiesLayer, InvocationStep,
         LambdaDefaults, LambdaDefaultsLayer, LoadConfig, LoadConfigLayer, NoSecretResolver,
-        SecretResolver, Step, StepFuture, StepLayer, WorkerIdentity, WorkerIdentityLayer,
-        WorkerVersioning, WorkerVersioningLayer, deadline::WatchdogFuture,
+        SecretResolver, Step, StepLayer, WorkerIdentity, WorkerIdentityLayer, WorkerVersioning,
+        WorkerVersioningLayer,
     };
+
+    /// [`StepLayer`]'s service [`Step`] and its [`ResponseFuture`](step::ResponseFuture).
+    pub mod step {
+        pub use temporal_lambda_worker_layers::step::ResponseFuture;
+    }
+
+    /// [`DeadlineWatchdogLayer`]'s service [`DeadlineWatchdog`] and its
+    /// [`ResponseFuture`](deadline::ResponseFuture).
+    pub mod deadline {
+        pub use temporal_lambda_worker_layers::deadline::ResponseFuture;
+    }
 }
 
 /// The seam between the stack and Temporal: the [`WorkerBackend`]

@@ -164,7 +164,7 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = WatchdogFuture<S::Future>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -172,18 +172,18 @@ where
 
     fn call(&mut self, mut inv: Invocation) -> Self::Future {
         if let Err(error) = inv.enter(crate::invocation::Stage::Enforce, "DeadlineWatchdogLayer") {
-            return WatchdogFuture::Failed { error: Some(error) };
+            return ResponseFuture::Failed { error: Some(error) };
         }
         let Some(remaining) = remaining_time(&inv.context) else {
             inv.schedule = None;
-            return WatchdogFuture::Unbounded {
+            return ResponseFuture::Unbounded {
                 future: self.inner.call(inv),
             };
         };
         let buffer = inv.config.effective_shutdown_deadline_buffer();
         let work = remaining.saturating_sub(buffer);
         if work <= MIN_WORK_TIME {
-            return WatchdogFuture::Failed {
+            return ResponseFuture::Failed {
                 error: Some(LambdaWorkerError::TimeoutTooShort { remaining, buffer }),
             };
         }
@@ -204,7 +204,7 @@ where
             inv.config.graceful_shutdown_timeout(),
         );
         inv.schedule = Some(schedule);
-        WatchdogFuture::Bounded {
+        ResponseFuture::Bounded {
             future: tokio::time::timeout_at(schedule.answer_by, self.inner.call(inv)),
         }
     }
@@ -213,7 +213,7 @@ where
 /// Response future of [`DeadlineWatchdog`].
 #[pin_project(project = WatchdogProj)]
 #[derive(Debug)]
-pub enum WatchdogFuture<F> {
+pub enum ResponseFuture<F> {
     /// No deadline: the inner future as is.
     Unbounded {
         /// The inner future.
@@ -233,7 +233,7 @@ pub enum WatchdogFuture<F> {
     },
 }
 
-impl<F, R, E> Future for WatchdogFuture<F>
+impl<F, R, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<R, E>>,
     E: Into<BoxError>,
@@ -252,7 +252,7 @@ where
             },
             WatchdogProj::Failed { error } => Poll::Ready(Err(error
                 .take()
-                .expect("WatchdogFuture polled after completion")
+                .expect("ResponseFuture polled after completion")
                 .into())),
         }
     }

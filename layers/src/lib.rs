@@ -45,7 +45,7 @@ pub use invocation::{Invocation, ShutdownSchedule, StopSignal, StopTrigger};
 pub use lambda_defaults::{LambdaDefaults, LambdaDefaultsLayer};
 pub use load_config::{IDLE_SHUTDOWN_VAR, LoadConfig, LoadConfigLayer};
 pub use secrets::{ApiKeySecret, ApiKeySecretLayer, NoSecretResolver, SecretResolver};
-pub use step::{InvocationStep, Step, StepFuture, StepLayer};
+pub use step::{InvocationStep, Step, StepLayer};
 pub use temporalio_common::telemetry::metrics::CoreMeter;
 pub use temporalio_common::worker::{VersioningBehavior, WorkerDeploymentVersion};
 pub use versioning::{WorkerVersioning, WorkerVersioningLayer};

@@ -88,7 +88,7 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = StepFuture<S::Future>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -100,18 +100,18 @@ where
             None => Ok(()),
         };
         match entered.and_then(|()| self.step.apply(&mut invocation)) {
-            Ok(()) => StepFuture::Inner {
+            Ok(()) => ResponseFuture::Inner {
                 future: self.inner.call(invocation),
             },
-            Err(error) => StepFuture::Failed { error: Some(error) },
+            Err(error) => ResponseFuture::Failed { error: Some(error) },
         }
     }
 }
 
 /// Response future of [`Step`].
-#[pin_project(project = StepFutureProj)]
+#[pin_project(project = ResponseFutureProj)]
 #[derive(Debug)]
-pub enum StepFuture<F> {
+pub enum ResponseFuture<F> {
     /// The step passed; waiting on the inner service.
     Inner {
         /// The inner service's future.
@@ -125,7 +125,7 @@ pub enum StepFuture<F> {
     },
 }
 
-impl<F, R, E> Future for StepFuture<F>
+impl<F, R, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<R, E>>,
     E: Into<BoxError>,
@@ -134,10 +134,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            StepFutureProj::Inner { future } => future.poll(cx).map_err(Into::into),
-            StepFutureProj::Failed { error } => Poll::Ready(Err(error
+            ResponseFutureProj::Inner { future } => future.poll(cx).map_err(Into::into),
+            ResponseFutureProj::Failed { error } => Poll::Ready(Err(error
                 .take()
-                .expect("StepFuture polled after completion")
+                .expect("ResponseFuture polled after completion")
                 .into())),
         }
     }
