@@ -17,10 +17,8 @@ use temporal_lambda_worker::{BoxError, LambdaWorkerConfig, VersioningBehavior, o
 use tracing_subscriber::{layer::SubscriberExt as _, util::SubscriberInitExt as _};
 
 fn configure(config: &mut LambdaWorkerConfig) -> Result<(), BoxError> {
-    // Under `otel::run_worker` (below) the OtelLayer has applied everything already and
-    // this does nothing; in a stack of your own without the layer, it adds the SDK's
-    // metrics and spans and a flush after each invocation (but no invocation span).
-    otel::apply_defaults(config, otel::OtelOptions::new())?;
+    // Metrics, spans and the flush come from the OtelLayer `otel::run_worker` puts around
+    // the stack: nothing to do for them here.
     if config.worker.task_queue.is_empty() {
         config.worker.task_queue = "hello-task-queue".into();
     }
@@ -31,7 +29,7 @@ fn configure(config: &mut LambdaWorkerConfig) -> Result<(), BoxError> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), BoxError> {
-    // Made once per process; `otel::run_worker` below gets this same one back.
+    // The process's exporters, made once, from the only options given anywhere.
     let telemetry = otel::Telemetry::init(otel::OtelOptions::new())?;
     tracing_subscriber::registry()
         // Lambda-correct logs (AWS_LAMBDA_LOG_FORMAT / AWS_LAMBDA_LOG_LEVEL, no colour in
@@ -41,5 +39,5 @@ async fn main() -> Result<(), BoxError> {
         .with(telemetry.tracing_layer())
         .init();
     let version = hello_workflows::version_from_env();
-    otel::run_worker(version, configure, otel::OtelOptions::new()).await
+    otel::run_worker(version, configure, telemetry).await
 }

@@ -3,7 +3,7 @@
 //! inner service is done (modelled on `lambda_runtime`'s OpenTelemetry layer).
 
 use std::{
-    sync::{Arc, atomic::Ordering},
+    sync::Arc,
     task::{Context as TaskContext, Poll},
 };
 
@@ -15,7 +15,7 @@ use opentelemetry::{
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
-use super::{Telemetry, apply_metrics, apply_tracing, invocation_slot};
+use super::{Telemetry, apply_metrics, apply_tracing};
 use crate::{
     BoxError, Environment, Invocation, ProcessEnvironment, lambda::diagnostic,
     rules::deadline::teardown_deadline,
@@ -96,12 +96,8 @@ where
 
     fn call(&mut self, mut inv: Invocation) -> Self::Future {
         let telemetry = self.layer.telemetry.clone();
-        let inner = &telemetry.inner;
-        let cold = inner.cold.swap(false, Ordering::Relaxed);
-        let name = inner
-            .function_name
-            .clone()
-            .unwrap_or_else(|| inner.options.service_name.clone());
+        let cold = telemetry.take_cold();
+        let name = telemetry.span_name();
         let mut attributes = vec![
             KeyValue::new("faas.invocation_id", inv.context.request_id.clone()),
             KeyValue::new("faas.coldstart", cold),
@@ -116,7 +112,7 @@ where
             ));
         }
         let parent = lambda_parent(&inv.context, &*self.layer.env);
-        let tracer = inner.tracer.inner();
+        let tracer = telemetry.tracer().inner();
         let span = SpanBuilder::from_name(name)
             .with_kind(SpanKind::Server)
             .with_attributes(attributes)
@@ -158,7 +154,8 @@ struct CurrentInvocation(Telemetry);
 
 impl CurrentInvocation {
     fn set(telemetry: &Telemetry, cx: Context) -> Self {
-        *invocation_slot(telemetry)
+        *telemetry
+            .invocation_slot()
             .write()
             .unwrap_or_else(|p| p.into_inner()) = Some(cx);
         Self(telemetry.clone())
@@ -167,7 +164,9 @@ impl CurrentInvocation {
 
 impl Drop for CurrentInvocation {
     fn drop(&mut self) {
-        *invocation_slot(&self.0)
+        *self
+            .0
+            .invocation_slot()
             .write()
             .unwrap_or_else(|p| p.into_inner()) = None;
     }

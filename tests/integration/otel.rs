@@ -74,8 +74,7 @@ async fn spans_and_worker_metrics_reach_the_collector_before_the_answer() {
             .unwrap_or_else(|| panic!("no {name} in the invocation's trace: {spans:#?}"))
     };
     let workflow = in_trace("RunWorkflow:HelloWorkflow");
-    // The example's configure calls apply_defaults under the OtelLayer: it must not add
-    // the SDK's interceptors a second time.
+    // The SDK's interceptors are added once per invocation (by the OtelLayer), not twice.
     let runs = spans
         .iter()
         .filter(|s| s.name == workflow.name && s.trace_id == invocation.trace_id)
