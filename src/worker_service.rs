@@ -759,11 +759,7 @@ mod tests {
     mod tls_rule {
         //! An API key turns TLS on wherever it was set, unless TLS was explicitly disabled.
         use super::*;
-        use crate::{
-            ApiKeySecretLayer, DeadlineWatchdogLayer, DisableEagerActivitiesLayer, InvocationStep,
-            LambdaDefaultsLayer, LoadConfigLayer, NoSecretResolver, StepLayer, WorkerIdentityLayer,
-            WorkerVersioningLayer,
-        };
+        use crate::{ApiKeySecretLayer, InvocationStep, NoSecretResolver, StepLayer};
         use tower::ServiceBuilder;
 
         struct Dir(std::path::PathBuf);
@@ -820,20 +816,16 @@ mod tests {
             secret_layer: bool,
         ) -> SeenConnection {
             let fake = Fake::new(Behaviour::DrainsOnShutdown);
-            let svc = ServiceBuilder::new()
-                .layer(LoadConfigLayer::with_environment(env.clone()))
-                .option_layer(
-                    secret_layer
-                        .then(|| ApiKeySecretLayer::with_environment(NoSecretResolver, env)),
-                )
-                .option_layer(key_layer)
-                .layer(LambdaDefaultsLayer::new())
-                .layer(crate::ConfigureLayer::new(configure))
-                .layer(DisableEagerActivitiesLayer::new())
-                .layer(WorkerVersioningLayer::new(version()))
-                .layer(WorkerIdentityLayer::new())
-                .layer(DeadlineWatchdogLayer::new())
-                .service(WorkerService::new(fake.clone()));
+            // The user's layers where the insertion point puts them: right after config
+            // loading.
+            let theirs =
+                ServiceBuilder::new()
+                    .option_layer(secret_layer.then(|| {
+                        ApiKeySecretLayer::with_environment(NoSecretResolver, env.clone())
+                    }))
+                    .option_layer(key_layer);
+            let svc =
+                crate::stack_with_connection_layer(version(), configure, fake.clone(), env, theirs);
             svc.oneshot(invocation(Duration::from_secs(30)))
                 .await
                 .unwrap();
