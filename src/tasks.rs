@@ -1,7 +1,8 @@
 //! What one poll session's worker is doing, seen through the SDK's own interceptors:
 //! every workflow activation and every activity execution begins and ends here. It feeds
 //! the invocation's summary line (tasks completed and failed, idle time) and the idle
-//! exit (no task in flight for a while).
+//! exit (no task in flight for a while); with `LambdaWorkerConfig::longest_activity` set,
+//! it also hands back activity tasks that could not finish before the drain ends.
 
 use std::{
     collections::HashSet,
@@ -10,8 +11,12 @@ use std::{
 };
 
 use futures_util::future::BoxFuture;
-use temporalio_common::protos::coresdk::{
-    workflow_activation::WorkflowActivation, workflow_completion::WorkflowActivationCompletion,
+use temporalio_common::{
+    ActivityError,
+    error::{ApplicationErrorCategory, ApplicationFailure},
+    protos::coresdk::{
+        workflow_activation::WorkflowActivation, workflow_completion::WorkflowActivationCompletion,
+    },
 };
 use temporalio_sdk::{
     WorkerOptions,
@@ -33,7 +38,25 @@ pub struct TaskCounts {
     pub activity_completed: u64,
     /// Activities that failed (or were cancelled).
     pub activity_failed: u64,
+    /// Activity tasks handed back unstarted because they could not finish before the
+    /// drain ends (`LambdaWorkerConfig::longest_activity`).
+    pub activity_deferred: u64,
 }
+
+/// When an activity may still start: one that could not finish by `finish_by` is handed
+/// back, to be retried after `polls_end` (when this worker no longer polls for it).
+#[derive(Clone, Copy, Debug)]
+struct Admission {
+    longest: Duration,
+    finish_by: Instant,
+    polls_end: Instant,
+}
+
+/// The type of the failure an activity handed back is failed with.
+pub(crate) const DEFERRED_ERROR_TYPE: &str = "TemporalLambdaWorker.ActivityDeferred";
+/// How long after this worker stopped polling a handed-back activity becomes available
+/// again.
+const RETRY_MARGIN: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 struct State {
@@ -44,6 +67,7 @@ struct State {
     /// Idle time before `idle_since`.
     idle_before: Duration,
     counts: TaskCounts,
+    admission: Option<Admission>,
 }
 
 /// The activity of one session's worker. Cheap to clone; the backend registers its
@@ -63,6 +87,7 @@ impl Default for TaskActivity {
                 idle_since: Some(Instant::now()),
                 idle_before: Duration::ZERO,
                 counts: TaskCounts::default(),
+                admission: None,
             })),
             changed: Arc::new(Notify::new()),
         }
@@ -119,6 +144,29 @@ impl TaskActivity {
         }
         drop(s);
         self.changed.notify_waiters();
+    }
+
+    /// From now on, hand back every activity task that could not run for `longest`
+    /// before `finish_by` (the end of the drain), to be retried after `polls_end` (the
+    /// shutdown moment, when this worker stops polling).
+    pub fn admit_activities(&self, longest: Duration, finish_by: Instant, polls_end: Instant) {
+        self.lock().admission = Some(Admission {
+            longest,
+            finish_by,
+            polls_end,
+        });
+    }
+
+    /// `Some(retry delay)` when an activity starting now must be handed back (counted).
+    fn defer_now(&self) -> Option<Duration> {
+        let mut s = self.lock();
+        let a = s.admission?;
+        let now = Instant::now();
+        if now + a.longest <= a.finish_by {
+            return None;
+        }
+        s.counts.activity_deferred += 1;
+        Some(a.polls_end.saturating_duration_since(now) + RETRY_MARGIN)
     }
 
     /// The counts so far.
@@ -188,6 +236,10 @@ impl ActivityInboundInterceptor for ActivityWatch {
         input: ExecuteActivityInput,
         next: Next<'a, ExecuteActivityInput, BoxFuture<'a, ExecuteActivityResult>>,
     ) -> BoxFuture<'a, ExecuteActivityResult> {
+        if let Some(retry_in) = self.0.defer_now() {
+            drop((input, next));
+            return Box::pin(async move { Err(deferred(retry_in)) });
+        }
         self.0.begin();
         let run = next.run(input);
         Box::pin(async move {
@@ -204,6 +256,24 @@ impl ActivityInboundInterceptor for ActivityWatch {
             result
         })
     }
+}
+
+/// The benign, retryable failure that hands an activity task back, retried after
+/// `retry_in`.
+fn deferred(retry_in: Duration) -> ActivityError {
+    ActivityError::application(
+        ApplicationFailure::builder(format!(
+            "not started: it could run longer than the time left before this Lambda \
+             invocation's drain ends (LambdaWorkerConfig::longest_activity / \
+             TEMPORAL_LONGEST_ACTIVITY_SECS); handed back to run in the next invocation, in \
+             {:.1}s",
+            retry_in.as_secs_f64()
+        ))
+        .type_name(DEFERRED_ERROR_TYPE.to_owned())
+        .next_retry_delay(retry_in)
+        .category(ApplicationErrorCategory::Benign)
+        .build(),
+    )
 }
 
 #[cfg(test)]
@@ -228,7 +298,8 @@ mod tests {
                 workflow_completed: 1,
                 workflow_failed: 0,
                 activity_completed: 0,
-                activity_failed: 1
+                activity_failed: 1,
+                activity_deferred: 0
             }
         );
     }
@@ -249,5 +320,39 @@ mod tests {
         // Busy from 1 s to 6 s, then 2 s quiet.
         assert_eq!(start.elapsed(), Duration::from_secs(8));
         work.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_activity_is_handed_back_only_when_it_could_not_finish_in_time() {
+        let tasks = TaskActivity::default();
+        // No admission set (the default): every activity runs.
+        assert_eq!(tasks.defer_now(), None);
+        let now = Instant::now();
+        tasks.admit_activities(
+            Duration::from_secs(5),
+            now + Duration::from_secs(10),
+            now + Duration::from_secs(3),
+        );
+        assert_eq!(tasks.defer_now(), None);
+        assert_eq!(tasks.counts().activity_deferred, 0);
+        tasks.admit_activities(
+            Duration::from_secs(20),
+            now + Duration::from_secs(10),
+            now + Duration::from_secs(3),
+        );
+        // Retried once this worker stopped polling (at 3 s), plus the margin.
+        let retry_in = tasks.defer_now().unwrap();
+        assert!(
+            retry_in > Duration::from_millis(3900) && retry_in <= Duration::from_secs(4),
+            "{retry_in:?}"
+        );
+        assert_eq!(tasks.counts().activity_deferred, 1);
+        let ActivityError::Application(failure) = deferred(retry_in) else {
+            panic!("not an application failure")
+        };
+        assert_eq!(failure.next_retry_delay(), Some(retry_in));
+        assert!(!failure.is_non_retryable());
+        assert_eq!(failure.type_name(), Some(DEFERRED_ERROR_TYPE));
+        assert_eq!(failure.category(), ApplicationErrorCategory::Benign);
     }
 }

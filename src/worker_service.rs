@@ -163,6 +163,12 @@ async fn run_session<B: WorkerBackend>(
     let mut config = std::mem::take(&mut inv.config);
     let idle_shutdown = config.idle_shutdown;
     let tasks = TaskActivity::default();
+    if let (Some(longest), Some(s)) = (config.longest_activity, inv.schedule) {
+        // Activities are cancelled once the graceful timeout has run from the shutdown
+        // moment: one that cannot end by then is handed back instead of started.
+        let finish_by = (s.shutdown_at + graceful_shutdown_timeout).min(s.drain_by);
+        tasks.admit_activities(longest, finish_by, s.shutdown_at);
+    }
     tasks.watch(&mut config.worker);
     let session = SessionConfig {
         connection: config.connection,
@@ -279,6 +285,7 @@ async fn run_session<B: WorkerBackend>(
         workflow_tasks_failed = counts.workflow_failed,
         activity_tasks_completed = counts.activity_completed,
         activity_tasks_failed = counts.activity_failed,
+        activity_tasks_deferred = counts.activity_deferred,
         first_poll_ms = ms(started.saturating_duration_since(inv.received_at)),
         polled_ms = ms(polled_until - started),
         idle_ms = ms(tasks.idle().min(ended - started)),

@@ -45,6 +45,17 @@ pub struct LambdaWorkerConfig {
     /// extends past `deadline − buffer`. From `TEMPORAL_IDLE_SHUTDOWN_SECS` (decimal
     /// seconds) when set; configure may change it.
     pub idle_shutdown: Option<Duration>,
+    /// The longest an activity of this worker is expected to run. When set, an activity
+    /// task that could not finish before the worker's drain ends (shutdown moment +
+    /// graceful shutdown timeout) is not run in this invocation: it is handed back (failed
+    /// retryably, with its next retry after this worker stopped polling, as a benign
+    /// `TemporalLambdaWorker.ActivityDeferred` failure) so the next invocation runs it,
+    /// instead of being cancelled at the end of the drain and retried only after its
+    /// timeout. Each hand-back uses one attempt of the activity's retry policy. Workflow
+    /// tasks are polled until the shutdown moment either way. `None` (the default): every
+    /// activity task is run. From `TEMPORAL_LONGEST_ACTIVITY_SECS` (decimal seconds) when
+    /// set; configure may change it.
+    pub longest_activity: Option<Duration>,
     /// The versioning behaviour given to workflows of this worker: `Pinned` (the
     /// default) or `AutoUpgrade`. The Rust SDK has no per-workflow behaviour, so this is
     /// the worker-wide default; `Unspecified` is rejected.
@@ -83,6 +94,7 @@ impl Default for LambdaWorkerConfig {
                 .build(),
             shutdown_deadline_buffer: None,
             idle_shutdown: None,
+            longest_activity: None,
             versioning_behavior: VersioningBehavior::Pinned,
             config_file: None,
             tls_disabled: false,
@@ -220,6 +232,7 @@ impl fmt::Debug for LambdaWorkerConfig {
                 &self.effective_shutdown_deadline_buffer(),
             )
             .field("idle_shutdown", &self.idle_shutdown)
+            .field("longest_activity", &self.longest_activity)
             .field("versioning_behavior", &self.versioning_behavior)
             .field("metrics", &set(self.metrics.is_some()))
             .field("shutdown_hooks", &self.shutdown_hooks.len())

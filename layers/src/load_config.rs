@@ -32,6 +32,9 @@ use crate::{
 
 /// The variable that turns on the idle exit: decimal seconds with no task in flight.
 pub const IDLE_SHUTDOWN_VAR: &str = "TEMPORAL_IDLE_SHUTDOWN_SECS";
+/// The variable giving the longest an activity is expected to run (decimal seconds), for
+/// deadline-aware activity admission (`LambdaWorkerConfig::longest_activity`).
+pub const LONGEST_ACTIVITY_VAR: &str = "TEMPORAL_LONGEST_ACTIVITY_SECS";
 
 /// The file name looked for in `$LAMBDA_TASK_ROOT` and the working directory.
 pub const CONFIG_FILE_NAME: &str = "temporal.toml";
@@ -132,6 +135,33 @@ impl std::fmt::Debug for LoadConfig {
     }
 }
 
+impl LoadConfig {
+    /// A positive decimal number of seconds from `var`, if it is set; otherwise a
+    /// ConfigError naming the variable and saying what to do (`unset`).
+    fn seconds(
+        &self,
+        var: &str,
+        unset: &str,
+    ) -> Result<Option<std::time::Duration>, LambdaWorkerError> {
+        let Some(value) = self.env.var(var).filter(|v| !v.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let secs = value
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .ok_or_else(|| LambdaWorkerError::Config {
+                path: None,
+                message: format!(
+                    "{var} is {value:?}, not a positive number of seconds (for example 2 or \
+                     0.5); {unset}"
+                ),
+            })?;
+        Ok(Some(std::time::Duration::from_secs_f64(secs)))
+    }
+}
+
 impl InvocationStep for LoadConfig {
     fn stage(&self) -> Option<(crate::invocation::StagePublic, &'static str)> {
         Some((
@@ -157,24 +187,17 @@ impl InvocationStep for LoadConfig {
         inv.config.client = loaded.client;
         inv.config.config_file = loaded.file;
         inv.config.tls_disabled = loaded.tls_disabled;
-        if let Some(idle) = self
-            .env
-            .var(IDLE_SHUTDOWN_VAR)
-            .filter(|v| !v.trim().is_empty())
-        {
-            let secs = idle
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|s| s.is_finite() && *s > 0.0)
-                .ok_or_else(|| LambdaWorkerError::Config {
-                    path: None,
-                    message: format!(
-                        "{IDLE_SHUTDOWN_VAR} is {idle:?}, not a positive number of seconds \
-                         (for example 2 or 0.5); unset it to poll until the shutdown buffer"
-                    ),
-                })?;
-            inv.config.idle_shutdown = Some(std::time::Duration::from_secs_f64(secs));
+        if let Some(idle) = self.seconds(
+            IDLE_SHUTDOWN_VAR,
+            "unset it to poll until the shutdown buffer",
+        )? {
+            inv.config.idle_shutdown = Some(idle);
+        }
+        if let Some(longest) = self.seconds(
+            LONGEST_ACTIVITY_VAR,
+            "unset it to run every activity task the worker polls",
+        )? {
+            inv.config.longest_activity = Some(longest);
         }
         if let Some(queue) = self
             .env
@@ -425,6 +448,30 @@ mod tests {
         );
         assert!(
             text.contains("TEMPORAL_IDLE_SHUTDOWN_SECS is \"soon\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_longest_activity_comes_from_the_environment_and_a_bad_value_is_named() {
+        let inv = load(StaticEnvironment::new().with_var(LONGEST_ACTIVITY_VAR, "90")).unwrap();
+        assert_eq!(
+            inv.config.longest_activity,
+            Some(std::time::Duration::from_secs(90))
+        );
+        assert_eq!(
+            load(StaticEnvironment::new())
+                .unwrap()
+                .config
+                .longest_activity,
+            None
+        );
+        let (_, text) = config_error(
+            load(StaticEnvironment::new().with_var(LONGEST_ACTIVITY_VAR, "-1")).unwrap_err(),
+        );
+        assert!(
+            text.contains("TEMPORAL_LONGEST_ACTIVITY_SECS is \"-1\"")
+                && text.contains("run every activity task"),
             "{text}"
         );
     }

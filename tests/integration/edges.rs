@@ -348,3 +348,98 @@ async fn each_failure_is_logged_once_without_colour() {
     assert!(!text.contains("Diagnostic {"), "{text}");
     assert!(!text.contains('\u{1b}'), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_activity_that_could_not_finish_before_the_drain_ends_runs_in_the_next_invocation() {
+    let server = std::sync::Arc::new(
+        tokio::task::spawn_blocking(temporal_lambda_worker_testkit::DevServer::start)
+            .await
+            .unwrap(),
+    );
+    let api = RuntimeApi::start(ARN).await.unwrap();
+    let root = TempDir::new("admit");
+    let log = root.0.join("bootstrap.log");
+    let _bootstrap = Bootstrap::start_logging_to(
+        &crate::hello_binary(),
+        &api.address(),
+        "hello",
+        &root.0,
+        &[
+            ("TEMPORAL_ADDRESS", &server.address),
+            ("TEMPORAL_TASK_QUEUE", "tq-admit"),
+            ("HELLO_DEPLOYMENT_NAME", "dep-admit"),
+            ("TEMPORAL_LONGEST_ACTIVITY_SECS", "11"),
+            ("AWS_LAMBDA_LOG_FORMAT", "JSON"),
+        ],
+        &log,
+    )
+    .unwrap();
+    server
+        .register_version(&api, "dep-admit", "build-1")
+        .await
+        .unwrap();
+    // An 11 s activity, expected to take 11 s. The first invocation (11 s) polls for 4 s
+    // and its drain ends 5 s later: the activity, polled at once, would still be running
+    // then (cancelled at the end of the drain; this one ignores the cancellation, so the
+    // worker is abandoned and the invocation answers DrainTimeout).
+    let workflow = tokio::spawn({
+        let server = server.clone();
+        async move {
+            server
+                .execute_workflow("SlowHelloWorkflow", "tq-admit", "wf-admit", Some("11000"))
+                .await
+        }
+    });
+    let first = api.invoke(b"", Duration::from_secs(11)).await;
+    first.response();
+    // The next invocation (20 s: polls 13 s) has time for it, and for the workflow task
+    // after it while still polling.
+    let second = api.invoke(b"", Duration::from_secs(20)).await;
+    second.response();
+    let result = workflow.await.unwrap().unwrap();
+    assert!(result.contains("Hello after 11000 ms!"), "{result}");
+
+    let history = server
+        .cli_async(&[
+            "workflow",
+            "show",
+            "--workflow-id",
+            "wf-admit",
+            "-o",
+            "json",
+        ])
+        .await
+        .unwrap();
+    let history: serde_json::Value = serde_json::from_str(&history).unwrap();
+    let events = history["events"].as_array().unwrap();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["eventType"].as_str().unwrap_or_default())
+        .collect();
+    assert!(
+        !kinds.iter().any(|k| k.contains("TIMED_OUT")),
+        "a timeout in the history: {kinds:?}"
+    );
+    let started = events
+        .iter()
+        .find(|e| e["eventType"].as_str() == Some("EVENT_TYPE_ACTIVITY_TASK_STARTED"))
+        .unwrap_or_else(|| panic!("no activity started: {kinds:?}"));
+    let attempt = &started["activityTaskStartedEventAttributes"]["attempt"];
+    assert_eq!(attempt, 2, "the run of the second invocation: {started}");
+
+    let text = read(&log);
+    let summaries = json_lines(&text, "invocation summary");
+    let by_request = |id: &str| {
+        summaries
+            .iter()
+            .find(|s| s["fields"]["request_id"] == id)
+            .unwrap_or_else(|| panic!("no summary for {id}: {text}"))["fields"]
+            .clone()
+    };
+    let f = by_request(&first.request_id);
+    assert_eq!(f["activity_tasks_deferred"], 1, "{f}");
+    assert_eq!(f["activity_tasks_completed"], 0, "{f}");
+    let f = by_request(&second.request_id);
+    assert_eq!(f["activity_tasks_deferred"], 0, "{f}");
+    assert_eq!(f["activity_tasks_completed"], 1, "{f}");
+}
