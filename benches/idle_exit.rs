@@ -1,0 +1,249 @@
+//! Idle exit through the real serverless loop (issue 14): the dev server's Worker
+//! Controller invokes the `hello` function through the local control plane (as
+//! `scripts/hello.sh` runs it), for a sparse stream of workflows and for a burst, with
+//! `TEMPORAL_IDLE_SHUTDOWN_SECS` unset (off) and set. Prints, per run: billed seconds (the
+//! sum of invocation durations, hand-out → answer), invocations, cold starts, workflow
+//! start → close latency (median, p95, max) and workflows not completed. Asserts nothing.
+//!
+//! Run: `cargo bench --bench idle_exit` (the debug `hello`; build it first with
+//! `cargo build --workspace --examples`), or `TLW_BENCH_BOOTSTRAP=path`. Knobs:
+//! `TLW_BENCH_IDLE` (comma-separated settings to compare, `off` for unset; default
+//! `off,2`), `TLW_BENCH_TIMEOUT_SECS` (the function's timeout, 60), `TLW_BENCH_SPARSE`
+//! (workflows of the sparse stream, 12, one every `TLW_BENCH_SPARSE_EVERY_SECS`, 10),
+//! `TLW_BENCH_BURST` (workflows of the burst, 300), `TLW_BENCH_CONCURRENCY` (10).
+
+use std::{
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use temporal_lambda_worker_testkit::{DevServer, FunctionSpec, ServerlessLoop};
+
+const EXTERNAL_ID: &str = "bench-external-id";
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn bootstrap() -> PathBuf {
+    match std::env::var_os("TLW_BENCH_BOOTSTRAP") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
+            .join("debug/examples/hello"),
+    }
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC time (`2026-11-26T03:27:17.726731426Z`).
+fn epoch_secs(t: &str) -> Option<f64> {
+    let (date, time) = t.trim_end_matches('Z').split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let mut hms = time.split(':');
+    let (h, min, s) = (
+        hms.next()?.parse::<f64>().ok()?,
+        hms.next()?.parse::<f64>().ok()?,
+        hms.next()?.parse::<f64>().ok()?,
+    );
+    Some(days as f64 * 86_400.0 + h * 3600.0 + min * 60.0 + s)
+}
+
+struct Row {
+    idle: String,
+    scenario: &'static str,
+    billed: f64,
+    invocations: usize,
+    cold_starts: usize,
+    latencies: Vec<f64>,
+    lost: usize,
+}
+
+async fn start_workflows(server: &Arc<DevServer>, queue: &str, ids: Vec<String>) {
+    use futures::StreamExt;
+    futures::stream::iter(ids)
+        .for_each_concurrent(16, |id| {
+            let server = server.clone();
+            let queue = queue.to_owned();
+            async move {
+                if let Err(e) = server.start_hello(&queue, &id, "Idle").await {
+                    eprintln!("could not start {id}: {e}");
+                }
+            }
+        })
+        .await;
+}
+
+async fn run(idle: &str, scenario: &'static str, tag: usize) -> Row {
+    let timeout = Duration::from_secs(env_or("TLW_BENCH_TIMEOUT_SECS", 60));
+    let name = format!("idle{tag}");
+    let queue = format!("tq-{name}");
+    let deployment = format!("dep-{name}");
+    let root = std::env::temp_dir().join(format!("tlw-bench-idle-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&root).unwrap();
+    let mut spec = FunctionSpec::new(&name, bootstrap())
+        .env("TEMPORAL_TASK_QUEUE", &queue)
+        .env("HELLO_DEPLOYMENT_NAME", &deployment)
+        .env("AWS_LAMBDA_LOG_LEVEL", "WARN")
+        .timeout(timeout)
+        .concurrency(env_or("TLW_BENCH_CONCURRENCY", 10))
+        .task_root(&root);
+    if idle != "off" {
+        spec = spec.env("TEMPORAL_IDLE_SHUTDOWN_SECS", idle);
+    }
+    let ServerlessLoop { plane, server, .. } =
+        ServerlessLoop::start(spec, &deployment, "build-1", EXTERNAL_ID, &queue)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    let server = Arc::new(server);
+    // The version-creation invocation is not part of the run: wait for it to end.
+    let _ = plane
+        .wait_for(&name, timeout + Duration::from_secs(5), |s| {
+            s.attempts.len() as u64 >= s.invokes
+        })
+        .await;
+    let begin = SystemTime::now();
+    let before = plane.stats(&name).attempts.len();
+    let ids: Vec<String> = match scenario {
+        "sparse" => {
+            let n: usize = env_or("TLW_BENCH_SPARSE", 12);
+            let every = Duration::from_secs(env_or("TLW_BENCH_SPARSE_EVERY_SECS", 10));
+            let ids: Vec<String> = (0..n).map(|i| format!("wf-{name}-{i}")).collect();
+            for id in &ids {
+                start_workflows(&server, &queue, vec![id.clone()]).await;
+                tokio::time::sleep(every).await;
+            }
+            ids
+        }
+        _ => {
+            let n: usize = env_or("TLW_BENCH_BURST", 300);
+            let ids: Vec<String> = (0..n).map(|i| format!("wf-{name}-{i}")).collect();
+            start_workflows(&server, &queue, ids.clone()).await;
+            ids
+        }
+    };
+    // Every workflow closed (or 5 minutes), then every invocation answered.
+    let query = format!("TaskQueue='{queue}' AND ExecutionStatus='Running'");
+    for _ in 0..600 {
+        let out = server
+            .cli_async(&["workflow", "count", "--query", &query])
+            .await
+            .unwrap_or_default();
+        if out.split_whitespace().any(|w| w == "0") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let stats = plane
+        .wait_for(&name, timeout + Duration::from_secs(10), |s| {
+            s.attempts.len() as u64 >= s.invokes
+        })
+        .await
+        .unwrap_or_else(|s| s);
+    let attempts = &stats.attempts[before..];
+    let billed = attempts
+        .iter()
+        .filter_map(|a| {
+            a.answer
+                .answered_at
+                .duration_since(a.answer.handed_out)
+                .ok()
+        })
+        .map(|d| d.as_secs_f64())
+        .sum();
+    let listed = server
+        .cli_async(&[
+            "workflow",
+            "list",
+            "--query",
+            &format!("TaskQueue='{queue}'"),
+            "--limit",
+            "10000",
+            "-o",
+            "json",
+        ])
+        .await
+        .unwrap_or_default();
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap_or_default();
+    let mut latencies = Vec::new();
+    for w in &listed {
+        if w["status"]
+            .as_str()
+            .is_some_and(|s| s.contains("COMPLETED"))
+            && let (Some(start), Some(close)) = (
+                w["startTime"].as_str().and_then(epoch_secs),
+                w["closeTime"].as_str().and_then(epoch_secs),
+            )
+        {
+            latencies.push(close - start);
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let _ = begin;
+    drop(plane);
+    let _ = std::fs::remove_dir_all(&root);
+    Row {
+        idle: idle.to_owned(),
+        scenario,
+        billed,
+        invocations: attempts.len(),
+        cold_starts: attempts.iter().filter(|a| a.cold_start).count(),
+        lost: ids.len() - latencies.len(),
+        latencies,
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let idles = std::env::var("TLW_BENCH_IDLE").unwrap_or_else(|_| "off,2".into());
+    println!(
+        "idle exit through the serverless loop: {}, function timeout {} s",
+        bootstrap().display(),
+        env_or("TLW_BENCH_TIMEOUT_SECS", 60)
+    );
+    println!(
+        "| idle exit | scenario | billed s | invocations | cold starts | latency median s | p95 s | max s | not completed |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let mut tag = 0;
+    for scenario in ["sparse", "burst"] {
+        for idle in idles.split(',') {
+            tag += 1;
+            let r = run(idle.trim(), scenario, tag).await;
+            let at = |p: f64| {
+                r.latencies
+                    .get(((r.latencies.len().max(1) - 1) as f64 * p).round() as usize)
+                    .copied()
+                    .unwrap_or(f64::NAN)
+            };
+            println!(
+                "| {} | {} | {:.1} | {} | {} | {:.2} | {:.2} | {:.2} | {} |",
+                if r.idle == "off" {
+                    "off".to_owned()
+                } else {
+                    format!("{} s", r.idle)
+                },
+                r.scenario,
+                r.billed,
+                r.invocations,
+                r.cold_starts,
+                at(0.5),
+                at(0.95),
+                r.latencies.last().copied().unwrap_or(f64::NAN),
+                r.lost
+            );
+        }
+    }
+}
