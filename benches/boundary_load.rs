@@ -136,6 +136,8 @@ async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
         ("TEMPORAL_TASK_QUEUE", &queue),
         ("HELLO_DEPLOYMENT_NAME", &deployment),
         ("RUST_LOG", &log_level),
+        // Every invocation polls its whole window (the idle exit is on by default).
+        ("TEMPORAL_IDLE_SHUTDOWN_SECS", "off"),
     ];
     // `TLW_BENCH_ENV="K=V K2=V2"`: more variables for the bootstraps.
     let extra = std::env::var("TLW_BENCH_ENV").unwrap_or_default();

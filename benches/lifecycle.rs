@@ -114,6 +114,8 @@ impl Function {
             &[
                 ("TEMPORAL_ADDRESS", &server.address),
                 ("TEMPORAL_TASK_QUEUE", "tq-bench"),
+                // The numbers follow a session to the shutdown buffer.
+                ("TEMPORAL_IDLE_SHUTDOWN_SECS", "off"),
                 ("HELLO_DEPLOYMENT_NAME", "dep-bench"),
             ],
         )

@@ -2,7 +2,8 @@
 //!
 //! Temporal invokes the Lambda function when Tasks arrive on a versioned Task Queue with
 //! no pollers. Each invocation runs one poll session: a worker with Lambda-tuned
-//! defaults and Worker Deployment Versioning polls until shortly before the invocation
+//! defaults and Worker Deployment Versioning polls until it has been idle for 2 s (the
+//! idle exit, `TEMPORAL_IDLE_SHUTDOWN_SECS`) or until shortly before the invocation
 //! deadline, then drains gracefully, and the invocation answers before the deadline.
 //!
 //! # The one-call entry

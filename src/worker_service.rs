@@ -471,12 +471,40 @@ mod tests {
         Invocation::new(serde_json::Value::Null, ctx)
     }
 
-    /// The default stack, with an empty environment and the fake backend.
+    /// The default stack with the fake backend, and an environment where the idle exit is
+    /// off (these tests follow a session to the shutdown buffer; the fake's worker runs no
+    /// tasks, so with the default idle exit every session would end after 2 s).
     fn stack<C: crate::Configure>(
         configure: C,
         backend: Fake,
     ) -> impl Service<Invocation, Response = WorkerReport, Error = BoxError> {
-        crate::default_stack_with(version(), configure, backend, StaticEnvironment::new())
+        crate::default_stack_with(
+            version(),
+            configure,
+            backend,
+            StaticEnvironment::new().with_var(IDLE_SHUTDOWN_VAR, "off"),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn by_default_an_idle_worker_begins_its_graceful_shutdown_after_two_seconds() {
+        let fake = Fake::new(Behaviour::DrainsOnShutdown);
+        let start = Instant::now();
+        crate::default_stack_with(
+            version(),
+            with_queue,
+            fake.clone(),
+            StaticEnvironment::new(),
+        )
+        .oneshot(invocation(Duration::from_secs(60)))
+        .await
+        .unwrap();
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed >= Duration::from_secs(2) && elapsed <= Duration::from_millis(2_100),
+            "{elapsed:?}"
+        );
+        assert_eq!(fake.events(), ["started", "shutdown", "drained"]);
     }
 
     fn with_queue(c: &mut LambdaWorkerConfig) -> Result<(), BoxError> {

@@ -41,9 +41,10 @@ pub struct LambdaWorkerConfig {
     pub shutdown_deadline_buffer: Option<Duration>,
     /// Begin the graceful shutdown once no task has been in flight for this long (counted
     /// from polling start or from the last task's end), instead of polling until the
-    /// shutdown buffer. `None` (the default): poll until `deadline − buffer`. Never
-    /// extends past `deadline − buffer`. From `TEMPORAL_IDLE_SHUTDOWN_SECS` (decimal
-    /// seconds) when set; configure may change it.
+    /// shutdown buffer; never extends past `deadline − buffer`. `LoadConfigLayer` sets it
+    /// from `TEMPORAL_IDLE_SHUTDOWN_SECS` (decimal seconds; `off` or `0`: `None`), and to
+    /// 2 s ([`DEFAULT_IDLE_SHUTDOWN`](crate::DEFAULT_IDLE_SHUTDOWN)) when that is unset;
+    /// configure may change it. `None`: poll until `deadline − buffer`.
     pub idle_shutdown: Option<Duration>,
     /// The longest an activity of this worker is expected to run. When set, an activity
     /// task that could not finish before the worker's drain ends (shutdown moment +

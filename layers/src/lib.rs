@@ -43,7 +43,9 @@ pub use error::{BoxError, LambdaWorkerError};
 pub use identity::{WorkerIdentity, WorkerIdentityLayer};
 pub use invocation::{Invocation, ShutdownSchedule, StopSignal, StopTrigger};
 pub use lambda_defaults::{LambdaDefaults, LambdaDefaultsLayer};
-pub use load_config::{IDLE_SHUTDOWN_VAR, LONGEST_ACTIVITY_VAR, LoadConfig, LoadConfigLayer};
+pub use load_config::{
+    DEFAULT_IDLE_SHUTDOWN, IDLE_SHUTDOWN_VAR, LONGEST_ACTIVITY_VAR, LoadConfig, LoadConfigLayer,
+};
 pub use secrets::{ApiKeySecret, ApiKeySecretLayer, NoSecretResolver, SecretResolver};
 pub use step::{InvocationStep, Step, StepLayer};
 pub use temporalio_common::telemetry::metrics::CoreMeter;

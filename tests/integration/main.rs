@@ -73,6 +73,9 @@ async fn workflows_complete_in_invocations_of_one_warm_process() {
         &[
             ("TEMPORAL_ADDRESS", &server.address),
             ("TEMPORAL_TASK_QUEUE", "tq-happy"),
+            // Polling until the buffer, which these tests follow (the idle exit is on by
+            // default).
+            ("TEMPORAL_IDLE_SHUTDOWN_SECS", "off"),
             ("HELLO_DEPLOYMENT_NAME", "dep-happy"),
         ],
     )
@@ -129,6 +132,9 @@ async fn each_fault_fails_only_its_invocation_and_the_process_goes_on() {
         &root.0,
         &[
             ("TEMPORAL_TASK_QUEUE", "tq-faults"),
+            // Polling until the buffer, which these tests follow (the idle exit is on by
+            // default).
+            ("TEMPORAL_IDLE_SHUTDOWN_SECS", "off"),
             ("HELLO_DEPLOYMENT_NAME", "dep-faults"),
         ],
     )
@@ -229,6 +235,9 @@ async fn the_warm_process_recovers_when_the_server_comes_back() {
         &[
             ("TEMPORAL_ADDRESS", &address),
             ("TEMPORAL_TASK_QUEUE", "tq-restart"),
+            // Polling until the buffer, which these tests follow (the idle exit is on by
+            // default).
+            ("TEMPORAL_IDLE_SHUTDOWN_SECS", "off"),
             ("HELLO_DEPLOYMENT_NAME", "dep-restart"),
         ],
     )
