@@ -153,7 +153,18 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(525);
-    let server = tokio::task::spawn_blocking(DevServer::start).await.unwrap();
+    // `TLW_BENCH_SERVER_ARGS`: more `temporal server start-dev` arguments (dynamic config).
+    let args = std::env::var("TLW_BENCH_SERVER_ARGS").unwrap_or_default();
+    let server = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.split_whitespace().collect();
+        DevServer::start_on(
+            temporal_lambda_worker_testkit::dev_server::free_port(),
+            &[],
+            &args,
+        )
+    })
+    .await
+    .unwrap();
     println!("warm memory: {n} invocations, one HelloWorkflow each");
     for (tag, binary) in binaries.iter().enumerate() {
         measure(binary, &server, n, tag).await;
