@@ -254,40 +254,69 @@ fn json_lines(text: &str, message: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// A dev server, a Runtime API and the `hello` bootstrap logging JSON to a file, polling
+/// as `dep-{tag}` on `tq-{tag}` with `env` added, its version registered and current.
+struct HelloSetup {
+    server: std::sync::Arc<temporal_lambda_worker_testkit::DevServer>,
+    api: RuntimeApi,
+    log: std::path::PathBuf,
+    _bootstrap: Bootstrap,
+    _root: TempDir,
+}
+
+impl HelloSetup {
+    async fn start(tag: &str, env: &[(&str, &str)]) -> Self {
+        let server = std::sync::Arc::new(
+            tokio::task::spawn_blocking(temporal_lambda_worker_testkit::DevServer::start)
+                .await
+                .unwrap(),
+        );
+        let api = RuntimeApi::start(ARN).await.unwrap();
+        let root = TempDir::new(tag);
+        let log = root.0.join("bootstrap.log");
+        let (queue, deployment) = (format!("tq-{tag}"), format!("dep-{tag}"));
+        let mut all = vec![
+            ("TEMPORAL_ADDRESS", server.address.as_str()),
+            ("TEMPORAL_TASK_QUEUE", &queue),
+            ("HELLO_DEPLOYMENT_NAME", &deployment),
+            ("AWS_LAMBDA_LOG_FORMAT", "JSON"),
+        ];
+        all.extend_from_slice(env);
+        let bootstrap = Bootstrap::start_logging_to(
+            &crate::hello_binary(),
+            &api.address(),
+            "hello",
+            &root.0,
+            &all,
+            &log,
+        )
+        .unwrap();
+        server
+            .register_version(&api, &deployment, "build-1")
+            .await
+            .unwrap();
+        Self {
+            server,
+            api,
+            log,
+            _bootstrap: bootstrap,
+            _root: root,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_exit_ends_the_invocation_after_the_work_and_the_summary_line_says_what_it_did() {
-    let server = tokio::task::spawn_blocking(temporal_lambda_worker_testkit::DevServer::start)
-        .await
-        .unwrap();
-    let api = RuntimeApi::start(ARN).await.unwrap();
-    let root = TempDir::new("idle");
-    let log = root.0.join("bootstrap.log");
-    let _bootstrap = Bootstrap::start_logging_to(
-        &crate::hello_binary(),
-        &api.address(),
-        "hello",
-        &root.0,
-        &[
-            ("TEMPORAL_ADDRESS", &server.address),
-            ("TEMPORAL_TASK_QUEUE", "tq-idle"),
-            ("HELLO_DEPLOYMENT_NAME", "dep-idle"),
-            ("TEMPORAL_IDLE_SHUTDOWN_SECS", "1.5"),
-            ("AWS_LAMBDA_LOG_FORMAT", "JSON"),
-        ],
-        &log,
-    )
-    .unwrap();
-    server
-        .register_version(&api, "dep-idle", "build-1")
-        .await
-        .unwrap();
+    let HelloSetup {
+        server, api, log, ..
+    } = &HelloSetup::start("idle", &[("TEMPORAL_IDLE_SHUTDOWN_SECS", "1.5")]).await;
     let (answer, result) = tokio::join!(
         api.invoke(b"", Duration::from_secs(60)),
         server.execute_hello("tq-idle", "wf-idle", "Idle")
     );
     assert!(result.unwrap().contains("Hello, Idle!"));
     answer.response();
-    let text = read(&log);
+    let text = read(log);
     // Without the idle exit it would poll until 7 s before the deadline: 53 s.
     assert!(
         answer.slack() > 45.0,
@@ -351,36 +380,18 @@ async fn each_failure_is_logged_once_without_colour() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_activity_that_could_not_finish_before_the_drain_ends_runs_in_the_next_invocation() {
-    let server = std::sync::Arc::new(
-        tokio::task::spawn_blocking(temporal_lambda_worker_testkit::DevServer::start)
-            .await
-            .unwrap(),
-    );
-    let api = RuntimeApi::start(ARN).await.unwrap();
-    let root = TempDir::new("admit");
-    let log = root.0.join("bootstrap.log");
-    let _bootstrap = Bootstrap::start_logging_to(
-        &crate::hello_binary(),
-        &api.address(),
-        "hello",
-        &root.0,
+    let HelloSetup {
+        server, api, log, ..
+    } = &HelloSetup::start(
+        "admit",
         &[
-            ("TEMPORAL_ADDRESS", &server.address),
-            ("TEMPORAL_TASK_QUEUE", "tq-admit"),
-            ("HELLO_DEPLOYMENT_NAME", "dep-admit"),
             ("TEMPORAL_LONGEST_ACTIVITY_SECS", "11"),
             // The invocations are made by hand here, not by the Worker Controller when the
             // handed-back task waits: the second one must still poll when it comes back.
             ("TEMPORAL_IDLE_SHUTDOWN_SECS", "off"),
-            ("AWS_LAMBDA_LOG_FORMAT", "JSON"),
         ],
-        &log,
     )
-    .unwrap();
-    server
-        .register_version(&api, "dep-admit", "build-1")
-        .await
-        .unwrap();
+    .await;
     // An 11 s activity, expected to take 11 s. The first invocation (11 s) polls for 4 s
     // and its drain ends 5 s later: the activity, polled at once, would still be running
     // then (cancelled at the end of the drain; this one ignores the cancellation, so the
@@ -430,7 +441,7 @@ async fn an_activity_that_could_not_finish_before_the_drain_ends_runs_in_the_nex
     let attempt = &started["activityTaskStartedEventAttributes"]["attempt"];
     assert_eq!(attempt, 2, "the run of the second invocation: {started}");
 
-    let text = read(&log);
+    let text = read(log);
     let summaries = json_lines(&text, "invocation summary");
     let by_request = |id: &str| {
         summaries
