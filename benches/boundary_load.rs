@@ -20,23 +20,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use temporal_lambda_worker_testkit::{Bootstrap, DevServer, Outcome, RuntimeApi};
+use temporal_lambda_worker_testkit::{
+    Bootstrap, DevServer, Outcome, RuntimeApi,
+    bench::{bootstraps_or, debug_example, dev_server_from_env, env_or},
+};
 
 const ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:bench";
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn debug_bootstrap() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
-        .join("debug/examples/hello")
-}
 
 /// Runs `f` over `items` with at most `width` at a time.
 async fn bounded<T, F, Fut, R>(items: Vec<T>, width: usize, f: F) -> Vec<R>
@@ -263,26 +252,8 @@ async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let binaries: Vec<PathBuf> = match std::env::var("TLW_BENCH_BOOTSTRAP") {
-        Ok(list) => list
-            .split(',')
-            .map(|p| std::fs::canonicalize(p).unwrap_or_else(|e| panic!("{p}: {e}")))
-            .collect(),
-        Err(_) => vec![debug_bootstrap()],
-    };
-    let args = std::env::var("TLW_BENCH_SERVER_ARGS").unwrap_or_default();
-    let server = Arc::new(
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.split_whitespace().collect();
-            DevServer::start_on(
-                temporal_lambda_worker_testkit::dev_server::free_port(),
-                &[],
-                &args,
-            )
-        })
-        .await
-        .unwrap(),
-    );
+    let binaries = bootstraps_or(|| debug_example("hello"));
+    let server = Arc::new(dev_server_from_env().await);
     println!("boundary load, dev server {}", server.address);
     for (tag, binary) in binaries.iter().enumerate() {
         run(binary, &server, tag).await;

@@ -18,25 +18,17 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use temporal_lambda_worker_testkit::{DevServer, FunctionSpec, ServerlessLoop};
+use temporal_lambda_worker_testkit::{
+    DevServer, FunctionSpec, ServerlessLoop,
+    bench::{debug_example, env_or},
+};
 
 const EXTERNAL_ID: &str = "bench-external-id";
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn bootstrap() -> PathBuf {
-    match std::env::var_os("TLW_BENCH_BOOTSTRAP") {
-        Some(p) => PathBuf::from(p),
-        None => std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
-            .join("debug/examples/hello"),
-    }
+    std::env::var_os("TLW_BENCH_BOOTSTRAP")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| debug_example("hello"))
 }
 
 /// Seconds since the epoch of an RFC 3339 UTC time (`2026-11-26T03:27:17.726731426Z`).

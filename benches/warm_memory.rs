@@ -19,7 +19,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use temporal_lambda_worker_testkit::{Bootstrap, DevServer, RuntimeApi};
+use temporal_lambda_worker_testkit::{
+    Bootstrap, DevServer, RuntimeApi,
+    bench::{bootstraps_or, dev_server_from_env, env_or},
+};
 
 const ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:bench";
 const CHECKPOINTS: [usize; 8] = [1, 25, 50, 100, 200, 300, 400, 525];
@@ -142,29 +145,10 @@ async fn measure(binary: &Path, server: &DevServer, n: usize, tag: usize) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let binaries: Vec<PathBuf> = match std::env::var("TLW_BENCH_BOOTSTRAP") {
-        Ok(list) => list
-            .split(',')
-            .map(|p| std::fs::canonicalize(p).unwrap_or_else(|e| panic!("{p}: {e}")))
-            .collect(),
-        Err(_) => vec![release_bootstrap()],
-    };
-    let n: usize = std::env::var("TLW_BENCH_INVOCATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(525);
+    let binaries = bootstraps_or(release_bootstrap);
+    let n: usize = env_or("TLW_BENCH_INVOCATIONS", 525);
     // `TLW_BENCH_SERVER_ARGS`: more `temporal server start-dev` arguments (dynamic config).
-    let args = std::env::var("TLW_BENCH_SERVER_ARGS").unwrap_or_default();
-    let server = tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.split_whitespace().collect();
-        DevServer::start_on(
-            temporal_lambda_worker_testkit::dev_server::free_port(),
-            &[],
-            &args,
-        )
-    })
-    .await
-    .unwrap();
+    let server = dev_server_from_env().await;
     println!("warm memory: {n} invocations, one HelloWorkflow each");
     for (tag, binary) in binaries.iter().enumerate() {
         measure(binary, &server, n, tag).await;

@@ -13,6 +13,7 @@
 //!   `AWS_LAMBDA_*` environment, as AWS runs it.
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod bootstrap;
 pub mod control_plane;
 pub mod dev_server;

@@ -1,0 +1,48 @@
+//! What the benchmarks share: their `TLW_BENCH_*` knobs, the debug example bootstraps and
+//! a dev server with extra arguments.
+
+use std::path::PathBuf;
+
+use crate::{DevServer, dev_server::free_port};
+
+/// The variable `name` parsed, else `default`.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The debug build of example `name` in the workspace's target dir (build it first with
+/// `cargo build --workspace --examples`).
+pub fn debug_example(name: &str) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"))
+        .join("debug/examples")
+        .join(name)
+}
+
+/// A dev server started with the extra `temporal server start-dev` arguments in
+/// `TLW_BENCH_SERVER_ARGS` (whitespace-separated; dynamic config, say).
+pub async fn dev_server_from_env() -> DevServer {
+    let args = std::env::var("TLW_BENCH_SERVER_ARGS").unwrap_or_default();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.split_whitespace().collect();
+        DevServer::start_on(free_port(), &[], &args)
+    })
+    .await
+    .expect("start the dev server")
+}
+
+/// The bootstraps listed in `TLW_BENCH_BOOTSTRAP` (comma-separated, for a before/after in
+/// one run), else `default()`.
+pub fn bootstraps_or(default: impl FnOnce() -> PathBuf) -> Vec<PathBuf> {
+    match std::env::var("TLW_BENCH_BOOTSTRAP") {
+        Ok(list) => list
+            .split(',')
+            .map(|p| std::fs::canonicalize(p).unwrap_or_else(|e| panic!("{p}: {e}")))
+            .collect(),
+        Err(_) => vec![default()],
+    }
+}
