@@ -148,13 +148,25 @@ impl TaskActivity {
 
     /// From now on, hand back every activity task that could not run for `longest`
     /// before `finish_by` (the end of the drain), to be retried after `polls_end` (the
-    /// shutdown moment, when this worker stops polling).
-    pub fn admit_activities(&self, longest: Duration, finish_by: Instant, polls_end: Instant) {
+    /// shutdown moment, when this worker stops polling). Returns `false`, and hands nothing
+    /// back, when even an activity starting now could not finish by then: a later
+    /// invocation of the same length could not run it either, so handing it back would
+    /// only repeat.
+    pub fn admit_activities(
+        &self,
+        longest: Duration,
+        finish_by: Instant,
+        polls_end: Instant,
+    ) -> bool {
+        if Instant::now() + longest > finish_by {
+            return false;
+        }
         self.lock().admission = Some(Admission {
             longest,
             finish_by,
             polls_end,
         });
+        true
     }
 
     /// `Some(retry delay)` when an activity starting now must be handed back (counted).
@@ -322,30 +334,26 @@ mod tests {
         work.await.unwrap();
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn an_activity_is_handed_back_only_when_it_could_not_finish_in_time() {
         let tasks = TaskActivity::default();
         // No admission set (the default): every activity runs.
         assert_eq!(tasks.defer_now(), None);
         let now = Instant::now();
-        tasks.admit_activities(
+        assert!(tasks.admit_activities(
             Duration::from_secs(5),
             now + Duration::from_secs(10),
-            now + Duration::from_secs(3),
-        );
+            now + Duration::from_secs(8),
+        ));
+        // 5 s still fit before the drain ends at 10 s.
+        tokio::time::advance(Duration::from_secs(4)).await;
         assert_eq!(tasks.defer_now(), None);
         assert_eq!(tasks.counts().activity_deferred, 0);
-        tasks.admit_activities(
-            Duration::from_secs(20),
-            now + Duration::from_secs(10),
-            now + Duration::from_secs(3),
-        );
-        // Retried once this worker stopped polling (at 3 s), plus the margin.
+        // At 6 s they no longer do: retried once this worker stopped polling (at 8 s),
+        // plus the margin.
+        tokio::time::advance(Duration::from_secs(2)).await;
         let retry_in = tasks.defer_now().unwrap();
-        assert!(
-            retry_in > Duration::from_millis(3900) && retry_in <= Duration::from_secs(4),
-            "{retry_in:?}"
-        );
+        assert_eq!(retry_in, Duration::from_secs(3));
         assert_eq!(tasks.counts().activity_deferred, 1);
         let ActivityError::Application(failure) = deferred(retry_in) else {
             panic!("not an application failure")
@@ -354,5 +362,21 @@ mod tests {
         assert!(!failure.is_non_retryable());
         assert_eq!(failure.type_name(), Some(DEFERRED_ERROR_TYPE));
         assert_eq!(failure.category(), ApplicationErrorCategory::Benign);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_activity_longer_than_a_whole_invocation_is_never_handed_back() {
+        let tasks = TaskActivity::default();
+        let now = Instant::now();
+        // Not even a fresh invocation of this length could run it: handing it back would
+        // repeat in every invocation, so it runs as without the setting.
+        assert!(!tasks.admit_activities(
+            Duration::from_secs(20),
+            now + Duration::from_secs(10),
+            now + Duration::from_secs(3),
+        ));
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert_eq!(tasks.defer_now(), None);
+        assert_eq!(tasks.counts().activity_deferred, 0);
     }
 }

@@ -23,8 +23,11 @@ use tokio::time::Instant;
 use tower::Service;
 
 use crate::{
-    BoxError, CoreMeter, Invocation, LambdaWorkerError, rules::IDLE_SHUTDOWN_VAR,
-    rules::ShutdownHook, rules::error::panic_message, tasks::TaskActivity,
+    BoxError, CoreMeter, Invocation, LambdaWorkerError,
+    rules::ShutdownHook,
+    rules::error::panic_message,
+    rules::{IDLE_SHUTDOWN_VAR, LONGEST_ACTIVITY_VAR},
+    tasks::TaskActivity,
 };
 
 /// What the backend needs to start one worker.
@@ -167,7 +170,15 @@ async fn run_session<B: WorkerBackend>(
         // Activities are cancelled once the graceful timeout has run from the shutdown
         // moment: one that cannot end by then is handed back instead of started.
         let finish_by = (s.shutdown_at + graceful_shutdown_timeout).min(s.drain_by);
-        tasks.admit_activities(longest, finish_by, s.shutdown_at);
+        if !tasks.admit_activities(longest, finish_by, s.shutdown_at) {
+            tracing::warn!(
+                longest_activity_ms = longest.as_millis() as u64,
+                "the longest activity ({:.1}s, {LONGEST_ACTIVITY_VAR}) cannot finish within \
+                 this invocation's polling and graceful shutdown time: no activity is handed \
+                 back, they all run as without the setting; raise the function's timeout",
+                longest.as_secs_f64()
+            );
+        }
     }
     tasks.watch(&mut config.worker);
     let session = SessionConfig {

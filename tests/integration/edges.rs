@@ -385,33 +385,36 @@ async fn an_activity_that_could_not_finish_before_the_drain_ends_runs_in_the_nex
     } = &HelloSetup::start(
         "admit",
         &[
-            ("TEMPORAL_LONGEST_ACTIVITY_SECS", "11"),
+            ("TEMPORAL_LONGEST_ACTIVITY_SECS", "7"),
             // The invocations are made by hand here, not by the Worker Controller when the
             // handed-back task waits: the second one must still poll when it comes back.
             ("TEMPORAL_IDLE_SHUTDOWN_SECS", "off"),
         ],
     )
     .await;
-    // An 11 s activity, expected to take 11 s. The first invocation (11 s) polls for 4 s
-    // and its drain ends 5 s later: the activity, polled at once, would still be running
-    // then (cancelled at the end of the drain; this one ignores the cancellation, so the
-    // worker is abandoned and the invocation answers DrainTimeout).
+    // A 7 s activity, expected to take 7 s. The first invocation (12 s) polls for 5 s and
+    // its drain ends 5 s later, at 10 s: a whole invocation has room for the activity, but
+    // the workflow starts 4.5 s in, so the activity is polled after 3 s, too late to end by
+    // then. Without the setting it would run until 11.7 s, past the drain (it ignores the
+    // cancellation): the worker is abandoned and the invocation answers DrainTimeout.
+    let first = api.submit(b"", Duration::from_secs(12));
+    tokio::time::sleep(Duration::from_millis(4500)).await;
     let workflow = tokio::spawn({
         let server = server.clone();
         async move {
             server
-                .execute_workflow("SlowHelloWorkflow", "tq-admit", "wf-admit", Some("11000"))
+                .execute_workflow("SlowHelloWorkflow", "tq-admit", "wf-admit", Some("7000"))
                 .await
         }
     });
-    let first = api.invoke(b"", Duration::from_secs(11)).await;
+    let first = first.answer().await;
     first.response();
-    // The next invocation (20 s: polls 13 s) has time for it, and for the workflow task
+    // The next invocation (17 s: polls 10 s) has time for it, and for the workflow task
     // after it while still polling.
-    let second = api.invoke(b"", Duration::from_secs(20)).await;
+    let second = api.invoke(b"", Duration::from_secs(17)).await;
     second.response();
     let result = workflow.await.unwrap().unwrap();
-    assert!(result.contains("Hello after 11000 ms!"), "{result}");
+    assert!(result.contains("Hello after 7000 ms!"), "{result}");
 
     let history = server
         .cli_async(&[
