@@ -2,7 +2,12 @@
 //! drained by bootstrap processes (each its own process against the real dev server and a
 //! Runtime API on loopback) through many short invocations, so many polls and task
 //! completions meet a graceful shutdown. Afterwards every workflow's history is read and
-//! its workflow-task timeouts are counted by kind. Prints numbers; asserts nothing.
+//! its workflow-task timeouts are counted by kind. Also prints the throughput (first
+//! workflow task started → last workflow closed) and the CPU seconds the bootstraps and the
+//! dev server used meanwhile (issue 14.4: with one process, one long invocation and the idle
+//! exit, `TLW_BENCH_PROCESSES=1 TLW_BENCH_TIMEOUT_SECS=60
+//! TLW_BENCH_ENV=TEMPORAL_IDLE_SHUTDOWN_SECS=1`, it is the burst of one invocation). Prints
+//! numbers; asserts nothing.
 //!
 //! Run: `cargo bench --bench boundary_load`. It measures the debug `hello` bootstrap (a
 //! slow build makes the boundary race likely; build it first with
@@ -107,6 +112,48 @@ fn print_history(history: &serde_json::Value) {
     }
 }
 
+/// CPU seconds (user + system) used so far by `pid` and every process below it.
+fn tree_cpu_secs(pid: u32) -> f64 {
+    let mut parent = std::collections::HashMap::new();
+    let mut ticks = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // After the `(comm)` field: state ppid … utime (14th) stime (15th).
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        parent.insert(p, num(1) as u32);
+        ticks.insert(p, num(11) + num(12));
+    }
+    let below = |mut p: u32| {
+        while p > 1 {
+            if p == pid {
+                return true;
+            }
+            p = parent.get(&p).copied().unwrap_or(0);
+        }
+        false
+    };
+    // Clock ticks are 100 a second on Linux.
+    ticks
+        .iter()
+        .filter(|(p, _)| below(**p))
+        .map(|(_, t)| *t as f64 / 100.0)
+        .sum()
+}
+
+/// Seconds of the day of an event's time (the runs never cross midnight).
+fn day_secs(e: &serde_json::Value) -> Option<f64> {
+    event_time(e)
+}
+
 async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
     let workflows: usize = env_or("TLW_BENCH_WORKFLOWS", 300);
     let processes: usize = env_or("TLW_BENCH_PROCESSES", 2);
@@ -173,6 +220,9 @@ async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
     })
     .await;
     let not_started = started.iter().filter(|r| r.is_err()).count();
+    let cpu = |pids: &[u32]| pids.iter().map(|p| tree_cpu_secs(*p)).sum::<f64>();
+    let bootstrap_pids: Vec<u32> = _processes.iter().map(Bootstrap::pid).collect();
+    let (bootstrap_cpu, server_cpu) = (cpu(&bootstrap_pids), cpu(&[server.pid()]));
     let begin = Instant::now();
     let mut invocations = 0;
     let mut failed = 0;
@@ -200,6 +250,8 @@ async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
             .count();
     }
     let drained = begin.elapsed();
+    let bootstrap_cpu = cpu(&bootstrap_pids) - bootstrap_cpu;
+    let server_cpu = cpu(&[server.pid()]) - server_cpu;
     let histories = bounded(ids, 16, |id| {
         let server = server.clone();
         async move {
@@ -213,12 +265,26 @@ async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
     let mut unread = 0;
     let mut shown = 0;
     let mut stalled = Vec::new();
+    // First workflow task started → last workflow closed, over all workflows.
+    let (mut first_start, mut last_close) = (f64::MAX, 0.0f64);
     for h in histories {
         match h
             .ok()
             .and_then(|h| serde_json::from_str::<serde_json::Value>(&h).ok())
         {
             Some(v) => {
+                if let Some(events) = v["events"].as_array() {
+                    if let Some(t) = events
+                        .iter()
+                        .find(|e| e["eventType"] == "EVENT_TYPE_WORKFLOW_TASK_STARTED")
+                        .and_then(day_secs)
+                    {
+                        first_start = first_start.min(t);
+                    }
+                    if let Some(t) = events.last().and_then(day_secs) {
+                        last_close = last_close.max(t);
+                    }
+                }
                 let before: usize = timeouts.values().sum();
                 let w = task_timeouts(&v, &mut timeouts);
                 if w > 0.0 {
@@ -233,6 +299,15 @@ async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
         }
     }
     let total: usize = timeouts.values().sum();
+    let span = last_close - first_start;
+    println!(
+        "  throughput: {workflows} workflows in {span:.2} s (first task started → last closed): \
+         {:.1} workflows/s; CPU while draining: bootstraps {bootstrap_cpu:.1} s, dev server \
+         {server_cpu:.1} s, over {:.1} s of wall time on {} cores",
+        workflows as f64 / span,
+        drained.as_secs_f64(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     println!(
         "  drained in {:.1} s through {invocations} invocations ({failed} answered an error; \
          {not_started} workflows not started, {unread} histories unread)",
