@@ -20,7 +20,7 @@ use std::{
 
 use temporal_lambda_worker_testkit::{
     DevServer, FunctionSpec, ServerlessLoop,
-    bench::{debug_example, env_or},
+    bench::{debug_example, env_or, epoch_secs},
 };
 
 const EXTERNAL_ID: &str = "bench-external-id";
@@ -29,28 +29,6 @@ fn bootstrap() -> PathBuf {
     std::env::var_os("TLW_BENCH_BOOTSTRAP")
         .map(PathBuf::from)
         .unwrap_or_else(|| debug_example("hello"))
-}
-
-/// Seconds since the epoch of an RFC 3339 UTC time (`2026-11-26T03:27:17.726731426Z`).
-fn epoch_secs(t: &str) -> Option<f64> {
-    let (date, time) = t.trim_end_matches('Z').split_once('T')?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let mut hms = time.split(':');
-    let (h, min, s) = (
-        hms.next()?.parse::<f64>().ok()?,
-        hms.next()?.parse::<f64>().ok()?,
-        hms.next()?.parse::<f64>().ok()?,
-    );
-    Some(days as f64 * 86_400.0 + h * 3600.0 + min * 60.0 + s)
 }
 
 struct Row {

@@ -1,7 +1,8 @@
 //! Memory of one warm process across many invocations (issue 11): the `hello` bootstrap as
 //! its own process against the real dev server and a Runtime API on loopback, one
-//! `HelloWorkflow` per invocation, VmRSS read from `/proc` after each. Also the warm path:
-//! hand-out → that workflow completed (it is started as the invocation is handed out).
+//! `HelloWorkflow` per invocation, VmRSS read from `/proc` after each. Also the warm path
+//! (issue 14.3): hand-out → that workflow closed, the workflow queued just before the
+//! hand-out, from the server's close time; and the workflow's own start → close.
 //! Prints numbers; asserts nothing.
 //!
 //! Run: `cargo bench --bench warm_memory` (builds the release `hello`, as `lifecycle`
@@ -21,7 +22,7 @@ use std::{
 
 use temporal_lambda_worker_testkit::{
     Bootstrap, DevServer, RuntimeApi,
-    bench::{bootstraps_or, dev_server_from_env, env_or},
+    bench::{bootstraps_or, dev_server_from_env, env_or, epoch_secs},
 };
 
 const ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:bench";
@@ -86,19 +87,38 @@ async fn measure(binary: &Path, server: &DevServer, n: usize, tag: usize) {
     let mut rows = Vec::new();
     let mut failed = 0;
     let mut warm_ms = Vec::new();
+    // Each workflow is queued before its invocation is handed out (as when the Worker
+    // Controller invokes for it), so "hand-out → completed" does not include the `temporal`
+    // CLI process that starts it. `TLW_BENCH_CONCURRENT=1`: started as the invocation is
+    // handed out instead (how this bench measured before 2026-11-26; the CLI's start is
+    // then part of the figure, and a slow start can miss a worker with a short idle exit).
+    let queued = std::env::var_os("TLW_BENCH_CONCURRENT").is_none();
+    // Warm invocations' hand-out times, by workflow id, for the server-side split below.
+    let mut handed_out = std::collections::HashMap::new();
     for i in 1..=n {
         let id = format!("wf-mem-{tag}-{i}");
-        let workflow = async {
-            let r = server.execute_hello(&queue, &id, "Mem").await;
-            (r, std::time::SystemTime::now())
+        let (answer, (result, done)) = if queued {
+            // The workflow waits on the queue before the hand-out (as when the Worker
+            // Controller invokes for it); its close time comes from the server below.
+            let r = server
+                .start_hello(&queue, &id, "Mem")
+                .await
+                .map(|_| String::new());
+            let answer = api.invoke(b"", Duration::from_secs(10)).await;
+            (answer, (r, std::time::SystemTime::now()))
+        } else {
+            let workflow = async {
+                let r = server.execute_hello(&queue, &id, "Mem").await;
+                (r, std::time::SystemTime::now())
+            };
+            tokio::join!(api.invoke(b"", Duration::from_secs(10)), workflow)
         };
-        let (answer, (result, done)) =
-            tokio::join!(api.invoke(b"", Duration::from_secs(10)), workflow);
         if i > 1
             && result.is_ok()
             && let Ok(d) = done.duration_since(answer.handed_out)
         {
             warm_ms.push(d.as_secs_f64() * 1e3);
+            handed_out.insert(id.clone(), answer.handed_out);
         }
         if result.is_err()
             || !matches!(
@@ -128,7 +148,9 @@ async fn measure(binary: &Path, server: &DevServer, n: usize, tag: usize) {
         );
     }
     warm_ms.sort_by(|a, b| a.total_cmp(b));
-    if !warm_ms.is_empty() {
+    if queued {
+        server_side_split(server, &queue, &handed_out).await;
+    } else if !warm_ms.is_empty() {
         let at = |p: f64| warm_ms[((warm_ms.len() - 1) as f64 * p).round() as usize];
         println!(
             "  warm path, handed out → workflow completed: median {:.1} ms, p95 {:.1} ms \
@@ -139,8 +161,64 @@ async fn measure(binary: &Path, server: &DevServer, n: usize, tag: usize) {
             warm_ms[warm_ms.len() - 1],
             warm_ms.len()
         );
+        server_side_split(server, &queue, &handed_out).await;
     }
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Splits the warm path with the server's own times: hand-out → the server accepted the
+/// workflow (the `temporal` CLI process that starts it, which the hand-out-based figure
+/// includes), and the server's start → close (what an already polling worker is measured
+/// by).
+async fn server_side_split(
+    server: &DevServer,
+    queue: &str,
+    handed_out: &std::collections::HashMap<String, std::time::SystemTime>,
+) {
+    let listed = server
+        .cli_async(&[
+            "workflow",
+            "list",
+            "--query",
+            &format!("TaskQueue='{queue}'"),
+            "--limit",
+            "100000",
+            "-o",
+            "json",
+        ])
+        .await
+        .unwrap_or_default();
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap_or_default();
+    let (mut to_start, mut start_to_close, mut out_to_close) = (Vec::new(), Vec::new(), Vec::new());
+    for w in &listed {
+        let id = w["execution"]["workflowId"].as_str().unwrap_or_default();
+        let (Some(out), Some(start), Some(close)) = (
+            handed_out.get(id),
+            w["startTime"].as_str().and_then(epoch_secs),
+            w["closeTime"].as_str().and_then(epoch_secs),
+        ) else {
+            continue;
+        };
+        let out = out
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        to_start.push((start - out) * 1e3);
+        start_to_close.push((close - start) * 1e3);
+        out_to_close.push((close - out) * 1e3);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    println!(
+        "  server times: hand-out → workflow closed median {:.1} ms; hand-out → workflow \
+         started {:.1} ms (negative: queued before); workflow start → close {:.1} ms (n={})",
+        median(&mut out_to_close),
+        median(&mut to_start),
+        median(&mut start_to_close),
+        start_to_close.len()
+    );
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
