@@ -226,21 +226,10 @@ async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
     let begin = Instant::now();
     let mut invocations = 0;
     let mut failed = 0;
-    let running = |server: Arc<DevServer>, queue: String| async move {
-        let out = server
-            .cli_async(&[
-                "workflow",
-                "count",
-                "--query",
-                &format!("TaskQueue='{queue}' AND ExecutionStatus='Running'"),
-            ])
-            .await
-            .unwrap_or_default();
-        out.split_whitespace()
-            .find_map(|w| w.parse::<usize>().ok())
-            .unwrap_or(usize::MAX)
-    };
-    while running(server.clone(), queue.clone()).await > 0 && begin.elapsed().as_secs() < 300 {
+    let running = format!("TaskQueue='{queue}' AND ExecutionStatus='Running'");
+    while server.count_workflows(&running).await.unwrap_or(usize::MAX) > 0
+        && begin.elapsed().as_secs() < 300
+    {
         let answers =
             futures::future::join_all((0..processes).map(|_| api.invoke(b"", timeout))).await;
         invocations += answers.len();
@@ -254,11 +243,7 @@ async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
     let server_cpu = cpu(&[server.pid()]) - server_cpu;
     let histories = bounded(ids, 16, |id| {
         let server = server.clone();
-        async move {
-            server
-                .cli_async(&["workflow", "show", "--workflow-id", &id, "-o", "json"])
-                .await
-        }
+        async move { server.history(&id).await }
     })
     .await;
     let mut timeouts = BTreeMap::new();
@@ -268,10 +253,7 @@ async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
     // First workflow task started → last workflow closed, over all workflows.
     let (mut first_start, mut last_close) = (f64::MAX, 0.0f64);
     for h in histories {
-        match h
-            .ok()
-            .and_then(|h| serde_json::from_str::<serde_json::Value>(&h).ok())
-        {
+        match h.ok() {
             Some(v) => {
                 if let Some(events) = v["events"].as_array() {
                     if let Some(t) = events

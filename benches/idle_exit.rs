@@ -107,11 +107,7 @@ async fn run(idle: &str, scenario: &'static str, tag: usize) -> Row {
     // Every workflow closed (or 5 minutes), then every invocation answered.
     let query = format!("TaskQueue='{queue}' AND ExecutionStatus='Running'");
     for _ in 0..600 {
-        let out = server
-            .cli_async(&["workflow", "count", "--query", &query])
-            .await
-            .unwrap_or_default();
-        if out.split_whitespace().any(|w| w == "0") {
+        if server.count_workflows(&query).await == Ok(0) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -134,19 +130,9 @@ async fn run(idle: &str, scenario: &'static str, tag: usize) -> Row {
         .map(|d| d.as_secs_f64())
         .sum();
     let listed = server
-        .cli_async(&[
-            "workflow",
-            "list",
-            "--query",
-            &format!("TaskQueue='{queue}'"),
-            "--limit",
-            "10000",
-            "-o",
-            "json",
-        ])
+        .list_workflows(&format!("TaskQueue='{queue}'"))
         .await
         .unwrap_or_default();
-    let listed: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap_or_default();
     let mut latencies = Vec::new();
     for w in &listed {
         if w["status"]

@@ -142,18 +142,12 @@ fn report_us(a: &Answer, key: &str) -> u64 {
 }
 
 async fn completed(server: &DevServer) -> usize {
-    let out = server
-        .cli_async(&[
-            "workflow",
-            "count",
-            "--query",
+    server
+        .count_workflows(
             "TaskQueue='tq-bench' AND WorkflowType='HelloWorkflow' AND ExecutionStatus='Completed'",
-        ])
+        )
         .await
-        .unwrap();
-    out.split_whitespace()
-        .find_map(|w| w.parse().ok())
-        .unwrap_or(0)
+        .unwrap()
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

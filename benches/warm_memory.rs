@@ -176,19 +176,9 @@ async fn server_side_split(
     handed_out: &std::collections::HashMap<String, std::time::SystemTime>,
 ) {
     let listed = server
-        .cli_async(&[
-            "workflow",
-            "list",
-            "--query",
-            &format!("TaskQueue='{queue}'"),
-            "--limit",
-            "100000",
-            "-o",
-            "json",
-        ])
+        .list_workflows(&format!("TaskQueue='{queue}'"))
         .await
         .unwrap_or_default();
-    let listed: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap_or_default();
     let (mut to_start, mut start_to_close, mut out_to_close) = (Vec::new(), Vec::new(), Vec::new());
     for w in &listed {
         let id = w["execution"]["workflowId"].as_str().unwrap_or_default();

@@ -30,7 +30,7 @@ use crate::{
     config::DEFAULT_NAMESPACE,
 };
 
-/// The variable that turns on the idle exit: decimal seconds with no task in flight.
+/// The variable that sets the idle exit: decimal seconds with no task in flight, or `off`.
 pub const IDLE_SHUTDOWN_VAR: &str = "TEMPORAL_IDLE_SHUTDOWN_SECS";
 /// The idle exit when `TEMPORAL_IDLE_SHUTDOWN_SECS` is unset: measured through the Worker
 /// Controller loop (`benches/idle_exit`), it bills 3–4 times less than polling until the

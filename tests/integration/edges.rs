@@ -416,18 +416,7 @@ async fn an_activity_that_could_not_finish_before_the_drain_ends_runs_in_the_nex
     let result = workflow.await.unwrap().unwrap();
     assert!(result.contains("Hello after 7000 ms!"), "{result}");
 
-    let history = server
-        .cli_async(&[
-            "workflow",
-            "show",
-            "--workflow-id",
-            "wf-admit",
-            "-o",
-            "json",
-        ])
-        .await
-        .unwrap();
-    let history: serde_json::Value = serde_json::from_str(&history).unwrap();
+    let history = server.history("wf-admit").await.unwrap();
     let events = history["events"].as_array().unwrap();
     let kinds: Vec<&str> = events
         .iter()

@@ -287,6 +287,43 @@ impl DevServer {
         self.cli_async(&args).await
     }
 
+    /// How many workflows match `query` (`temporal workflow count`).
+    pub async fn count_workflows(&self, query: &str) -> Result<usize, String> {
+        let out = self
+            .cli_async(&["workflow", "count", "--query", query])
+            .await?;
+        out.split_whitespace()
+            .find_map(|w| w.parse().ok())
+            .ok_or_else(|| format!("no count in {out:?}"))
+    }
+
+    /// Every workflow matching `query`, as `temporal workflow list -o json` prints it
+    /// (`execution.workflowId`, `status`, `startTime`, `closeTime`, …).
+    pub async fn list_workflows(&self, query: &str) -> Result<Vec<serde_json::Value>, String> {
+        let out = self
+            .cli_async(&[
+                "workflow", "list", "--query", query, "--limit", "100000", "-o", "json",
+            ])
+            .await?;
+        serde_json::from_str(&out).map_err(|e| format!("workflow list: {e}: {out}"))
+    }
+
+    /// The history of `workflow_id`, as `temporal workflow show -o json` prints it
+    /// (`events[]`).
+    pub async fn history(&self, workflow_id: &str) -> Result<serde_json::Value, String> {
+        let out = self
+            .cli_async(&[
+                "workflow",
+                "show",
+                "--workflow-id",
+                workflow_id,
+                "-o",
+                "json",
+            ])
+            .await?;
+        serde_json::from_str(&out).map_err(|e| format!("workflow show: {e}: {out}"))
+    }
+
     /// The task queues a worker of `deployment`/`build_id` has polled (as the server
     /// records them in the version).
     pub async fn version_task_queues(
