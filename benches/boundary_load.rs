@@ -27,7 +27,7 @@ use std::{
 
 use temporal_lambda_worker_testkit::{
     Bootstrap, DevServer, Outcome, RuntimeApi,
-    bench::{bootstraps_or, debug_example, dev_server_from_env, env_or},
+    bench::{bootstraps_or, debug_example, dev_server_from_env, env_or, epoch_secs},
 };
 
 const ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:bench";
@@ -45,18 +45,9 @@ where
         .await
 }
 
+/// An event's time, in seconds since the epoch.
 fn event_time(e: &serde_json::Value) -> Option<f64> {
-    let t = e["eventTime"].as_str()?;
-    let (secs, frac) = t.trim_end_matches('Z').rsplit_once(':')?;
-    let minutes = secs.rsplit_once(':')?.1.parse::<f64>().ok()?;
-    let hours = secs
-        .rsplit_once(':')?
-        .0
-        .rsplit_once('T')?
-        .1
-        .parse::<f64>()
-        .ok()?;
-    Some(hours * 3600.0 + minutes * 60.0 + frac.parse::<f64>().ok()?)
+    e["eventTime"].as_str().and_then(epoch_secs)
 }
 
 /// Workflow-task timeouts in one history (`temporal workflow show -o json`), by kind; returns
@@ -147,11 +138,6 @@ fn tree_cpu_secs(pid: u32) -> f64 {
         .filter(|(p, _)| below(**p))
         .map(|(_, t)| *t as f64 / 100.0)
         .sum()
-}
-
-/// Seconds of the day of an event's time (the runs never cross midnight).
-fn day_secs(e: &serde_json::Value) -> Option<f64> {
-    event_time(e)
 }
 
 async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
@@ -259,11 +245,11 @@ async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
                     if let Some(t) = events
                         .iter()
                         .find(|e| e["eventType"] == "EVENT_TYPE_WORKFLOW_TASK_STARTED")
-                        .and_then(day_secs)
+                        .and_then(event_time)
                     {
                         first_start = first_start.min(t);
                     }
-                    if let Some(t) = events.last().and_then(day_secs) {
+                    if let Some(t) = events.last().and_then(event_time) {
                         last_close = last_close.max(t);
                     }
                 }
