@@ -287,20 +287,80 @@ async fn probe(connection: &Connection) -> Result<(), String> {
             PROBE_TIMEOUT.as_secs_f64()
         )),
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(status))
-            if matches!(
-                status.code(),
-                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
-            ) =>
-        {
-            let mut why = format!("{:?}: {}", status.code(), status.message());
-            let mut source = std::error::Error::source(&status);
-            while let Some(s) = source {
-                why.push_str(&format!(": {s}"));
-                source = s.source();
-            }
-            Err(why)
+        Ok(Err(status)) => match server_gone(&status) {
+            Some(why) => Err(why),
+            None => Ok(()),
+        },
+    }
+}
+
+/// Why a failed call shows the server gone, or `None` when the server answered it (any
+/// status it sent, even an error, proves it is there). A status with a source was made on
+/// this side from a transport error, whatever its code: a connection refused
+/// (Unavailable), or one the killed server closed under the call (Cancelled, "connection
+/// closed"), is not an answer.
+fn server_gone(status: &tonic::Status) -> Option<String> {
+    let mut source = std::error::Error::source(status);
+    let sent_by_server = source.is_none();
+    if sent_by_server
+        && !matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+        )
+    {
+        return None;
+    }
+    let mut why = format!("{:?}: {}", status.code(), status.message());
+    while let Some(s) = source {
+        why.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    Some(why)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_gone;
+    use std::io;
+    use temporalio_client::tonic::{Code, Status};
+
+    /// A status tonic makes from a transport error (it keeps the error as its source).
+    fn from_transport(kind: io::ErrorKind, what: &str) -> Status {
+        Status::from_error(Box::new(io::Error::new(kind, what.to_owned())))
+    }
+
+    #[test]
+    fn a_connection_the_killed_server_closed_under_the_call_is_not_an_answer() {
+        // What a reused connection gives the first call after the server died: hyper's
+        // "connection closed", which tonic reports as Cancelled or Unknown.
+        let closed = from_transport(io::ErrorKind::ConnectionReset, "connection closed");
+        assert_ne!(closed.code(), Code::Unavailable);
+        let why = server_gone(&closed).expect("a closed connection means the server is gone");
+        assert!(why.contains("connection closed"), "{why}");
+        let cancelled = Status::from_error(Box::new(Status::cancelled("operation was canceled")));
+        assert!(
+            server_gone(&cancelled).is_none(),
+            "a status sent as such (no transport error behind it) is an answer"
+        );
+    }
+
+    #[test]
+    fn a_refused_connection_or_no_answer_means_gone_and_an_error_answer_does_not() {
+        let refused = from_transport(io::ErrorKind::ConnectionRefused, "Connection refused");
+        assert!(
+            server_gone(&refused)
+                .unwrap()
+                .contains("Connection refused")
+        );
+        assert!(server_gone(&Status::unavailable("no healthy upstream")).is_some());
+        assert!(server_gone(&Status::deadline_exceeded("timeout")).is_some());
+        for answered in [
+            Status::permission_denied("bad API key"),
+            Status::unimplemented("GetSystemInfo"),
+            Status::cancelled("by the server"),
+            Status::unknown("something"),
+        ] {
+            assert!(server_gone(&answered).is_none(), "{answered:?}");
         }
-        Ok(Err(_)) => Ok(()),
     }
 }

@@ -259,7 +259,7 @@ async fn the_warm_process_recovers_when_the_server_comes_back() {
     assert!(msg.contains("check"), "says what to check: {msg}");
     assert!(
         down.slack() > 8.0,
-        "answered {:.2}s before the deadline: it polled into the void",
+        "answered {:.2}s before the deadline: it polled into the void: {msg}",
         down.slack()
     );
 
