@@ -10,15 +10,22 @@
 //! 3. shutdown slack (deadline − answer), with no work and with an activity in flight;
 //! 4. peak RSS of the bootstrap after serving 20 invocations, and the binary's size;
 //! 5. throughput: 100 queued one-activity workflows, completions per second;
+//! 6. a `HelloWorkflow` queued before the hand-out (as when the Worker Controller invokes
+//!    for it), hand-out → closed, warm and cold, against its floor: the same bootstrap
+//!    already polling, the workflow's own start → close (close times from the server);
 //!
-//! (6, the per-layer cost, is `cargo bench --bench layers`.)
+//! (7, the per-layer cost, is `cargo bench --bench layers`.)
 use std::{
+    collections::HashMap,
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use temporal_lambda_worker_testkit::{Answer, Bootstrap, DevServer, RuntimeApi};
+use temporal_lambda_worker_testkit::{
+    Answer, Bootstrap, DevServer, RuntimeApi,
+    bench::{system_secs, workflow_times},
+};
 
 const ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:bench";
 const COLD_RUNS: usize = 8;
@@ -26,6 +33,8 @@ const WARM_INVOCATIONS: usize = 20;
 const ACTIVITY_RUNS: usize = 5;
 const THROUGHPUT_RUNS: usize = 3;
 const QUEUED: usize = 100;
+/// Workflows per row of part 6.
+const QUEUED_RUNS: usize = 10;
 /// 9 s with the default 7 s buffer: about 2 s of polling per invocation.
 const SHORT: Duration = Duration::from_secs(9);
 
@@ -308,6 +317,95 @@ async fn main() {
         );
     }
     println!("   {}", summary(&rates, "workflows/s"));
-    println!("\n6. per-layer cost: cargo bench --bench layers");
+
+    queued_workflow(&binary, &server, &f).await;
+    println!("\n7. per-layer cost: cargo bench --bench layers");
     drop(f);
+}
+
+/// Part 6: a `HelloWorkflow` waiting on the queue when the invocation is handed out, warm
+/// (`f`, whose version is current) and cold (a new process each), against the floor: `f`
+/// already polling when the workflow starts. Close times are the server's.
+async fn queued_workflow(binary: &Path, server: &DevServer, f: &Function) {
+    let run = std::process::id();
+    let id = |row: &str, i: usize| format!("queued-{row}-{run}-{i}");
+    // The floor: one invocation polling while the workflows run one after another.
+    let pending = f.api.submit(b"", Duration::from_secs(12));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 0..QUEUED_RUNS {
+        server
+            .execute_hello("tq-bench", &id("floor", i), "floor")
+            .await
+            .unwrap();
+    }
+    pending.answer().await.response();
+    let mut warm = HashMap::new();
+    for i in 0..QUEUED_RUNS {
+        server
+            .start_hello("tq-bench", &id("warm", i), "warm")
+            .await
+            .unwrap();
+        let a = f.api.invoke(b"", SHORT).await;
+        a.response();
+        warm.insert(id("warm", i), a.handed_out);
+    }
+    let (mut cold, mut cold_exec) = (HashMap::new(), HashMap::new());
+    for i in 0..QUEUED_RUNS {
+        server
+            .start_hello("tq-bench", &id("cold", i), "cold")
+            .await
+            .unwrap();
+        let g = Function::start(binary, server, &format!("queued-cold{i}")).await;
+        let a = g.api.invoke(b"", SHORT).await;
+        a.response();
+        cold.insert(id("cold", i), a.handed_out);
+        cold_exec.insert(id("cold", i), g.started_at);
+    }
+    let times = workflow_times(
+        server,
+        "TaskQueue='tq-bench' AND WorkflowType='HelloWorkflow'",
+    )
+    .await
+    .unwrap();
+    let floor: Vec<f64> = (0..QUEUED_RUNS)
+        .filter_map(|i| times.get(&id("floor", i)))
+        .map(|(start, close)| (close - start) * 1e3)
+        .collect();
+    let closed_after = |from: &HashMap<String, SystemTime>| -> Vec<f64> {
+        from.iter()
+            .filter_map(|(id, at)| Some((times.get(id)?.1 - system_secs(*at)) * 1e3))
+            .collect()
+    };
+    let (warm, cold, cold_exec) = (
+        closed_after(&warm),
+        closed_after(&cold),
+        closed_after(&cold_exec),
+    );
+    println!("\n6. a HelloWorkflow queued before the hand-out, → closed (server's close time):");
+    println!(
+        "   floor, already polling: start → closed  {}",
+        summary(&floor, "ms")
+    );
+    println!(
+        "   warm: hand-out → closed                {}",
+        summary(&warm, "ms")
+    );
+    println!(
+        "   cold: hand-out → closed                {}",
+        summary(&cold, "ms")
+    );
+    println!(
+        "   cold: exec → closed                    {}",
+        summary(&cold_exec, "ms")
+    );
+    println!(
+        "   warm − floor (medians): {:+.2} ms",
+        median(&warm) - median(&floor)
+    );
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    s.get(s.len() / 2).copied().unwrap_or(f64::NAN)
 }

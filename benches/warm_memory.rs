@@ -22,7 +22,7 @@ use std::{
 
 use temporal_lambda_worker_testkit::{
     Bootstrap, DevServer, RuntimeApi,
-    bench::{bootstraps_or, dev_server_from_env, env_or, epoch_secs},
+    bench::{bootstraps_or, dev_server_from_env, env_or, system_secs, workflow_times},
 };
 
 const ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:bench";
@@ -175,24 +175,15 @@ async fn server_side_split(
     queue: &str,
     handed_out: &std::collections::HashMap<String, std::time::SystemTime>,
 ) {
-    let listed = server
-        .list_workflows(&format!("TaskQueue='{queue}'"))
+    let times = workflow_times(server, &format!("TaskQueue='{queue}'"))
         .await
         .unwrap_or_default();
     let (mut to_start, mut start_to_close, mut out_to_close) = (Vec::new(), Vec::new(), Vec::new());
-    for w in &listed {
-        let id = w["execution"]["workflowId"].as_str().unwrap_or_default();
-        let (Some(out), Some(start), Some(close)) = (
-            handed_out.get(id),
-            w["startTime"].as_str().and_then(epoch_secs),
-            w["closeTime"].as_str().and_then(epoch_secs),
-        ) else {
+    for (id, out) in handed_out {
+        let Some(&(start, close)) = times.get(id) else {
             continue;
         };
-        let out = out
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs_f64();
+        let out = system_secs(*out);
         to_start.push((start - out) * 1e3);
         start_to_close.push((close - start) * 1e3);
         out_to_close.push((close - out) * 1e3);

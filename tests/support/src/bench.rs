@@ -68,3 +68,28 @@ pub fn epoch_secs(t: &str) -> Option<f64> {
     );
     Some(days as f64 * 86_400.0 + h * 3600.0 + min * 60.0 + s)
 }
+
+/// The server's start and close times (seconds since the epoch) of the closed workflows
+/// `query` lists, by workflow id.
+pub async fn workflow_times(
+    server: &DevServer,
+    query: &str,
+) -> Result<std::collections::HashMap<String, (f64, f64)>, String> {
+    let listed = server.list_workflows(query).await?;
+    Ok(listed
+        .iter()
+        .filter_map(|w| {
+            let id = w["execution"]["workflowId"].as_str()?;
+            let start = w["startTime"].as_str().and_then(epoch_secs)?;
+            let close = w["closeTime"].as_str().and_then(epoch_secs)?;
+            Some((id.to_owned(), (start, close)))
+        })
+        .collect())
+}
+
+/// Seconds since the epoch of `t`.
+pub fn system_secs(t: std::time::SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .expect("after the epoch")
+        .as_secs_f64()
+}
