@@ -12,7 +12,7 @@ use std::{
 
 use futures_util::future::BoxFuture;
 use temporalio_common::{
-    ActivityError,
+    ActivityError, RetryPolicy,
     error::{ApplicationErrorCategory, ApplicationFailure},
     protos::coresdk::{
         workflow_activation::WorkflowActivation, workflow_completion::WorkflowActivationCompletion,
@@ -170,11 +170,20 @@ impl TaskActivity {
     }
 
     /// `Some(retry delay)` when an activity starting now must be handed back (counted).
-    fn defer_now(&self) -> Option<Duration> {
+    /// `retry` says whether the server would retry this one (see [`retried`]): one it would
+    /// not retry runs, as without the setting, since handing it back would fail it.
+    fn defer_now(&self, retry: Retry) -> Option<Duration> {
         let mut s = self.lock();
         let a = s.admission?;
         let now = Instant::now();
         if now + a.longest <= a.finish_by {
+            return None;
+        }
+        if let Retry::No(why) = retry {
+            drop(s);
+            tracing::warn!(
+                "an activity that may not finish before this invocation's drain ends runs                  anyway: {why}, so handing it back would fail it"
+            );
             return None;
         }
         s.counts.activity_deferred += 1;
@@ -248,7 +257,9 @@ impl ActivityInboundInterceptor for ActivityWatch {
         input: ExecuteActivityInput,
         next: Next<'a, ExecuteActivityInput, BoxFuture<'a, ExecuteActivityResult>>,
     ) -> BoxFuture<'a, ExecuteActivityResult> {
-        if let Some(retry_in) = self.0.defer_now() {
+        let info = input.activity_info();
+        let retry = retried(info.attempt, info.retry_policy.as_ref(), info.is_local);
+        if let Some(retry_in) = self.0.defer_now(retry) {
             drop((input, next));
             return Box::pin(async move { Err(deferred(retry_in)) });
         }
@@ -268,6 +279,41 @@ impl ActivityInboundInterceptor for ActivityWatch {
             result
         })
     }
+}
+
+/// Whether a failed attempt of an activity is retried through the task queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Retry {
+    Yes,
+    /// Not retried, and why.
+    No(&'static str),
+}
+
+/// Whether the server would retry attempt `attempt` of an activity with `policy` (none: the
+/// server's default, unlimited attempts) if it were handed back. A hand-back uses one
+/// attempt, so an activity on the last attempt its policy allows would fail; a local
+/// activity is retried inside its workflow task, not through the queue.
+fn retried(attempt: u32, policy: Option<&RetryPolicy>, is_local: bool) -> Retry {
+    if is_local {
+        return Retry::No("it is a local activity");
+    }
+    let Some(policy) = policy else {
+        return Retry::Yes;
+    };
+    let max = policy.maximum_attempts();
+    if max != 0 && attempt >= max {
+        return Retry::No("it is on the last attempt its retry policy allows");
+    }
+    if policy
+        .non_retryable_error_types()
+        .iter()
+        .any(|t| t == DEFERRED_ERROR_TYPE)
+    {
+        return Retry::No(
+            "its retry policy lists TemporalLambdaWorker.ActivityDeferred as non-retryable",
+        );
+    }
+    Retry::Yes
 }
 
 /// The benign, retryable failure that hands an activity task back, retried after
@@ -338,7 +384,7 @@ mod tests {
     async fn an_activity_is_handed_back_only_when_it_could_not_finish_in_time() {
         let tasks = TaskActivity::default();
         // No admission set (the default): every activity runs.
-        assert_eq!(tasks.defer_now(), None);
+        assert_eq!(tasks.defer_now(Retry::Yes), None);
         let now = Instant::now();
         assert!(tasks.admit_activities(
             Duration::from_secs(5),
@@ -347,12 +393,12 @@ mod tests {
         ));
         // 5 s still fit before the drain ends at 10 s.
         tokio::time::advance(Duration::from_secs(4)).await;
-        assert_eq!(tasks.defer_now(), None);
+        assert_eq!(tasks.defer_now(Retry::Yes), None);
         assert_eq!(tasks.counts().activity_deferred, 0);
         // At 6 s they no longer do: retried once this worker stopped polling (at 8 s),
         // plus the margin.
         tokio::time::advance(Duration::from_secs(2)).await;
-        let retry_in = tasks.defer_now().unwrap();
+        let retry_in = tasks.defer_now(Retry::Yes).unwrap();
         assert_eq!(retry_in, Duration::from_secs(3));
         assert_eq!(tasks.counts().activity_deferred, 1);
         let ActivityError::Application(failure) = deferred(retry_in) else {
@@ -376,7 +422,51 @@ mod tests {
             now + Duration::from_secs(3),
         ));
         tokio::time::advance(Duration::from_secs(9)).await;
-        assert_eq!(tasks.defer_now(), None);
+        assert_eq!(tasks.defer_now(Retry::Yes), None);
         assert_eq!(tasks.counts().activity_deferred, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_activity_the_server_would_not_retry_runs_instead_of_being_handed_back() {
+        let tasks = TaskActivity::default();
+        let now = Instant::now();
+        assert!(tasks.admit_activities(
+            Duration::from_secs(5),
+            now + Duration::from_secs(10),
+            now + Duration::from_secs(8),
+        ));
+        tokio::time::advance(Duration::from_secs(6)).await;
+        // Too late to fit, but a hand-back would fail it: it runs, uncounted.
+        assert_eq!(tasks.defer_now(Retry::No("test")), None);
+        assert_eq!(tasks.counts().activity_deferred, 0);
+        assert!(tasks.defer_now(Retry::Yes).is_some());
+    }
+
+    #[test]
+    fn only_an_activity_with_an_attempt_left_is_retried() {
+        let policy = |max: u32, non_retryable: &[&str]| {
+            let mut p = RetryPolicy::default();
+            p.set_maximum_attempts(max);
+            p.set_non_retryable_error_types(non_retryable.iter().copied());
+            p
+        };
+        // No policy: the server's default, unlimited attempts.
+        assert_eq!(retried(1, None, false), Retry::Yes);
+        assert_eq!(retried(7, Some(&policy(0, &[])), false), Retry::Yes);
+        assert_eq!(retried(2, Some(&policy(3, &[])), false), Retry::Yes);
+        for (attempt, max) in [(1, 1), (3, 3), (4, 3)] {
+            assert!(
+                matches!(retried(attempt, Some(&policy(max, &[])), false), Retry::No(why) if why.contains("last attempt")),
+                "attempt {attempt} of {max}"
+            );
+        }
+        assert!(matches!(
+            retried(1, Some(&policy(0, &["Other", DEFERRED_ERROR_TYPE])), false),
+            Retry::No(why) if why.contains("non-retryable")
+        ));
+        assert!(matches!(
+            retried(1, None, true),
+            Retry::No(why) if why.contains("local")
+        ));
     }
 }

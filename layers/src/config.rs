@@ -52,8 +52,11 @@ pub struct LambdaWorkerConfig {
     /// retryably, with its next retry after this worker stopped polling, as a benign
     /// `TemporalLambdaWorker.ActivityDeferred` failure) so the next invocation runs it,
     /// instead of being cancelled at the end of the drain and retried only after its
-    /// timeout. Each hand-back uses one attempt of the activity's retry policy. Workflow
-    /// tasks are polled until the shutdown moment either way. `None` (the default): every
+    /// timeout. Each hand-back uses one attempt of the activity's retry policy, so an
+    /// activity the server would not retry (on the last attempt its policy allows, with
+    /// `TemporalLambdaWorker.ActivityDeferred` among its non-retryable error types, or a
+    /// local activity) is never handed back: it runs, with a warning. Workflow tasks are
+    /// polled until the shutdown moment either way. `None` (the default): every
     /// activity task is run. From `TEMPORAL_LONGEST_ACTIVITY_SECS` (decimal seconds) when
     /// set; configure may change it.
     pub longest_activity: Option<Duration>,

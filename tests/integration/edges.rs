@@ -449,3 +449,47 @@ async fn an_activity_that_could_not_finish_before_the_drain_ends_runs_in_the_nex
     assert_eq!(f["activity_tasks_deferred"], 0, "{f}");
     assert_eq!(f["activity_tasks_completed"], 1, "{f}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_activity_the_server_would_not_retry_is_never_handed_back() {
+    let HelloSetup {
+        server, api, log, ..
+    } = &HelloSetup::start(
+        "once",
+        &[
+            ("TEMPORAL_LONGEST_ACTIVITY_SECS", "12"),
+            ("TEMPORAL_IDLE_SHUTDOWN_SECS", "off"),
+        ],
+    )
+    .await;
+    // A 15 s invocation polls for 8 s; its drain ends at 13 s. An activity expected to take
+    // up to 12 s fits when polled at once, not when polled 2 s in: with retries left it
+    // would be handed back. This one has a single attempt (maximum_attempts = 1), which a
+    // hand-back would use up and fail the workflow; it takes 1 s, so it runs and ends well
+    // within the polling.
+    let first = api.submit(b"", Duration::from_secs(15));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let result = server
+        .execute_workflow("SlowHelloOnceWorkflow", "tq-once", "wf-once", Some("1000"))
+        .await;
+    let answer = first.answer().await;
+    answer.response();
+    assert!(
+        result
+            .as_deref()
+            .is_ok_and(|r| r.contains("Hello after 1000 ms!")),
+        "{result:?}"
+    );
+    let text = read(log);
+    let summary = json_lines(&text, "invocation summary")
+        .into_iter()
+        .find(|s| s["fields"]["request_id"] == answer.request_id.as_str())
+        .unwrap_or_else(|| panic!("no summary: {text}"));
+    let f = &summary["fields"];
+    assert_eq!(f["activity_tasks_deferred"], 0, "{f}");
+    assert_eq!(f["activity_tasks_completed"], 1, "{f}");
+    assert!(
+        text.contains("on the last attempt its retry policy allows"),
+        "the warning says why it ran: {text}"
+    );
+}

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use temporalio_common::worker::WorkerDeploymentVersion;
+use temporalio_common::{RetryPolicy, worker::WorkerDeploymentVersion};
 use temporalio_macros::{activities, workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityOptions, WorkerOptions, WorkflowContext, WorkflowResult,
@@ -12,10 +12,12 @@ use temporalio_sdk::{
     error::WorkflowRegistrationError,
 };
 
-/// Registers [`HelloWorkflow`], [`SlowHelloWorkflow`] and [`GreetingActivities`].
+/// Registers [`HelloWorkflow`], [`SlowHelloWorkflow`], [`SlowHelloOnceWorkflow`] and
+/// [`GreetingActivities`].
 pub fn register(worker: &mut WorkerOptions) -> Result<(), WorkflowRegistrationError> {
     worker.register_workflow::<HelloWorkflow>()?;
     worker.register_workflow::<SlowHelloWorkflow>()?;
+    worker.register_workflow::<SlowHelloOnceWorkflow>()?;
     worker.register_activities(GreetingActivities);
     Ok(())
 }
@@ -64,6 +66,31 @@ impl SlowHelloWorkflow {
                 GreetingActivities::greet_slowly,
                 millis,
                 ActivityOptions::start_to_close_timeout(Duration::from_secs(60)),
+            )
+            .await?;
+        Ok(greeting)
+    }
+}
+
+/// [`SlowHelloWorkflow`] with a retry policy of one attempt: an activity whose failure the
+/// server never retries.
+#[workflow]
+#[derive(Default)]
+pub struct SlowHelloOnceWorkflow;
+
+#[workflow_methods]
+impl SlowHelloOnceWorkflow {
+    #[run]
+    pub async fn run(ctx: &mut WorkflowContext<Self>, millis: u64) -> WorkflowResult<String> {
+        let mut once = RetryPolicy::default();
+        once.set_maximum_attempts(1);
+        let greeting = ctx
+            .execute_activity(
+                GreetingActivities::greet_slowly,
+                millis,
+                ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60))
+                    .retry_policy(once)
+                    .build(),
             )
             .await?;
         Ok(greeting)
