@@ -44,12 +44,22 @@ pub struct TaskCounts {
 }
 
 /// When an activity may still start: one that could not finish by `finish_by` is handed
-/// back, to be retried after `polls_end` (when this worker no longer polls for it).
+/// back, to be retried once this worker no longer polls for it.
 #[derive(Clone, Copy, Debug)]
 struct Admission {
     longest: Duration,
     finish_by: Instant,
-    polls_end: Instant,
+    polls_end: PollsEnd,
+}
+
+/// When a worker that handed an activity back stops polling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PollsEnd {
+    /// At this moment (the shutdown moment): the retry comes after it.
+    At(Instant),
+    /// At once: the session stops polling when it hands an activity back (it waits for
+    /// [`TaskActivity::handed_back`]), so the retry comes after [`RETRY_MARGIN`].
+    OnHandBack,
 }
 
 /// The type of the failure an activity handed back is failed with.
@@ -147,16 +157,15 @@ impl TaskActivity {
     }
 
     /// From now on, hand back every activity task that could not run for `longest`
-    /// before `finish_by` (the end of the drain), to be retried after `polls_end` (the
-    /// shutdown moment, when this worker stops polling). Returns `false`, and hands nothing
-    /// back, when even an activity starting now could not finish by then: a later
-    /// invocation of the same length could not run it either, so handing it back would
-    /// only repeat.
-    pub fn admit_activities(
+    /// before `finish_by` (the end of the drain), to be retried once this worker stops
+    /// polling (`polls_end`). Returns `false`, and hands nothing back, when even an
+    /// activity starting now could not finish by then: a later invocation of the same
+    /// length could not run it either, so handing it back would only repeat.
+    pub(crate) fn admit_activities(
         &self,
         longest: Duration,
         finish_by: Instant,
-        polls_end: Instant,
+        polls_end: PollsEnd,
     ) -> bool {
         if Instant::now() + longest > finish_by {
             return false;
@@ -187,7 +196,25 @@ impl TaskActivity {
             return None;
         }
         s.counts.activity_deferred += 1;
-        Some(a.polls_end.saturating_duration_since(now) + RETRY_MARGIN)
+        drop(s);
+        self.changed.notify_waiters();
+        Some(match a.polls_end {
+            PollsEnd::At(t) => t.saturating_duration_since(now) + RETRY_MARGIN,
+            PollsEnd::OnHandBack => RETRY_MARGIN,
+        })
+    }
+
+    /// Resolves once an activity task has been handed back.
+    pub(crate) async fn handed_back(&self) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.lock().counts.activity_deferred > 0 {
+                return;
+            }
+            changed.await;
+        }
     }
 
     /// The counts so far.
@@ -389,7 +416,7 @@ mod tests {
         assert!(tasks.admit_activities(
             Duration::from_secs(5),
             now + Duration::from_secs(10),
-            now + Duration::from_secs(8),
+            PollsEnd::At(now + Duration::from_secs(8)),
         ));
         // 5 s still fit before the drain ends at 10 s.
         tokio::time::advance(Duration::from_secs(4)).await;
@@ -419,7 +446,7 @@ mod tests {
         assert!(!tasks.admit_activities(
             Duration::from_secs(20),
             now + Duration::from_secs(10),
-            now + Duration::from_secs(3),
+            PollsEnd::At(now + Duration::from_secs(3)),
         ));
         tokio::time::advance(Duration::from_secs(9)).await;
         assert_eq!(tasks.defer_now(Retry::Yes), None);
@@ -433,7 +460,7 @@ mod tests {
         assert!(tasks.admit_activities(
             Duration::from_secs(5),
             now + Duration::from_secs(10),
-            now + Duration::from_secs(8),
+            PollsEnd::At(now + Duration::from_secs(8)),
         ));
         tokio::time::advance(Duration::from_secs(6)).await;
         // Too late to fit, but a hand-back would fail it: it runs, uncounted.
@@ -468,5 +495,28 @@ mod tests {
             retried(1, None, true),
             Retry::No(why) if why.contains("local")
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_polling_stops_at_the_hand_back_the_retry_comes_at_once() {
+        let tasks = TaskActivity::default();
+        let now = Instant::now();
+        assert!(tasks.admit_activities(
+            Duration::from_secs(5),
+            now + Duration::from_secs(10),
+            PollsEnd::OnHandBack,
+        ));
+        let waiting = tokio::spawn({
+            let tasks = tasks.clone();
+            async move { tasks.handed_back().await }
+        });
+        tokio::time::advance(Duration::from_secs(6)).await;
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "nothing handed back yet");
+        assert_eq!(tasks.defer_now(Retry::Yes), Some(RETRY_MARGIN));
+        tokio::time::timeout(Duration::from_millis(1), waiting)
+            .await
+            .expect("the session learns of the hand-back")
+            .unwrap();
     }
 }

@@ -27,7 +27,7 @@ use crate::{
     rules::ShutdownHook,
     rules::error::panic_message,
     rules::{IDLE_SHUTDOWN_VAR, LONGEST_ACTIVITY_VAR},
-    tasks::TaskActivity,
+    tasks::{PollsEnd, TaskActivity},
 };
 
 /// What the backend needs to start one worker.
@@ -170,7 +170,14 @@ async fn run_session<B: WorkerBackend>(
         // Activities are cancelled once the graceful timeout has run from the shutdown
         // moment: one that cannot end by then is handed back instead of started.
         let finish_by = (s.shutdown_at + graceful_shutdown_timeout).min(s.drain_by);
-        if !tasks.admit_activities(longest, finish_by, s.shutdown_at) {
+        // With the idle exit on, the session stops polling at the first hand-back, so the
+        // retry comes at once and a fresh invocation (with a whole window) runs it; with
+        // it off, polling goes on until the shutdown moment and the retry comes after it.
+        let polls_end = match idle_shutdown {
+            Some(_) => PollsEnd::OnHandBack,
+            None => PollsEnd::At(s.shutdown_at),
+        };
+        if !tasks.admit_activities(longest, finish_by, polls_end) {
             tracing::warn!(
                 longest_activity_ms = longest.as_millis() as u64,
                 "the longest activity ({:.1}s, {LONGEST_ACTIVITY_VAR}) cannot finish within \
@@ -240,6 +247,12 @@ async fn run_session<B: WorkerBackend>(
             None => std::future::pending().await,
         }
     };
+    let handed_back = async {
+        match idle_shutdown {
+            Some(_) => tasks.handed_back().await,
+            None => std::future::pending().await,
+        }
+    };
     let stop = inv.stop.clone();
     let mut stop_reason = StopReason::WorkerStopped;
     let mut shutdown_began = None;
@@ -250,6 +263,7 @@ async fn run_session<B: WorkerBackend>(
                 () = shutdown_at => StopReason::Deadline,
                 () = stop.stopped() => StopReason::Signal,
                 () = idle => StopReason::Idle,
+                () = handed_back => StopReason::HandedBack,
             }
         } => {
             stop_reason = why;
@@ -319,6 +333,8 @@ enum StopReason {
     Idle,
     /// The process is stopping (SIGTERM).
     Signal,
+    /// An activity task was handed back (the idle exit is on): a fresh invocation runs it.
+    HandedBack,
 }
 
 impl StopReason {
@@ -328,6 +344,7 @@ impl StopReason {
             Self::Deadline => "deadline",
             Self::Idle => "idle",
             Self::Signal => "sigterm",
+            Self::HandedBack => "activity_handed_back",
         }
     }
     fn describe(self) -> &'static str {
@@ -336,6 +353,7 @@ impl StopReason {
             Self::Signal => "the process is stopping (SIGTERM)",
             Self::Idle => "idle",
             Self::WorkerStopped => "the worker stopped",
+            Self::HandedBack => "an activity task was handed back to run in a fresh invocation",
         }
     }
 }

@@ -50,7 +50,9 @@ pub struct LambdaWorkerConfig {
     /// task that could not finish before the worker's drain ends (shutdown moment +
     /// graceful shutdown timeout) is not run in this invocation: it is handed back (failed
     /// retryably, with its next retry after this worker stopped polling, as a benign
-    /// `TemporalLambdaWorker.ActivityDeferred` failure) so the next invocation runs it,
+    /// `TemporalLambdaWorker.ActivityDeferred` failure) so the next invocation runs it
+    /// (with the idle exit on, the invocation stops polling at the hand-back and the retry
+    /// comes 1 s later; with it off, 1 s after the shutdown moment),
     /// instead of being cancelled at the end of the drain and retried only after its
     /// timeout. Each hand-back uses one attempt of the activity's retry policy, so an
     /// activity the server would not retry (on the last attempt its policy allows, with

@@ -254,6 +254,15 @@ fn json_lines(text: &str, message: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The fields of the `invocation summary` line of invocation `request_id` in `text`.
+fn summary_fields(text: &str, request_id: &str) -> serde_json::Value {
+    json_lines(text, "invocation summary")
+        .into_iter()
+        .find(|s| s["fields"]["request_id"] == request_id)
+        .unwrap_or_else(|| panic!("no summary for {request_id}: {text}"))["fields"]
+        .clone()
+}
+
 /// A dev server, a Runtime API and the `hello` bootstrap logging JSON to a file, polling
 /// as `dep-{tag}` on `tq-{tag}` with `env` added, its version registered and current.
 struct HelloSetup {
@@ -434,18 +443,10 @@ async fn an_activity_that_could_not_finish_before_the_drain_ends_runs_in_the_nex
     assert_eq!(attempt, 2, "the run of the second invocation: {started}");
 
     let text = read(log);
-    let summaries = json_lines(&text, "invocation summary");
-    let by_request = |id: &str| {
-        summaries
-            .iter()
-            .find(|s| s["fields"]["request_id"] == id)
-            .unwrap_or_else(|| panic!("no summary for {id}: {text}"))["fields"]
-            .clone()
-    };
-    let f = by_request(&first.request_id);
+    let f = summary_fields(&text, &first.request_id);
     assert_eq!(f["activity_tasks_deferred"], 1, "{f}");
     assert_eq!(f["activity_tasks_completed"], 0, "{f}");
-    let f = by_request(&second.request_id);
+    let f = summary_fields(&text, &second.request_id);
     assert_eq!(f["activity_tasks_deferred"], 0, "{f}");
     assert_eq!(f["activity_tasks_completed"], 1, "{f}");
 }
@@ -481,15 +482,72 @@ async fn an_activity_the_server_would_not_retry_is_never_handed_back() {
         "{result:?}"
     );
     let text = read(log);
-    let summary = json_lines(&text, "invocation summary")
-        .into_iter()
-        .find(|s| s["fields"]["request_id"] == answer.request_id.as_str())
-        .unwrap_or_else(|| panic!("no summary: {text}"));
-    let f = &summary["fields"];
+    let f = summary_fields(&text, &answer.request_id);
     assert_eq!(f["activity_tasks_deferred"], 0, "{f}");
     assert_eq!(f["activity_tasks_completed"], 1, "{f}");
     assert!(
         text.contains("on the last attempt its retry policy allows"),
         "the warning says why it ran: {text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_idle_exit_on_a_handed_back_activity_runs_in_a_fresh_invocation_at_once() {
+    let HelloSetup {
+        server, api, log, ..
+    } = &HelloSetup::start(
+        "handback",
+        &[
+            ("TEMPORAL_LONGEST_ACTIVITY_SECS", "20"),
+            ("TEMPORAL_IDLE_SHUTDOWN_SECS", "12"),
+        ],
+    )
+    .await;
+    // A 30 s invocation polls until 23 s and its drain ends at 28 s; an activity expected
+    // to take up to 20 s fits only when polled before 8 s. The workflow starts 9 s in, so
+    // its activity (1 s in fact) is handed back. The shutdown moment is 14 s away, but the
+    // invocation stops polling at the hand-back and the retry comes a second later, for
+    // the next invocation.
+    let first = api.submit(b"", Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let workflow = tokio::spawn({
+        let server = server.clone();
+        async move {
+            server
+                .execute_workflow(
+                    "SlowHelloWorkflow",
+                    "tq-handback",
+                    "wf-handback",
+                    Some("1000"),
+                )
+                .await
+        }
+    });
+    let first = first.answer().await;
+    first.response();
+    assert!(
+        first.slack() > 15.0,
+        "answered {:.1}s before the deadline: it polled on after the hand-back",
+        first.slack()
+    );
+    let answered = std::time::Instant::now();
+    let second = api.submit(b"", Duration::from_secs(30));
+    let result = workflow.await.unwrap().unwrap();
+    assert!(result.contains("Hello after 1000 ms!"), "{result}");
+    let waited = answered.elapsed();
+    assert!(
+        waited < Duration::from_secs(8),
+        "the handed-back activity ran {waited:?} after the first answer: its retry \
+         waited for the first invocation's shutdown moment"
+    );
+    let second = second.answer().await;
+    second.response();
+
+    let text = read(log);
+    let f = summary_fields(&text, &first.request_id);
+    assert_eq!(f["stop_reason"], "activity_handed_back", "{f}");
+    assert_eq!(f["activity_tasks_deferred"], 1, "{f}");
+    let f = summary_fields(&text, &second.request_id);
+    assert_eq!(f["activity_tasks_deferred"], 0, "{f}");
+    assert_eq!(f["activity_tasks_completed"], 1, "{f}");
 }
