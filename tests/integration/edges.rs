@@ -456,7 +456,7 @@ async fn an_activity_the_server_would_not_retry_is_never_handed_back() {
     let HelloSetup {
         server, api, log, ..
     } = &HelloSetup::start(
-        "once",
+        "last-attempt",
         &[
             ("TEMPORAL_LONGEST_ACTIVITY_SECS", "12"),
             ("TEMPORAL_IDLE_SHUTDOWN_SECS", "off"),
@@ -471,7 +471,12 @@ async fn an_activity_the_server_would_not_retry_is_never_handed_back() {
     let first = api.submit(b"", Duration::from_secs(15));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let result = server
-        .execute_workflow("SlowHelloOnceWorkflow", "tq-once", "wf-once", Some("1000"))
+        .execute_workflow(
+            "SlowHelloOnceWorkflow",
+            "tq-last-attempt",
+            "wf-last-attempt",
+            Some("1000"),
+        )
         .await;
     let answer = first.answer().await;
     answer.response();

@@ -38,7 +38,17 @@ pub(crate) fn example_binary(name: &str) -> PathBuf {
 
 pub(crate) struct TempDir(pub(crate) PathBuf);
 impl TempDir {
+    /// A directory of this test process named after `tag`, which must be unique among the
+    /// tests: they run in parallel, and one's drop would remove the other's files.
     pub(crate) fn new(tag: &str) -> Self {
+        static TAGS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+        let mut tags = TAGS.lock().unwrap_or_else(|p| p.into_inner());
+        assert!(
+            !tags.iter().any(|t| t == tag),
+            "TempDir tag {tag:?} is used by another test"
+        );
+        tags.push(tag.to_owned());
+        drop(tags);
         let p = std::env::temp_dir().join(format!("tlw-it-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
