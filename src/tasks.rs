@@ -191,7 +191,8 @@ impl TaskActivity {
         if let Retry::No(why) = retry {
             drop(s);
             tracing::warn!(
-                "an activity that may not finish before this invocation's drain ends runs                  anyway: {why}, so handing it back would fail it"
+                "an activity that may not finish before this invocation's drain ends runs anyway: \
+                 {why}, so handing it back would fail it"
             );
             return None;
         }
