@@ -48,19 +48,22 @@ pub struct LambdaWorkerConfig {
     pub idle_shutdown: Option<Duration>,
     /// The longest an activity of this worker is expected to run. When set, an activity
     /// task that could not finish before the worker's drain ends (shutdown moment +
-    /// graceful shutdown timeout) is not run in this invocation: it is handed back (failed
-    /// retryably, with its next retry after this worker stopped polling, as a benign
-    /// `TemporalLambdaWorker.ActivityDeferred` failure) so the next invocation runs it
-    /// (with the idle exit on, the invocation stops polling at the hand-back and the retry
-    /// comes 1 s later; with it off, 1 s after the shutdown moment),
+    /// graceful shutdown timeout) is not run in this invocation. It is handed back (failed
+    /// retryably, as a benign `TemporalLambdaWorker.ActivityDeferred` failure, with its
+    /// next retry after this worker stopped polling) so the next invocation runs it,
     /// instead of being cancelled at the end of the drain and retried only after its
-    /// timeout. Each hand-back uses one attempt of the activity's retry policy, so an
-    /// activity the server would not retry (on the last attempt its policy allows, with
+    /// timeout. With the idle exit on, the invocation stops polling (workflow tasks too)
+    /// at the hand-back and the retry comes 1 s later; with it off, polling goes on until
+    /// the shutdown moment and the retry comes 1 s after it.
+    ///
+    /// Each hand-back uses one attempt of the activity's retry policy, so an activity the
+    /// server would not retry (on the last attempt its policy allows, with
     /// `TemporalLambdaWorker.ActivityDeferred` among its non-retryable error types, or a
-    /// local activity) is never handed back: it runs, with a warning. Workflow tasks are
-    /// polled until the shutdown moment either way. `None` (the default): every
-    /// activity task is run. From `TEMPORAL_LONGEST_ACTIVITY_SECS` (decimal seconds) when
-    /// set; configure may change it.
+    /// local activity) is never handed back: it runs, with a warning.
+    ///
+    /// `None` (the default): every activity task is run. From
+    /// `TEMPORAL_LONGEST_ACTIVITY_SECS` (decimal seconds) when set; configure may change
+    /// it.
     pub longest_activity: Option<Duration>,
     /// The versioning behaviour given to workflows of this worker: `Pinned` (the
     /// default) or `AutoUpgrade`. The Rust SDK has no per-workflow behaviour, so this is
