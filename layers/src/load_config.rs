@@ -140,14 +140,15 @@ impl std::fmt::Debug for LoadConfig {
 }
 
 impl LoadConfig {
-    /// A positive decimal number of seconds from `var`, if it is set; otherwise a
-    /// ConfigError naming the variable and saying what to do (`unset`).
+    /// `value`, the value of `var`, as a positive decimal number of seconds (`None` when
+    /// unset or blank); otherwise a ConfigError naming the variable and saying what to do
+    /// (`unset`).
     fn seconds(
-        &self,
         var: &str,
+        value: Option<String>,
         unset: &str,
     ) -> Result<Option<std::time::Duration>, LambdaWorkerError> {
-        let Some(value) = self.env.var(var).filter(|v| !v.trim().is_empty()) else {
+        let Some(value) = value.filter(|v| !v.trim().is_empty()) else {
             return Ok(None);
         };
         let secs = value
@@ -193,16 +194,18 @@ impl InvocationStep for LoadConfig {
         inv.config.tls_disabled = loaded.tls_disabled;
         inv.config.idle_shutdown = match self.env.var(IDLE_SHUTDOWN_VAR) {
             Some(v) if matches!(v.trim(), "off" | "0") => None,
-            _ => Some(
-                self.seconds(
+            idle => Some(
+                Self::seconds(
                     IDLE_SHUTDOWN_VAR,
+                    idle,
                     "set it to off to poll until the shutdown buffer",
                 )?
                 .unwrap_or(DEFAULT_IDLE_SHUTDOWN),
             ),
         };
-        if let Some(longest) = self.seconds(
+        if let Some(longest) = Self::seconds(
             LONGEST_ACTIVITY_VAR,
+            self.env.var(LONGEST_ACTIVITY_VAR),
             "unset it to run every activity task the worker polls",
         )? {
             inv.config.longest_activity = Some(longest);
