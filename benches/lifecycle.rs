@@ -24,7 +24,7 @@ use std::{
 
 use temporal_lambda_worker_testkit::{
     Answer, Bootstrap, DevServer, RuntimeApi,
-    bench::{system_secs, workflow_times},
+    bench::{percentile, system_secs, workflow_times},
 };
 
 const ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:bench";
@@ -51,19 +51,16 @@ fn epoch_us(us: u64) -> SystemTime {
 
 /// "median X  p95 Y  (min … max, n)" of `v`, in the unit given.
 fn summary(v: &[f64], unit: &str) -> String {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    if s.is_empty() {
+    if v.is_empty() {
         return "no samples".into();
     }
-    let at = |p: f64| s[((s.len() - 1) as f64 * p).round() as usize];
     format!(
         "median {:8.2} {unit}  p95 {:8.2} {unit}  (min {:.2}, max {:.2}, n={})",
-        at(0.5),
-        at(0.95),
-        s[0],
-        s[s.len() - 1],
-        s.len()
+        percentile(v, 0.5),
+        percentile(v, 0.95),
+        percentile(v, 0.0),
+        percentile(v, 1.0),
+        v.len()
     )
 }
 
@@ -400,12 +397,6 @@ async fn queued_workflow(binary: &Path, server: &DevServer, f: &Function) {
     );
     println!(
         "   warm − floor (medians): {:+.2} ms",
-        median(&warm) - median(&floor)
+        percentile(&warm, 0.5) - percentile(&floor, 0.5)
     );
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    s.get(s.len() / 2).copied().unwrap_or(f64::NAN)
 }

@@ -22,7 +22,7 @@ use std::{
 
 use temporal_lambda_worker_testkit::{
     Bootstrap, DevServer, RuntimeApi,
-    bench::{bootstraps_or, dev_server_from_env, env_or, system_secs, workflow_times},
+    bench::{bootstraps_or, dev_server_from_env, env_or, percentile, system_secs, workflow_times},
 };
 
 const ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:bench";
@@ -147,18 +147,16 @@ async fn measure(binary: &Path, server: &DevServer, n: usize, tag: usize) {
             (end as f64 - at25 as f64) / (last - 25).max(1) as f64
         );
     }
-    warm_ms.sort_by(|a, b| a.total_cmp(b));
     if queued {
         server_side_split(server, &queue, &handed_out).await;
     } else if !warm_ms.is_empty() {
-        let at = |p: f64| warm_ms[((warm_ms.len() - 1) as f64 * p).round() as usize];
         println!(
             "  warm path, handed out → workflow completed: median {:.1} ms, p95 {:.1} ms \
              (min {:.1}, max {:.1}, n={})",
-            at(0.5),
-            at(0.95),
-            warm_ms[0],
-            warm_ms[warm_ms.len() - 1],
+            percentile(&warm_ms, 0.5),
+            percentile(&warm_ms, 0.95),
+            percentile(&warm_ms, 0.0),
+            percentile(&warm_ms, 1.0),
             warm_ms.len()
         );
         server_side_split(server, &queue, &handed_out).await;
@@ -188,16 +186,12 @@ async fn server_side_split(
         start_to_close.push((close - start) * 1e3);
         out_to_close.push((close - out) * 1e3);
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-    };
     println!(
         "  server times: hand-out → workflow closed median {:.1} ms; hand-out → workflow \
          started {:.1} ms (negative: queued before); workflow start → close {:.1} ms (n={})",
-        median(&mut out_to_close),
-        median(&mut to_start),
-        median(&mut start_to_close),
+        percentile(&out_to_close, 0.5),
+        percentile(&to_start, 0.5),
+        percentile(&start_to_close, 0.5),
         start_to_close.len()
     );
 }

@@ -93,3 +93,14 @@ pub fn system_secs(t: std::time::SystemTime) -> f64 {
         .expect("after the epoch")
         .as_secs_f64()
 }
+
+/// The `p` quantile (0 to 1) of `values` by nearest rank: `percentile(v, 0.5)` is the
+/// median, 0 the minimum and 1 the maximum; `NaN` when there are none.
+pub fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n => sorted[((n - 1) as f64 * p).round() as usize],
+    }
+}
