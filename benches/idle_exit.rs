@@ -7,20 +7,16 @@
 //!
 //! Run: `cargo bench --bench idle_exit` (the debug `hello`; build it first with
 //! `cargo build --workspace --examples`), or `TLW_BENCH_BOOTSTRAP=path`. Knobs:
-//! `TLW_BENCH_IDLE` (comma-separated settings to compare, `off` for unset; default
-//! `off,2`), `TLW_BENCH_TIMEOUT_SECS` (the function's timeout, 60), `TLW_BENCH_SPARSE`
+//! `TLW_BENCH_IDLE` (comma-separated values of `TEMPORAL_IDLE_SHUTDOWN_SECS` to compare,
+//! `off` for none; default `off,2`), `TLW_BENCH_TIMEOUT_SECS` (the function's timeout, 60), `TLW_BENCH_SPARSE`
 //! (workflows of the sparse stream, 12, one every `TLW_BENCH_SPARSE_EVERY_SECS`, 10),
 //! `TLW_BENCH_BURST` (workflows of the burst, 300), `TLW_BENCH_CONCURRENCY` (10).
 
-use std::{
-    path::PathBuf,
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use temporal_lambda_worker_testkit::{
     DevServer, FunctionSpec, ServerlessLoop,
-    bench::{debug_example, env_or, epoch_secs},
+    bench::{debug_example, env_or, percentile, workflow_times},
 };
 
 const EXTERNAL_ID: &str = "bench-external-id";
@@ -70,9 +66,8 @@ async fn run(idle: &str, scenario: &'static str, tag: usize) -> Row {
         .timeout(timeout)
         .concurrency(env_or("TLW_BENCH_CONCURRENCY", 10))
         .task_root(&root);
-    if idle != "off" {
-        spec = spec.env("TEMPORAL_IDLE_SHUTDOWN_SECS", idle);
-    }
+    // Always set: unset is the 2 s default, not off.
+    spec = spec.env("TEMPORAL_IDLE_SHUTDOWN_SECS", idle);
     let ServerlessLoop { plane, server, .. } =
         ServerlessLoop::start(spec, &deployment, "build-1", EXTERNAL_ID, &queue)
             .await
@@ -84,7 +79,6 @@ async fn run(idle: &str, scenario: &'static str, tag: usize) -> Row {
             s.attempts.len() as u64 >= s.invokes
         })
         .await;
-    let begin = SystemTime::now();
     let before = plane.stats(&name).attempts.len();
     let ids: Vec<String> = match scenario {
         "sparse" => {
@@ -129,25 +123,15 @@ async fn run(idle: &str, scenario: &'static str, tag: usize) -> Row {
         })
         .map(|d| d.as_secs_f64())
         .sum();
-    let listed = server
-        .list_workflows(&format!("TaskQueue='{queue}'"))
-        .await
-        .unwrap_or_default();
-    let mut latencies = Vec::new();
-    for w in &listed {
-        if w["status"]
-            .as_str()
-            .is_some_and(|s| s.contains("COMPLETED"))
-            && let (Some(start), Some(close)) = (
-                w["startTime"].as_str().and_then(epoch_secs),
-                w["closeTime"].as_str().and_then(epoch_secs),
-            )
-        {
-            latencies.push(close - start);
-        }
-    }
-    latencies.sort_by(f64::total_cmp);
-    let _ = begin;
+    let latencies: Vec<f64> = workflow_times(
+        &server,
+        &format!("TaskQueue='{queue}' AND ExecutionStatus='Completed'"),
+    )
+    .await
+    .unwrap_or_default()
+    .values()
+    .map(|(start, close)| close - start)
+    .collect();
     drop(plane);
     let _ = std::fs::remove_dir_all(&root);
     Row {
@@ -178,12 +162,7 @@ async fn main() {
         for idle in idles.split(',') {
             tag += 1;
             let r = run(idle.trim(), scenario, tag).await;
-            let at = |p: f64| {
-                r.latencies
-                    .get(((r.latencies.len().max(1) - 1) as f64 * p).round() as usize)
-                    .copied()
-                    .unwrap_or(f64::NAN)
-            };
+            let at = |p: f64| percentile(&r.latencies, p);
             println!(
                 "| {} | {} | {:.1} | {} | {} | {:.2} | {:.2} | {:.2} | {} |",
                 if r.idle == "off" {
@@ -197,7 +176,7 @@ async fn main() {
                 r.cold_starts,
                 at(0.5),
                 at(0.95),
-                r.latencies.last().copied().unwrap_or(f64::NAN),
+                at(1.0),
                 r.lost
             );
         }
