@@ -87,6 +87,8 @@ struct Queued {
     handed_out: oneshot::Sender<SystemTime>,
     /// Seeds the X-Ray trace and parent ids (never zero).
     trace_seed: u64,
+    /// `Lambda-Runtime-Invoked-Function-Arn`, if not the function's ARN.
+    invoked_arn: Option<String>,
 }
 
 struct State {
@@ -219,7 +221,11 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         );
         h.insert(
             "Lambda-Runtime-Invoked-Function-Arn",
-            state.function_arn.parse().unwrap(),
+            q.invoked_arn
+                .as_deref()
+                .unwrap_or(&state.function_arn)
+                .parse()
+                .unwrap(),
         );
         h.insert(
             "Lambda-Runtime-Trace-Id",
@@ -318,6 +324,16 @@ impl RuntimeApi {
     /// Queues an invocation for the next `next` call; its deadline starts when it is
     /// handed out. Await [`Pending::answer`] for the answer.
     pub fn submit(&self, payload: &[u8], timeout: Duration) -> Pending {
+        self.queue(payload, timeout, None)
+    }
+
+    /// [`submit`](Self::submit), handed out with `invoked_arn` as the invoked function ARN
+    /// (as Lambda passes the ARN the caller named: with a qualifier, or without).
+    pub fn submit_invoked(&self, payload: &[u8], timeout: Duration, invoked_arn: &str) -> Pending {
+        self.queue(payload, timeout, Some(invoked_arn.to_owned()))
+    }
+
+    fn queue(&self, payload: &[u8], timeout: Duration, invoked_arn: Option<String>) -> Pending {
         let n = self.state.counter.fetch_add(1, Ordering::Relaxed);
         let request_id = format!("{:08x}-0000-4000-8000-{:012x}", std::process::id(), n);
         let (tx, reply) = oneshot::channel();
@@ -329,6 +345,7 @@ impl RuntimeApi {
             reply: tx,
             handed_out: handed_tx,
             trace_seed: (u64::from(std::process::id()) << 20) + n + 1,
+            invoked_arn,
         });
         self.state.queued.notify_waiters();
         Pending {

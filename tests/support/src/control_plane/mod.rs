@@ -40,13 +40,13 @@ use hyper::{Method, Request, Response, StatusCode, body::Incoming};
 use tokio::{net::TcpListener, task::AbortHandle};
 
 use crate::{
-    Outcome, RuntimeApi,
+    Outcome,
     http::{Body, read_body, reply, serve},
 };
 
 use aws::{assume_role, aws_error, form_value, percent_decode, xml};
-use function::Function;
-pub use function::{Attempt, FunctionSpec, FunctionStats, InvocationType, function_arn};
+pub use function::{Attempt, FunctionSpec, FunctionStats, InvocationType, LATEST, function_arn};
+use function::{Function, timed_out};
 
 /// The account id local ARNs use.
 pub const ACCOUNT: &str = "000000000000";
@@ -61,13 +61,34 @@ struct Shared {
     requests: AtomicU64,
 }
 
+/// Splits what a request names into the function's name and its qualifier, if any:
+/// `NAME`, `NAME:Q`, `ACCOUNT:function:NAME[:Q]` or the ARN, with or without `:Q`, as
+/// Lambda accepts them. `None` for an ARN of another account or region.
+fn split_id(id: &str) -> Option<(&str, Option<&str>)> {
+    let named = match id.split_once(":function:") {
+        Some((prefix, rest)) => {
+            let ours = format!("arn:aws:lambda:{REGION}:{ACCOUNT}");
+            (prefix == ours || prefix == ACCOUNT).then_some(rest)?
+        }
+        None => id,
+    };
+    Some(match named.split_once(':') {
+        Some((name, q)) => (name, Some(q)),
+        None => (named, None),
+    })
+}
+
 impl Shared {
-    fn function(&self, id: &str) -> Option<&Arc<Function>> {
-        self.functions.iter().find(|f| {
-            f.spec.name == id
-                || f.arn == id
-                || id.strip_prefix(&f.arn).is_some_and(|q| q.starts_with(':'))
-        })
+    /// The function `id` names, and the qualifier: the one in `id`, else `qualifier` (the
+    /// `Qualifier` query parameter).
+    fn function<'a>(
+        &self,
+        id: &'a str,
+        qualifier: Option<&'a str>,
+    ) -> Option<(&Arc<Function>, Option<&'a str>)> {
+        let (name, q) = split_id(id)?;
+        let f = self.functions.iter().find(|f| f.name == name)?;
+        Some((f, q.or(qualifier)))
     }
 
     fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) {
@@ -121,14 +142,7 @@ impl ControlPlane {
         let addr = listener.local_addr()?;
         let mut served = Vec::new();
         for spec in functions {
-            let arn = spec.arn();
-            served.push(Arc::new(Function {
-                api: RuntimeApi::start(&arn).await?,
-                arn,
-                spec,
-                invokes: AtomicU64::new(0),
-                state: Mutex::default(),
-            }));
+            served.push(Function::start(spec).await?);
         }
         let shared = Arc::new(Shared {
             functions: served,
@@ -162,12 +176,46 @@ impl ControlPlane {
         format!("http://{}", self.addr)
     }
 
-    /// What happened so far to the function named `name`.
-    pub fn stats(&self, name: &str) -> FunctionStats {
-        self.shared
-            .function(name)
-            .unwrap_or_else(|| panic!("no function named {name}"))
-            .stats()
+    /// What happened so far to the function `id` names: `NAME` (all its versions), or
+    /// `NAME:N` / `NAME:$LATEST` (that version only; an ARN works too).
+    pub fn stats(&self, id: &str) -> FunctionStats {
+        let (f, q) = self
+            .shared
+            .function(id, None)
+            .unwrap_or_else(|| panic!("no function named {id}"));
+        f.stats(q).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn named(&self, name: &str) -> Result<&Arc<Function>, String> {
+        match self.shared.function(name, None) {
+            Some((f, None)) => Ok(f),
+            _ => Err(format!("Function not found: {}", function_arn(name))),
+        }
+    }
+
+    /// `PublishVersion`: snapshots the function's current code and configuration as a new
+    /// version and returns its number (the last one's when nothing changed since).
+    pub async fn publish_version(&self, name: &str) -> Result<String, String> {
+        let env = self
+            .named(name)?
+            .publish()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(env.version.clone())
+    }
+
+    /// Updates the function's `$LATEST` (what `update-function-code` and
+    /// `update-function-configuration` do): the next invocation of `$LATEST` runs in a new
+    /// execution environment with the changed spec; published versions are untouched.
+    pub async fn update_function(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut FunctionSpec),
+    ) -> Result<(), String> {
+        self.named(name)?
+            .update(change)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// Polls [`stats`](Self::stats) until `done` holds, or fails after `timeout` with the
@@ -199,7 +247,7 @@ impl Drop for ControlPlane {
             t.abort();
         }
         for f in &self.shared.functions {
-            f.state.lock().unwrap().processes.clear();
+            f.stop();
         }
     }
 }
@@ -231,44 +279,173 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             &format!("the local control plane does not serve {method} {path}"),
         );
     };
-    let (id, invocations) = match rest.strip_suffix("/invocations") {
-        Some(id) => (percent_decode(id), true),
-        None => (percent_decode(rest.trim_end_matches('/')), false),
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let qualifier = form_value(&query, "Qualifier");
+    let (id, operation) = match rest.trim_end_matches('/').split_once('/') {
+        Some((id, op)) => (percent_decode(id), op.to_owned()),
+        None => (percent_decode(rest.trim_end_matches('/')), String::new()),
     };
-    let Some(function) = shared.function(&id).cloned() else {
-        return aws_error(
+    let not_found = |what: &str| {
+        aws_error(
             StatusCode::NOT_FOUND,
             "ResourceNotFoundException",
-            &format!("Function not found: {id}"),
-        );
+            &format!("Function not found: {what}"),
+        )
     };
-    match (method, invocations) {
-        (Method::GET, false) => {
-            let mut r = reply(StatusCode::OK, function.configuration().to_string());
-            r.headers_mut()
-                .insert("Content-Type", "application/json".parse().unwrap());
-            r
+    let Some((function, q)) = shared.function(&id, qualifier.as_deref()) else {
+        return not_found(&id);
+    };
+    let function = function.clone();
+    let q = q.map(str::to_owned);
+    let env = match function.resolve(q.as_deref()) {
+        Ok(env) => env,
+        Err(e) => {
+            return aws_error(StatusCode::NOT_FOUND, "ResourceNotFoundException", &e);
         }
-        (Method::POST, true) => {
+    };
+    // The error for an operation that takes the bare function name, if `id` had a qualifier.
+    let qualified_error = || {
+        q.is_some().then(|| {
+            aws_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidParameterValueException",
+                &format!("{operation} takes the function's name without a qualifier, not {id}"),
+            )
+        })
+    };
+    match (method, operation.as_str()) {
+        // GetFunction
+        (Method::GET, "") => json(
+            StatusCode::OK,
+            serde_json::json!({
+                "Configuration": env.configuration(),
+                "Code": { "RepositoryType": "S3", "Location": "" }
+            }),
+        ),
+        // GetFunctionConfiguration
+        (Method::GET, "configuration") => json(StatusCode::OK, env.configuration()),
+        // DeleteFunction with a version as qualifier
+        (Method::DELETE, "") => match q.as_deref() {
+            Some(v) => match function.delete_version(v) {
+                Ok(()) => reply(StatusCode::NO_CONTENT, ""),
+                Err(e) => aws_error(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidParameterValueException",
+                    &e,
+                ),
+            },
+            None => aws_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidParameterValueException",
+                "the local control plane deletes published versions only: give a Qualifier",
+            ),
+        },
+        // PublishVersion
+        (Method::POST, "versions") => {
+            if let Some(r) = qualified_error() {
+                return r;
+            }
+            match function.publish().await {
+                Ok(v) => json(StatusCode::CREATED, v.configuration()),
+                Err(e) => aws_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "ServiceException",
+                    &e.to_string(),
+                ),
+            }
+        }
+        // ListVersionsByFunction
+        (Method::GET, "versions") => json(
+            StatusCode::OK,
+            serde_json::json!({ "Versions": function.list_versions() }),
+        ),
+        // UpdateFunctionConfiguration: `Environment.Variables` (replaced whole, as on
+        // Lambda) and `Timeout`.
+        (Method::PUT, "configuration") => {
+            if let Some(r) = qualified_error() {
+                return r;
+            }
+            let body = read_body(req).await;
+            let v: serde_json::Value = match serde_json::from_slice(&body) {
+                Ok(v) => v,
+                Err(e) => {
+                    return aws_error(
+                        StatusCode::BAD_REQUEST,
+                        "InvalidRequestContentException",
+                        &format!("could not parse request body into json: {e}"),
+                    );
+                }
+            };
+            let vars = v["Environment"]["Variables"].as_object().cloned();
+            let timeout = v["Timeout"].as_u64();
+            let changed = function
+                .update(|spec| {
+                    if let Some(vars) = vars {
+                        spec.env = vars
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                            .collect();
+                    }
+                    if let Some(secs) = timeout {
+                        spec.timeout = Duration::from_secs(secs);
+                    }
+                })
+                .await;
+            match changed.and_then(|()| function.resolve(None).map_err(std::io::Error::other)) {
+                Ok(latest) => json(StatusCode::OK, latest.configuration()),
+                Err(e) => aws_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "ServiceException",
+                    &e.to_string(),
+                ),
+            }
+        }
+        // Invoke
+        (Method::POST, "invocations") => {
             let kind = req
                 .headers()
                 .get("X-Amz-Invocation-Type")
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("RequestResponse")
                 .to_owned();
-            let payload = read_body(req).await;
+            let mut payload = read_body(req).await;
+            if payload.is_empty() {
+                // Lambda hands a function `{}` when the Invoke call carries no payload (as the
+                // Worker Controller's does), not an empty body: "When you invoke a function
+                // with no payload the Lambda service passes {} (an empty json object) to your
+                // handler", AWS's own aws/aws-lambda-dotnet pull request 834, which made its
+                // test tool do the same. awslambdaric fails an empty body with
+                // `Runtime.UnmarshalError`, and Temporal documents its Python worker as
+                // working with the Worker Controller on Lambda.
+                payload = bytes::Bytes::from_static(b"{}");
+            }
+            // Lambda passes the ARN the caller named, with its qualifier if it had one.
+            let invoked_arn = match &q {
+                Some(q) => format!("{}:{q}", function_arn(&function.name)),
+                None => function_arn(&function.name),
+            };
             let delays = shared.retry_delays.clone();
+            let executed = env.version.clone();
             match kind.as_str() {
                 "Event" => {
                     shared.spawn(async move {
-                        function.run(payload, InvocationType::Event, delays).await;
+                        function
+                            .run(env, q, invoked_arn, payload, InvocationType::Event, delays)
+                            .await;
                     });
                     reply(StatusCode::ACCEPTED, "")
                 }
                 "RequestResponse" => {
+                    let timeout = env.spec.timeout;
                     let answer = function
-                        .clone()
-                        .run(payload, InvocationType::RequestResponse, delays)
+                        .run(
+                            env,
+                            q,
+                            invoked_arn,
+                            payload,
+                            InvocationType::RequestResponse,
+                            delays,
+                        )
                         .await;
                     let (body, error) = match answer.outcome {
                         Outcome::Response(v) => (v.to_string(), false),
@@ -281,14 +458,14 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                             true,
                         ),
                         Outcome::NoAnswer => (
-                            serde_json::json!({"errorType": "Sandbox.Timedout", "errorMessage": function.timed_out()})
+                            serde_json::json!({"errorType": "Sandbox.Timedout", "errorMessage": timed_out(timeout)})
                                 .to_string(),
                             true,
                         ),
                     };
                     let mut r = reply(StatusCode::OK, body);
                     r.headers_mut()
-                        .insert("X-Amz-Executed-Version", "$LATEST".parse().unwrap());
+                        .insert("X-Amz-Executed-Version", executed.parse().unwrap());
                     if error {
                         r.headers_mut()
                             .insert("X-Amz-Function-Error", "Unhandled".parse().unwrap());
@@ -309,6 +486,13 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             &format!("the local control plane does not serve {method} {path}"),
         ),
     }
+}
+
+fn json(status: StatusCode, v: serde_json::Value) -> Response<Body> {
+    let mut r = reply(status, v.to_string());
+    r.headers_mut()
+        .insert("Content-Type", "application/json".parse().unwrap());
+    r
 }
 
 #[cfg(test)]
@@ -339,6 +523,17 @@ mod tests {
         headers: &str,
         body: &str,
     ) -> (u16, String) {
+        let (status, _, body) = exchange(addr, head, headers, body).await;
+        (status, body)
+    }
+
+    /// One request; (status, the answer's head, its body).
+    async fn exchange(
+        addr: SocketAddr,
+        head: &str,
+        headers: &str,
+        body: &str,
+    ) -> (u16, String, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         let req = format!(
@@ -349,24 +544,27 @@ mod tests {
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         let status = out[9..12].parse().unwrap();
-        let body = out.split_once("\r\n\r\n").unwrap().1.to_owned();
-        (status, body)
+        let (head, body) = out.split_once("\r\n\r\n").unwrap();
+        (status, head.to_owned(), body.to_owned())
     }
 
     /// A bootstrap in Python speaking the Runtime API: each invocation takes `WORK_SECS`
-    /// and answers `{"pid": …}`, or an error when the payload is `fail`.
+    /// and answers `{"pid": …}` with what it was handed and its Lambda environment, or an
+    /// error when the payload is `fail`.
     const PY_BOOTSTRAP: &str = r#"
 import json, os, time, urllib.request
 base = "http://%s/2018-06-01/runtime/invocation" % os.environ["AWS_LAMBDA_RUNTIME_API"]
 while True:
     with urllib.request.urlopen(base + "/next") as r:
         rid = r.headers["Lambda-Runtime-Aws-Request-Id"]
+        arn = r.headers["Lambda-Runtime-Invoked-Function-Arn"]
         payload = r.read()
     time.sleep(float(os.environ.get("WORK_SECS", "0")))
     if payload == b"fail":
         kind, body = "error", {"errorType": "Test.Failed", "errorMessage": "asked to fail"}
     else:
-        kind, body = "response", {"pid": os.getpid()}
+        kind, body = "response", {"pid": os.getpid(), "arn": arn, "payload": payload.decode(),
+            "version": os.environ["AWS_LAMBDA_FUNCTION_VERSION"], "build": os.environ.get("BUILD")}
     req = urllib.request.Request("%s/%s/%s" % (base, rid, kind), json.dumps(body).encode(), method="POST")
     urllib.request.urlopen(req).read()
 "#;
@@ -460,6 +658,134 @@ while True:
         let (status, body) = invoke("fail").await;
         assert_eq!(status, 200);
         assert!(body.contains("asked to fail"), "{body}");
+        drop(plane);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn publishes_versions_that_run_in_their_own_environments() {
+        let dir = std::env::temp_dir().join(format!("tlw-cp-versions-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let spec = FunctionSpec::new("py", py_bootstrap(&dir))
+            .env("BUILD", "one")
+            .concurrency(2)
+            .timeout(Duration::from_secs(10))
+            .task_root(&dir);
+        let plane = ControlPlane::start(vec![spec], ControlPlaneOptions::default())
+            .await
+            .unwrap();
+        let addr = plane.addr;
+        let arn = "arn%3Aaws%3Alambda%3Aus-east-1%3A000000000000%3Afunction%3Apy";
+        let publish = || request(addr, "POST /2015-03-31/functions/py/versions", "{}");
+        let json = |body: &str| -> serde_json::Value {
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+        };
+
+        // PublishVersion: version 1, again 1 while nothing changed.
+        let (status, body) = publish().await;
+        assert_eq!(status, 201, "{body}");
+        let v1 = json(&body);
+        assert_eq!(v1["Version"], "1");
+        assert_eq!(v1["FunctionArn"], format!("{}:1", function_arn("py")));
+        assert_eq!(json(&publish().await.1)["Version"], "1");
+
+        // UpdateFunctionConfiguration replaces $LATEST's environment; then version 2.
+        let (status, body) = request(
+            addr,
+            "PUT /2015-03-31/functions/py/configuration",
+            r#"{"Environment": {"Variables": {"BUILD": "two"}}}"#,
+        )
+        .await;
+        assert_eq!(
+            (status, json(&body)["Version"].clone()),
+            (200, "$LATEST".into()),
+            "{body}"
+        );
+        assert_eq!(json(&publish().await.1)["Version"], "2");
+
+        // Each version runs its own snapshot in its own processes, with Lambda's view of it.
+        let invoke = |target: String, payload: &'static str| async move {
+            let (id, query) = target.split_once('?').unwrap_or((&target, ""));
+            let (status, head, body) = exchange(
+                addr,
+                &format!("POST /2015-03-31/functions/{id}/invocations?{query}"),
+                "",
+                payload,
+            )
+            .await;
+            assert_eq!(status, 200, "{target}: {body}");
+            (head, json(&body))
+        };
+        let (head, one) = invoke(format!("{arn}%3A1"), "x").await;
+        assert!(head.contains("x-amz-executed-version: 1"), "{head}");
+        assert_eq!(
+            (one["build"].as_str(), one["version"].as_str()),
+            (Some("one"), Some("1"))
+        );
+        assert_eq!(one["arn"], format!("{}:1", function_arn("py")));
+        let (head, latest) = invoke("py".into(), "x").await;
+        assert!(head.contains("x-amz-executed-version: $LATEST"), "{head}");
+        assert_eq!(
+            (latest["build"].as_str(), latest["version"].as_str()),
+            (Some("two"), Some("$LATEST"))
+        );
+        assert_eq!(latest["arn"], function_arn("py"));
+        let (_, two) = invoke("py?Qualifier=2".into(), "x").await;
+        assert_eq!(
+            (two["build"].as_str(), two["version"].as_str()),
+            (Some("two"), Some("2"))
+        );
+        let pids: std::collections::HashSet<_> = [&one, &latest, &two]
+            .iter()
+            .map(|v| v["pid"].as_u64())
+            .collect();
+        assert_eq!(
+            pids.len(),
+            3,
+            "versions shared a process: {one} {latest} {two}"
+        );
+
+        // An Invoke without a payload hands the function `{}`, as Lambda does.
+        let (_, empty) = invoke("py:2".into(), "").await;
+        assert_eq!(empty["payload"], "{}");
+
+        // GetFunction with a qualifier; unknown versions are ResourceNotFoundException.
+        let (status, body) = request(addr, "GET /2015-03-31/functions/py:2", "").await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            json(&body)["Configuration"]["FunctionArn"],
+            format!("{}:2", function_arn("py"))
+        );
+        for missing in [
+            "GET /2015-03-31/functions/py?Qualifier=7",
+            "POST /2015-03-31/functions/py:7/invocations",
+            "GET /2015-03-31/functions/arn%3Aaws%3Alambda%3Aus-east-1%3A999999999999%3Afunction%3Apy",
+        ] {
+            let (status, head, body) = exchange(addr, missing, "", "").await;
+            assert_eq!(status, 404, "{missing}: {body}");
+            assert!(
+                head.contains("ResourceNotFoundException"),
+                "{missing}: {head}"
+            );
+        }
+        let (_, body) = request(addr, "GET /2015-03-31/functions/py/versions", "").await;
+        let listed: Vec<_> = json(&body)["Versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["Version"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(listed, ["$LATEST", "1", "2"]);
+
+        // Stats per version; a deleted version is gone.
+        let s1 = plane.stats("py:1");
+        assert_eq!((s1.invokes, s1.processes_started), (1, 1), "{s1:?}");
+        assert!(s1.attempts.iter().all(|a| a.version == "1"), "{s1:?}");
+        assert_eq!(plane.stats("py").invokes, 4);
+        let (status, _) = request(addr, "DELETE /2015-03-31/functions/py?Qualifier=1", "").await;
+        assert_eq!(status, 204);
+        let (status, _) = request(addr, "POST /2015-03-31/functions/py:1/invocations", "").await;
+        assert_eq!(status, 404);
         drop(plane);
         let _ = std::fs::remove_dir_all(&dir);
     }
