@@ -69,6 +69,12 @@ pub struct LambdaWorkerConfig {
     /// default) or `AutoUpgrade`. The Rust SDK has no per-workflow behaviour, so this is
     /// the worker-wide default; `Unspecified` is rejected.
     pub versioning_behavior: VersioningBehavior,
+    /// Warn (once per process) when the invocation runs code that is not a published
+    /// Lambda version (`$LATEST`, or an alias): a Worker Deployment Version registered
+    /// with such an ARN runs whatever code is deployed there next. `LoadConfigLayer` turns
+    /// it off when `TEMPORAL_ALLOW_UNPUBLISHED_CODE` is `1` or `true` (development);
+    /// configure may change it. On by default.
+    pub warn_unpublished_code: bool,
     /// The config file Temporal's client configuration was read from, if any.
     pub config_file: Option<PathBuf>,
     /// TLS was explicitly turned off (`TEMPORAL_TLS=false`, or `tls.disabled = true` in the
@@ -105,6 +111,7 @@ impl Default for LambdaWorkerConfig {
             idle_shutdown: None,
             longest_activity: None,
             versioning_behavior: VersioningBehavior::Pinned,
+            warn_unpublished_code: true,
             config_file: None,
             tls_disabled: false,
             metrics: None,
@@ -243,6 +250,7 @@ impl fmt::Debug for LambdaWorkerConfig {
             .field("idle_shutdown", &self.idle_shutdown)
             .field("longest_activity", &self.longest_activity)
             .field("versioning_behavior", &self.versioning_behavior)
+            .field("warn_unpublished_code", &self.warn_unpublished_code)
             .field("metrics", &set(self.metrics.is_some()))
             .field("shutdown_hooks", &self.shutdown_hooks.len())
             .finish_non_exhaustive()

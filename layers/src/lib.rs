@@ -44,7 +44,8 @@ pub use identity::{WorkerIdentity, WorkerIdentityLayer};
 pub use invocation::{Invocation, ShutdownSchedule, StopSignal, StopTrigger};
 pub use lambda_defaults::{LambdaDefaults, LambdaDefaultsLayer};
 pub use load_config::{
-    DEFAULT_IDLE_SHUTDOWN, IDLE_SHUTDOWN_VAR, LONGEST_ACTIVITY_VAR, LoadConfig, LoadConfigLayer,
+    ALLOW_UNPUBLISHED_CODE_VAR, DEFAULT_IDLE_SHUTDOWN, IDLE_SHUTDOWN_VAR, LONGEST_ACTIVITY_VAR,
+    LoadConfig, LoadConfigLayer,
 };
 pub use secrets::{ApiKeySecret, ApiKeySecretLayer, NoSecretResolver, SecretResolver};
 pub use step::{InvocationStep, Step, StepLayer};

@@ -32,6 +32,9 @@ use crate::{
 
 /// The variable that sets the idle exit: decimal seconds with no task in flight, or `off`.
 pub const IDLE_SHUTDOWN_VAR: &str = "TEMPORAL_IDLE_SHUTDOWN_SECS";
+/// `1` or `true`: no warning about unpublished code
+/// ([`LambdaWorkerConfig::warn_unpublished_code`](crate::LambdaWorkerConfig::warn_unpublished_code)).
+pub const ALLOW_UNPUBLISHED_CODE_VAR: &str = "TEMPORAL_ALLOW_UNPUBLISHED_CODE";
 /// The idle exit when `TEMPORAL_IDLE_SHUTDOWN_SECS` is unset: measured through the Worker
 /// Controller loop (`benches/idle_exit`), it bills 3–4 times less than polling until the
 /// shutdown buffer, with no latency cost.
@@ -210,6 +213,22 @@ impl InvocationStep for LoadConfig {
         )? {
             inv.config.longest_activity = Some(longest);
         }
+        inv.config.warn_unpublished_code = match self.env.var(ALLOW_UNPUBLISHED_CODE_VAR) {
+            None => true,
+            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" => false,
+                "" | "0" | "false" => true,
+                _ => {
+                    return Err(LambdaWorkerError::Config {
+                        path: None,
+                        message: format!(
+                            "{ALLOW_UNPUBLISHED_CODE_VAR} is {v:?}: set it to 1 or true to \
+                             run unpublished code ($LATEST) without a warning, or unset it"
+                        ),
+                    });
+                }
+            },
+        };
         if let Some(queue) = self
             .env
             .var("TEMPORAL_TASK_QUEUE")
@@ -471,6 +490,19 @@ mod tests {
 
     #[test]
     fn the_longest_activity_comes_from_the_environment_and_a_bad_value_is_named() {
+        let warns = |env: StaticEnvironment| load(env).map(|inv| inv.config.warn_unpublished_code);
+        assert!(warns(StaticEnvironment::new()).unwrap());
+        for (value, warn) in [("1", false), ("TRUE", false), ("0", true), ("false", true)] {
+            let env = StaticEnvironment::new().with_var(ALLOW_UNPUBLISHED_CODE_VAR, value);
+            assert_eq!(warns(env).unwrap(), warn, "{value}");
+        }
+        let env = StaticEnvironment::new().with_var(ALLOW_UNPUBLISHED_CODE_VAR, "yes please");
+        let text = warns(env).unwrap_err().to_string();
+        assert!(
+            text.contains("TEMPORAL_ALLOW_UNPUBLISHED_CODE is \"yes please\""),
+            "{text}"
+        );
+
         let inv = load(StaticEnvironment::new().with_var(LONGEST_ACTIVITY_VAR, "90")).unwrap();
         assert_eq!(
             inv.config.longest_activity,

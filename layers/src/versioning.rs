@@ -3,6 +3,19 @@
 //! Goes after the configure callback. It rejects an empty deployment name or build id
 //! and an `Unspecified` versioning behaviour (with versioning on and no behaviour, the
 //! Rust SDK's workflow tasks never complete).
+//!
+//! It also warns, once per process, when the invocation runs code that is not a published
+//! Lambda version: `$LATEST` (the function invoked by its unqualified ARN) or an alias.
+//! A Worker Deployment Version registered with such an ARN runs whatever code is
+//! deployed there next, so after the next deploy the server's invocations for this
+//! version run a build that polls as another one, and PINNED workflows wait forever.
+//! [`LambdaWorkerConfig::warn_unpublished_code`](crate::LambdaWorkerConfig::warn_unpublished_code)
+//! turns it off.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
 
 use temporalio_common::worker::{
     VersioningBehavior, WorkerDeploymentOptions, WorkerDeploymentVersion,
@@ -14,6 +27,42 @@ use crate::{Invocation, InvocationStep, LambdaWorkerError, StepLayer};
 #[derive(Clone, Debug)]
 pub struct WorkerVersioning {
     version: WorkerDeploymentVersion,
+    /// Shared by every clone of the stack: the unpublished-code warning was logged.
+    warned: Arc<AtomicBool>,
+}
+
+/// The warning for an invocation that runs code other than a published Lambda version
+/// (`function_version` `$LATEST`, or invoked through an alias), polling as `version`;
+/// `None` for a published version invoked by its number.
+pub(crate) fn unpublished_code_warning(
+    function_version: &str,
+    invoked_function_arn: &str,
+    version: &WorkerDeploymentVersion,
+) -> Option<String> {
+    // arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]
+    let qualifier = invoked_function_arn.split(':').nth(7);
+    let what = match qualifier {
+        _ if function_version == "$LATEST" => format!(
+            "this invocation runs unpublished code (AWS_LAMBDA_FUNCTION_VERSION=$LATEST, \
+             invoked as {invoked_function_arn})"
+        ),
+        Some(q) if !q.is_empty() && !q.bytes().all(|b| b.is_ascii_digit()) => format!(
+            "this invocation came through the alias {q:?} (Lambda version \
+             {function_version}), which can be moved to other code"
+        ),
+        _ => return None,
+    };
+    Some(format!(
+        "{what}: a Worker Deployment Version registered with this ARN runs whatever code is \
+         deployed there next, so after the next deploy the server's invocations for \
+         {deployment}/{build} run a build that polls as another version, and its PINNED \
+         workflows wait forever. Publish each build as a Lambda version (aws lambda \
+         publish-version) and register it with its qualified ARN (…:function:NAME:N) in \
+         `temporal worker deployment create-version` (docs/deploy.md, \"Shipping a new \
+         build\"); set TEMPORAL_ALLOW_UNPUBLISHED_CODE=1 to silence this in development",
+        deployment = version.deployment_name,
+        build = version.build_id,
+    ))
 }
 
 impl WorkerVersioning {
@@ -64,6 +113,17 @@ impl InvocationStep for WorkerVersioning {
             .use_worker_versioning(true)
             .default_versioning_behavior(behavior)
             .build();
+        if inv.config.warn_unpublished_code
+            && !self.warned.load(Ordering::Relaxed)
+            && let Some(warning) = unpublished_code_warning(
+                &inv.context.env_config.version,
+                &inv.context.invoked_function_arn,
+                v,
+            )
+            && !self.warned.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!("{warning}");
+        }
         Ok(())
     }
 }
@@ -74,7 +134,10 @@ pub type WorkerVersioningLayer = StepLayer<WorkerVersioning>;
 impl StepLayer<WorkerVersioning> {
     /// The layer for this deployment version.
     pub fn new(version: WorkerDeploymentVersion) -> Self {
-        StepLayer::from_step(WorkerVersioning { version })
+        StepLayer::from_step(WorkerVersioning {
+            version,
+            warned: Arc::default(),
+        })
     }
 }
 
@@ -98,6 +161,32 @@ mod tests {
             d.default_versioning_behavior,
             Some(VersioningBehavior::Pinned)
         );
+    }
+
+    #[test]
+    fn unpublished_code_is_named_and_published_versions_are_not() {
+        let v = version("shop", "build-7");
+        let arn = "arn:aws:lambda:us-east-1:000000000000:function:orders";
+        let latest = unpublished_code_warning("$LATEST", arn, &v).unwrap();
+        assert!(
+            latest.contains("AWS_LAMBDA_FUNCTION_VERSION=$LATEST"),
+            "{latest}"
+        );
+        assert!(latest.contains(&format!("invoked as {arn}")), "{latest}");
+        assert!(latest.contains("shop/build-7"), "{latest}");
+        assert!(latest.contains("publish-version"), "{latest}");
+        assert!(
+            latest.contains("TEMPORAL_ALLOW_UNPUBLISHED_CODE=1"),
+            "{latest}"
+        );
+        let latest_qualified = format!("{arn}:$LATEST");
+        assert!(unpublished_code_warning("$LATEST", &latest_qualified, &v).is_some());
+        let alias = unpublished_code_warning("3", &format!("{arn}:live"), &v).unwrap();
+        assert!(
+            alias.contains("alias \"live\" (Lambda version 3)"),
+            "{alias}"
+        );
+        assert_eq!(unpublished_code_warning("3", &format!("{arn}:3"), &v), None);
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use temporal_lambda_worker_testkit::{
-    ControlPlane, DevServer, FunctionSpec, FunctionStats, Outcome, ServerlessLoop,
+    ControlPlane, DevServer, FunctionSpec, FunctionStats, Outcome, ServerlessLoop, upgrade,
 };
 
 use crate::{TempDir, hello_binary};
@@ -226,4 +226,70 @@ async fn a_bootstrap_polling_as_another_version_stops_the_loop_naming_it() {
         e.contains("no worker of dep-loop-other/build-1 polled task queue tq-loop-other"),
         "{e}"
     );
+}
+
+/// The upgrade scenario (`lambda-local --upgrade`): each build a published Lambda version,
+/// registered by its qualified ARN; new, PINNED, AUTO_UPGRADE, ramped and rolled-back
+/// workflows each run on the build they must.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_build_ships_as_its_own_lambda_version() {
+    let dir = TempDir::new("upgrade-published");
+    let scenario = upgrade::scenario_in(&dir.0, &hello_binary(), TIMEOUT);
+    let mut said = Vec::new();
+    let ran = upgrade::run_published(&scenario, &mut |line| said.push(line)).await;
+    let log = std::fs::read_to_string(&scenario.log).unwrap_or_default();
+    ran.unwrap_or_else(|e| {
+        panic!(
+            "{e}\nscenario:\n{}\nbootstrap log tail:\n{}",
+            said.join("\n"),
+            tail(&log)
+        )
+    });
+    let checked = said
+        .iter()
+        .filter(|l| l.trim_start().starts_with("ok "))
+        .count();
+    assert_eq!(checked, 6, "{said:#?}");
+}
+
+/// The same upgrade with the unqualified ARN: the PINNED workflow of build-1 is stranded,
+/// and the bootstrap's log says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unqualified_arn_strands_pinned_workflows_and_the_log_says_why() {
+    let dir = TempDir::new("upgrade-unqualified");
+    let scenario = upgrade::scenario_in(&dir.0, &hello_binary(), TIMEOUT);
+    let mut said = Vec::new();
+    let stranded = upgrade::run_unqualified(&scenario, &mut |line| said.push(line))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\nscenario:\n{}", said.join("\n")));
+    assert!(stranded.status.contains("RUNNING"), "{stranded:?}");
+    assert!(
+        stranded.invocations >= 1,
+        "the server did not invoke the function: {stranded:?}"
+    );
+    for part in [
+        "AWS_LAMBDA_FUNCTION_VERSION=$LATEST",
+        "upgrade-app/build-1",
+        "publish-version",
+        "TEMPORAL_ALLOW_UNPUBLISHED_CODE=1",
+    ] {
+        assert!(
+            stranded.warning.contains(part),
+            "{part}: {}",
+            stranded.warning
+        );
+    }
+    // Once per process: each process that served invocations warned once, not per invocation.
+    let log = std::fs::read_to_string(&scenario.log).unwrap();
+    let warnings = log.matches("runs unpublished code").count();
+    let summaries = log.matches("invocation summary").count();
+    assert!(
+        warnings >= 1 && warnings < summaries,
+        "{warnings} warnings for {summaries} invocations"
+    );
+}
+
+fn tail(log: &str) -> String {
+    let lines: Vec<_> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
 }

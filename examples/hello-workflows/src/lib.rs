@@ -7,15 +7,16 @@ use std::time::Duration;
 use temporalio_common::{RetryPolicy, worker::WorkerDeploymentVersion};
 use temporalio_macros::{activities, workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityOptions, WorkerOptions, WorkflowContext, WorkflowResult,
+    ActivityOptions, SyncWorkflowContext, WorkerOptions, WorkflowContext, WorkflowResult,
     activities::{ActivityContext, ActivityError},
     error::WorkflowRegistrationError,
 };
 
-/// Registers [`HelloWorkflow`], [`SlowHelloWorkflow`], [`SlowHelloOnceWorkflow`] and
-/// [`GreetingActivities`].
+/// Registers [`HelloWorkflow`], [`SlowHelloWorkflow`], [`SlowHelloOnceWorkflow`],
+/// [`WhichBuildWorkflow`] and [`GreetingActivities`].
 pub fn register(worker: &mut WorkerOptions) -> Result<(), WorkflowRegistrationError> {
     worker.register_workflow::<HelloWorkflow>()?;
+    worker.register_workflow::<WhichBuildWorkflow>()?;
     worker.register_workflow::<SlowHelloWorkflow>()?;
     worker.register_workflow::<SlowHelloOnceWorkflow>()?;
     worker.register_activities(GreetingActivities);
@@ -97,6 +98,52 @@ impl SlowHelloOnceWorkflow {
     }
 }
 
+/// Says which build ran it, for upgrade tests: with `true` as input it first waits for the
+/// `proceed` signal (a workflow of an old build, waiting while a new one is deployed); then
+/// its activity [`GreetingActivities::which_build`] answers, and that is the result.
+#[workflow]
+#[derive(Default)]
+pub struct WhichBuildWorkflow {
+    proceed: bool,
+}
+
+#[workflow_methods]
+impl WhichBuildWorkflow {
+    #[run]
+    pub async fn run(
+        ctx: &mut WorkflowContext<Self>,
+        wait_for_signal: bool,
+    ) -> WorkflowResult<String> {
+        if wait_for_signal {
+            ctx.wait_condition(|s| s.proceed).await?;
+        }
+        let build = ctx
+            .execute_activity(
+                GreetingActivities::which_build,
+                (),
+                ActivityOptions::start_to_close_timeout(Duration::from_secs(10)),
+            )
+            .await?;
+        Ok(build)
+    }
+
+    #[signal]
+    pub fn proceed(&mut self, _ctx: &mut SyncWorkflowContext<Self>) {
+        self.proceed = true;
+    }
+}
+
+/// What [`GreetingActivities::which_build`] answers: `BUILD on Lambda version VERSION`, from
+/// `HELLO_BUILD_ID` (else `build-1`) and `AWS_LAMBDA_FUNCTION_VERSION`.
+pub fn which_build() -> String {
+    let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
+    format!(
+        "{} on Lambda version {}",
+        env("HELLO_BUILD_ID", "build-1"),
+        env("AWS_LAMBDA_FUNCTION_VERSION", "(none)")
+    )
+}
+
 pub struct GreetingActivities;
 
 #[activities]
@@ -106,6 +153,11 @@ impl GreetingActivities {
         // A span of the application's own: with the `otel` bootstrap's tracing bridge it
         // is exported as a child of the activity's span.
         Ok(tracing::info_span!("compose_greeting").in_scope(|| format!("Hello, {name}!")))
+    }
+
+    #[activity]
+    pub async fn which_build(_ctx: ActivityContext) -> Result<String, ActivityError> {
+        Ok(which_build())
     }
 
     #[activity]

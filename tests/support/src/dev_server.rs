@@ -136,7 +136,9 @@ impl DevServer {
     /// Runs a `temporal` CLI command without blocking the async runtime; stdout on success,
     /// stdout and stderr on failure.
     pub async fn cli_async(&self, args: &[&str]) -> Result<String, String> {
+        // A caller that stops waiting (a timeout) ends the CLI process too.
         let out = tokio::process::Command::from(self.command(args))
+            .kill_on_drop(true)
             .output()
             .await
             .map_err(|e| e.to_string())?;
@@ -285,6 +287,125 @@ impl DevServer {
             args.extend(["--input", input]);
         }
         self.cli_async(&args).await
+    }
+
+    /// Starts a workflow of `workflow_type` with the CLI (`input`: JSON, if any) and returns
+    /// once the server accepted it.
+    pub async fn start_workflow(
+        &self,
+        workflow_type: &str,
+        task_queue: &str,
+        workflow_id: &str,
+        input: Option<&str>,
+    ) -> Result<(), String> {
+        self.workflow("start", workflow_type, task_queue, workflow_id, input)
+            .await
+            .map(drop)
+    }
+
+    /// Waits for the result of `workflow_id` (`temporal workflow result -o json`): the
+    /// workflow's return value.
+    pub async fn workflow_result(&self, workflow_id: &str) -> Result<serde_json::Value, String> {
+        let out = self
+            .cli_async(&[
+                "workflow",
+                "result",
+                "--workflow-id",
+                workflow_id,
+                "-o",
+                "json",
+            ])
+            .await?;
+        let v: serde_json::Value =
+            serde_json::from_str(&out).map_err(|e| format!("workflow result: {e}: {out}"))?;
+        if v["status"]
+            .as_str()
+            .is_some_and(|s| !s.contains("COMPLETED"))
+        {
+            return Err(format!("workflow {workflow_id} did not complete: {out}"));
+        }
+        Ok(v["result"].clone())
+    }
+
+    /// Sends `signal` (no input) to `workflow_id`.
+    pub async fn signal(&self, workflow_id: &str, signal: &str) -> Result<(), String> {
+        self.cli_async(&[
+            "workflow",
+            "signal",
+            "--workflow-id",
+            workflow_id,
+            "--name",
+            signal,
+        ])
+        .await
+        .map(drop)
+    }
+
+    /// Overrides the versioning behaviour of `workflow_id` to AUTO_UPGRADE (`temporal
+    /// workflow update-options`): its next workflow task goes to the current version.
+    pub async fn set_auto_upgrade(&self, workflow_id: &str) -> Result<(), String> {
+        self.cli_async(&[
+            "workflow",
+            "update-options",
+            "--workflow-id",
+            workflow_id,
+            "--versioning-override-behavior",
+            "auto_upgrade",
+        ])
+        .await
+        .map(drop)
+    }
+
+    /// Ramps `percentage` % of new workflows of `deployment` to `build_id`.
+    pub async fn set_ramping_version(
+        &self,
+        deployment: &str,
+        build_id: &str,
+        percentage: f32,
+    ) -> Result<(), String> {
+        self.cli_async(&[
+            "worker",
+            "deployment",
+            "set-ramping-version",
+            "--deployment-name",
+            deployment,
+            "--build-id",
+            build_id,
+            "--percentage",
+            &percentage.to_string(),
+            "--yes",
+        ])
+        .await
+        .map(drop)
+    }
+
+    /// Waits until `workflow_id` has completed a workflow task (it runs and waits now).
+    pub async fn wait_first_task(
+        &self,
+        workflow_id: &str,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let until = Instant::now() + timeout;
+        loop {
+            let history = self.history(workflow_id).await?;
+            let done = history["events"].as_array().is_some_and(|events| {
+                events.iter().any(|e| {
+                    e["eventType"].as_str().is_some_and(|t| {
+                        t.to_ascii_uppercase().contains("WORKFLOW_TASK_COMPLETED")
+                            || t == "WorkflowTaskCompleted"
+                    })
+                })
+            });
+            if done {
+                return Ok(());
+            }
+            if Instant::now() > until {
+                return Err(format!(
+                    "no workflow task of {workflow_id} completed within {timeout:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// How many workflows match `query` (`temporal workflow count`).

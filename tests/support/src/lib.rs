@@ -6,7 +6,9 @@
 //! - [`ControlPlane`]: a local AWS endpoint (STS `AssumeRole`, Lambda `GetFunction` and
 //!   `Invoke`) for Temporal's Worker Controller, which runs bootstrap processes the way
 //!   Lambda does.
-//! - [`ServerlessLoop`]: both together, with a version backed by the function, made current.
+//! - [`ServerlessLoop`]: both together, with versions backed by the function.
+//! - [`upgrade`]: a second build shipped through the loop, with published Lambda versions
+//!   and (stranding a PINNED workflow) without.
 //! - [`DevServer`]: `temporal server start-dev` on a free loopback port, stopped by PID.
 //! - [`WireRecorder`]: a plain TCP listener recording what a client sends over the wire.
 //! - [`Bootstrap`]: a Lambda bootstrap binary run as its own process with the
@@ -21,6 +23,7 @@ mod http;
 pub mod otlp;
 pub mod runtime_api;
 pub mod serverless_loop;
+pub mod upgrade;
 pub mod wire;
 
 pub use bootstrap::Bootstrap;

@@ -1,5 +1,5 @@
 //! The whole serverless loop on one machine: a dev server whose Worker Controller invokes a
-//! function served by a [`ControlPlane`], with a Worker Deployment Version backed by it.
+//! function served by a [`ControlPlane`], with Worker Deployment Versions backed by it.
 
 use std::time::Duration;
 
@@ -16,27 +16,19 @@ pub struct ServerlessLoop {
     pub server: DevServer,
     /// The function's name.
     pub function: String,
+    /// The external id the versions' compute config carries.
+    pub external_id: String,
+    /// The function's timeout.
+    pub timeout: Duration,
 }
 
 impl ServerlessLoop {
     /// Starts the control plane serving `spec` (with `TEMPORAL_ADDRESS` added, pointing at
-    /// the server), then the dev server with its Worker Controller pointed at the plane;
-    /// creates version `deployment`/`build_id` backed by the function (the server invokes
-    /// it once, so the worker registers the version's task queue) and makes it current.
-    ///
-    /// Fails with the reason when that first invocation answers an error (the bootstrap's
-    /// `errorType` and message), or when no worker of that version polled `task_queue`
-    /// (the bootstrap polls as another deployment, build id or task queue).
-    pub async fn start(
-        spec: FunctionSpec,
-        deployment: &str,
-        build_id: &str,
-        external_id: &str,
-        task_queue: &str,
-    ) -> Result<Self, String> {
+    /// the server), then the dev server with its Worker Controller pointed at the plane. No
+    /// version exists yet: [`register`](Self::register) creates one.
+    pub async fn launch(spec: FunctionSpec, external_id: &str) -> Result<Self, String> {
         let port = free_port();
         let function = spec.name.clone();
-        let arn = spec.arn();
         let timeout = spec.timeout;
         let spec = spec.env("TEMPORAL_ADDRESS", &format!("127.0.0.1:{port}"));
         let plane = ControlPlane::start(
@@ -54,22 +46,74 @@ impl ServerlessLoop {
         })
         .await
         .map_err(|e| e.to_string())?;
-        server
-            .create_lambda_version(deployment, build_id, &arn, LOCAL_INVOKER_ROLE, external_id)
+        Ok(Self {
+            plane,
+            server,
+            function,
+            external_id: external_id.to_owned(),
+            timeout,
+        })
+    }
+
+    /// [`launch`](Self::launch), then version `deployment`/`build_id` backed by the
+    /// function's unqualified ARN, registered and made current.
+    ///
+    /// Fails with the reason when that first invocation answers an error (the bootstrap's
+    /// `errorType` and message), or when no worker of that version polled `task_queue`
+    /// (the bootstrap polls as another deployment, build id or task queue).
+    pub async fn start(
+        spec: FunctionSpec,
+        deployment: &str,
+        build_id: &str,
+        external_id: &str,
+        task_queue: &str,
+    ) -> Result<Self, String> {
+        let arn = spec.arn();
+        let this = Self::launch(spec, external_id).await?;
+        this.register(deployment, build_id, &arn, task_queue)
             .await?;
-        plane
-            .wait_for(&function, Duration::from_secs(30), |s| s.invokes >= 1)
+        this.make_current(deployment, build_id).await?;
+        Ok(this)
+    }
+
+    /// Creates version `deployment`/`build_id` backed by `function_arn` (the function's
+    /// ARN, with a version qualifier or without) and waits for the invocation the server
+    /// makes right away, so the worker registers `task_queue` with the version.
+    ///
+    /// Fails with the reason when that invocation answers an error or is not answered, or
+    /// when no worker of that version polled `task_queue`.
+    pub async fn register(
+        &self,
+        deployment: &str,
+        build_id: &str,
+        function_arn: &str,
+        task_queue: &str,
+    ) -> Result<(), String> {
+        let arn = function_arn;
+        let seen = self.plane.stats(arn);
+        self.server
+            .create_lambda_version(
+                deployment,
+                build_id,
+                arn,
+                LOCAL_INVOKER_ROLE,
+                &self.external_id,
+            )
+            .await?;
+        self.plane
+            .wait_for(arn, Duration::from_secs(30), |s| s.invokes > seen.invokes)
             .await
             .map_err(|s| format!("the server never invoked {arn}: {s:?}"))?;
-        let answered = plane
-            .wait_for(&function, timeout + Duration::from_secs(30), |s| {
-                !s.attempts.is_empty()
+        let answered = self
+            .plane
+            .wait_for(arn, self.timeout + Duration::from_secs(30), |s| {
+                s.attempts.len() > seen.attempts.len()
             })
             .await
             .map_err(|s| {
                 format!("the version-creation invocation of {arn} never answered: {s:?}")
             })?;
-        let first = &answered.attempts[0].answer.outcome;
+        let first = &answered.attempts[seen.attempts.len()].answer.outcome;
         if let crate::Outcome::Error {
             error_type,
             error_message,
@@ -84,7 +128,10 @@ impl ServerlessLoop {
                 "the version-creation invocation of {arn} was not answered: {first:?}"
             ));
         }
-        let polled = server.version_task_queues(deployment, build_id).await?;
+        let polled = self
+            .server
+            .version_task_queues(deployment, build_id)
+            .await?;
         if !polled.iter().any(|q| q == task_queue) {
             return Err(format!(
                 "no worker of {deployment}/{build_id} polled task queue {task_queue} (the \
@@ -93,7 +140,12 @@ impl ServerlessLoop {
                  build_id=…` says which (see the README's troubleshooting)"
             ));
         }
-        server
+        Ok(())
+    }
+
+    /// Makes `deployment`/`build_id` the current version.
+    pub async fn make_current(&self, deployment: &str, build_id: &str) -> Result<(), String> {
+        self.server
             .set_current_version(deployment, build_id, Duration::from_secs(30))
             .await
             .map_err(|e| {
@@ -101,11 +153,6 @@ impl ServerlessLoop {
                     "could not make {deployment}/{build_id} current (did the bootstrap poll as \
                      that version? see the README's troubleshooting): {e}"
                 )
-            })?;
-        Ok(Self {
-            plane,
-            server,
-            function,
-        })
+            })
     }
 }

@@ -14,19 +14,32 @@
 //! | `--workflow-type T`, `--input JSON` (the workflows started) | `HelloWorkflow`, `"Temporal #i"` |
 //! | `--env K=V` (repeatable; the bootstrap gets only the Lambda variables and these) | |
 //! | `--serve` (keep running after the workflows, until Ctrl-C) | |
+//! | `--upgrade` (run the upgrade scenario instead: two builds, each a published Lambda version) | |
+//! | `--upgrade-unqualified` (the same with the unqualified ARN: a PINNED workflow is stranded) | |
+//!
+//! The upgrade scenarios ([`temporal_lambda_worker_testkit::upgrade`]) take the bootstrap and
+//! `--timeout` only; the bootstrap must register `WhichBuildWorkflow` (`hello` does).
 //!
 //! It ends non-zero with the reason when the version-creation invocation answers an error,
 //! when the bootstrap polled as another version or task queue, or when a workflow fails.
 
 use std::{path::PathBuf, time::Duration};
 
-use temporal_lambda_worker_testkit::{FunctionSpec, Outcome, ServerlessLoop};
+use temporal_lambda_worker_testkit::{FunctionSpec, Outcome, ServerlessLoop, upgrade};
 
 const FUNCTION: &str = "hello";
 const EXTERNAL_ID: &str = "local-external-id";
 const USAGE: &str = "usage: lambda-local BOOTSTRAP [--workflows N] [--timeout SECS] \
      [--concurrency N] [--task-queue Q] [--deployment D] [--build-id B] [--workflow-type T] \
-     [--input JSON] [--env K=V]... [--serve]";
+     [--input JSON] [--env K=V]... [--serve] | lambda-local BOOTSTRAP [--timeout SECS] \
+     (--upgrade | --upgrade-unqualified)";
+
+/// Which upgrade scenario to run instead of the workflows.
+#[derive(Debug, PartialEq)]
+enum Upgrade {
+    Published,
+    Unqualified,
+}
 
 #[derive(Debug)]
 struct Args {
@@ -41,6 +54,7 @@ struct Args {
     input: Option<String>,
     env: Vec<(String, String)>,
     serve: bool,
+    upgrade: Option<Upgrade>,
 }
 
 fn args_from(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
@@ -57,6 +71,7 @@ fn args_from(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
         input: None,
         env: Vec::new(),
         serve: false,
+        upgrade: None,
     };
     let value = |v: Option<String>, what: &str| -> Result<String, String> {
         v.filter(|v| !v.is_empty())
@@ -91,6 +106,8 @@ fn args_from(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
                 args.env.push((k.to_owned(), v.to_owned()));
             }
             "--serve" => args.serve = true,
+            "--upgrade" => args.upgrade = Some(Upgrade::Published),
+            "--upgrade-unqualified" => args.upgrade = Some(Upgrade::Unqualified),
             "-h" | "--help" => return Err(USAGE.into()),
             _ if args.bootstrap.as_os_str().is_empty() && !a.starts_with("--") => {
                 args.bootstrap = a.into()
@@ -125,6 +142,11 @@ async fn main() -> Result<(), String> {
     let args = args()?;
     let task_root = std::env::temp_dir().join(format!("lambda-local-{}", std::process::id()));
     std::fs::create_dir_all(&task_root).map_err(|e| e.to_string())?;
+    if let Some(which) = &args.upgrade {
+        let ran = run_upgrade(which, &args, &task_root).await;
+        let _ = std::fs::remove_dir_all(&task_root);
+        return ran;
+    }
     let (deployment, build_id) = (&args.deployment, &args.build_id);
     let mut spec =
         FunctionSpec::new(FUNCTION, &args.bootstrap).env("TEMPORAL_TASK_QUEUE", &args.task_queue);
@@ -217,6 +239,34 @@ async fn main() -> Result<(), String> {
     Ok(())
 }
 
+/// Runs an upgrade scenario, printing each step and check.
+async fn run_upgrade(which: &Upgrade, args: &Args, dir: &std::path::Path) -> Result<(), String> {
+    let scenario = upgrade::scenario_in(dir, &args.bootstrap, Duration::from_secs(args.timeout));
+    let mut say = |line: String| println!("{line}");
+    match which {
+        Upgrade::Published => {
+            upgrade::run_published(&scenario, &mut say).await?;
+            println!(
+                "done: every workflow ran on the build it must, each build on its own Lambda \
+                 version"
+            );
+        }
+        Upgrade::Unqualified => {
+            let s = upgrade::run_unqualified(&scenario, &mut say).await?;
+            println!(
+                "as expected with the unqualified ARN: pinned-1 is still {} after {}s, while \
+                 the server invoked the function {} time(s) for it; $LATEST now polls as \
+                 build-2 and takes none of build-1's tasks. The bootstrap logged:\n  {}",
+                s.status,
+                upgrade::STRANDED_FOR.as_secs(),
+                s.invocations,
+                s.warning.trim()
+            );
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,6 +323,14 @@ mod tests {
             parse(&["b", "--task-queue"])
                 .unwrap_err()
                 .contains("needs a value")
+        );
+        assert_eq!(
+            parse(&["b", "--upgrade"]).unwrap().upgrade,
+            Some(Upgrade::Published)
+        );
+        assert_eq!(
+            parse(&["b", "--upgrade-unqualified"]).unwrap().upgrade,
+            Some(Upgrade::Unqualified)
         );
         assert!(
             parse(&["b", "--bogus"])
