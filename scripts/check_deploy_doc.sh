@@ -14,13 +14,22 @@ trap 'rm -rf "$blocks"' EXIT
 awk -v dir="$blocks" '/^```sh$/ {n++; f=1; next} /^```$/ {f=0; next} f {print > (dir "/" n ".sh")}' docs/deploy.md
 closed=127.0.0.1:9
 
+# The verdict goes to stderr: a command whose output the guide captures (`VERSION_ARN=$(aws
+# … --query FunctionArn --output text)`) gets what AWS would print there: a qualified ARN.
 aws() {
-  local out
+  local out arg prev="" query=""
+  for arg in "$@"; do [ "$prev" = --query ] && query=$arg; prev=$arg; done
   if out=$(command aws "$@" --endpoint-url "http://$closed" --cli-connect-timeout 1 --cli-read-timeout 1 2>&1); then
-    echo "ok (parsed): aws $1 $2"; return 0
+    echo "ok (parsed): aws $1 $2" >&2
+  elif grep -q "Could not connect to the endpoint URL" <<<"$out"; then
+    echo "ok: aws $1 $2" >&2
+  else
+    echo "FAILED: aws $1 $2:" >&2; echo "$out" >&2; return 1
   fi
-  if grep -q "Could not connect to the endpoint URL" <<<"$out"; then echo "ok: aws $1 $2"; return 0; fi
-  echo "FAILED: aws $1 $2:"; echo "$out"; return 1
+  case "$query" in
+    FunctionArn) echo "$FUNCTION_ARN:1" ;;
+    Version) echo 1 ;;
+  esac
 }
 temporal() {
   local out

@@ -189,6 +189,18 @@ mod tests {
         assert_eq!(unpublished_code_warning("3", &format!("{arn}:3"), &v), None);
     }
 
+    #[test]
+    fn the_deploy_guide_quotes_the_unpublished_code_warning() {
+        let guide = include_str!("../../docs/deploy.md");
+        let arn = "arn:aws:lambda:us-east-1:123456789012:function:hello-temporal-worker";
+        let warning =
+            unpublished_code_warning("$LATEST", arn, &version("hello-app", "build-1")).unwrap();
+        assert!(
+            guide.contains(&format!("> WARN {warning}\n")),
+            "docs/deploy.md does not quote:\n{warning}"
+        );
+    }
+
     #[tokio::test]
     async fn auto_upgrade_is_kept() {
         let mut inv = Invocation::new(Default::default(), Default::default());

@@ -138,6 +138,8 @@ async fn main() -> Result<(), String> {
                 .unwrap_or_else(|_| "info,tower_http=warn".into()),
         )
         .with_target(false)
+        // Colour only on a terminal: a log written to a file or a pipe stays plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let args = args()?;
     let task_root = std::env::temp_dir().join(format!("lambda-local-{}", std::process::id()));
