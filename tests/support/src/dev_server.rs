@@ -150,6 +150,15 @@ impl DevServer {
         }
     }
 
+    /// [`cli_async`](Self::cli_async) with `-o json` added, its output parsed.
+    pub async fn cli_json(&self, args: &[&str]) -> Result<serde_json::Value, String> {
+        let mut args = args.to_vec();
+        args.extend(["-o", "json"]);
+        let out = self.cli_async(&args).await?;
+        serde_json::from_str(&out)
+            .map_err(|e| format!("temporal {}: {e}: {out}", args[..2].join(" ")))
+    }
+
     /// Creates deployment `deployment` (if new) and its version `build_id` backed by the
     /// Lambda function `function_arn`, which the server invokes through role `role_arn`
     /// with `external_id`. The Worker Controller invokes the function once right away.
@@ -306,23 +315,14 @@ impl DevServer {
     /// Waits for the result of `workflow_id` (`temporal workflow result -o json`): the
     /// workflow's return value.
     pub async fn workflow_result(&self, workflow_id: &str) -> Result<serde_json::Value, String> {
-        let out = self
-            .cli_async(&[
-                "workflow",
-                "result",
-                "--workflow-id",
-                workflow_id,
-                "-o",
-                "json",
-            ])
+        let v = self
+            .cli_json(&["workflow", "result", "--workflow-id", workflow_id])
             .await?;
-        let v: serde_json::Value =
-            serde_json::from_str(&out).map_err(|e| format!("workflow result: {e}: {out}"))?;
         if v["status"]
             .as_str()
             .is_some_and(|s| !s.contains("COMPLETED"))
         {
-            return Err(format!("workflow {workflow_id} did not complete: {out}"));
+            return Err(format!("workflow {workflow_id} did not complete: {v}"));
         }
         Ok(v["result"].clone())
     }
@@ -421,28 +421,32 @@ impl DevServer {
     /// Every workflow matching `query`, as `temporal workflow list -o json` prints it
     /// (`execution.workflowId`, `status`, `startTime`, `closeTime`, …).
     pub async fn list_workflows(&self, query: &str) -> Result<Vec<serde_json::Value>, String> {
-        let out = self
-            .cli_async(&[
-                "workflow", "list", "--query", query, "--limit", "100000", "-o", "json",
-            ])
-            .await?;
-        serde_json::from_str(&out).map_err(|e| format!("workflow list: {e}: {out}"))
+        match self
+            .cli_json(&["workflow", "list", "--query", query, "--limit", "100000"])
+            .await?
+        {
+            serde_json::Value::Array(workflows) => Ok(workflows),
+            other => Err(format!("workflow list: not a list: {other}")),
+        }
     }
 
     /// The history of `workflow_id`, as `temporal workflow show -o json` prints it
     /// (`events[]`).
     pub async fn history(&self, workflow_id: &str) -> Result<serde_json::Value, String> {
-        let out = self
-            .cli_async(&[
-                "workflow",
-                "show",
-                "--workflow-id",
-                workflow_id,
-                "-o",
-                "json",
-            ])
+        self.cli_json(&["workflow", "show", "--workflow-id", workflow_id])
+            .await
+    }
+
+    /// The status of `workflow_id` (`temporal workflow describe`), such as
+    /// `WORKFLOW_EXECUTION_STATUS_RUNNING`.
+    pub async fn workflow_status(&self, workflow_id: &str) -> Result<String, String> {
+        let v = self
+            .cli_json(&["workflow", "describe", "--workflow-id", workflow_id])
             .await?;
-        serde_json::from_str(&out).map_err(|e| format!("workflow show: {e}: {out}"))
+        Ok(v["workflowExecutionInfo"]["status"]
+            .as_str()
+            .unwrap_or("(no status)")
+            .to_owned())
     }
 
     /// The task queues a worker of `deployment`/`build_id` has polled (as the server
@@ -452,8 +456,8 @@ impl DevServer {
         deployment: &str,
         build_id: &str,
     ) -> Result<Vec<String>, String> {
-        let out = self
-            .cli_async(&[
+        let v = self
+            .cli_json(&[
                 "worker",
                 "deployment",
                 "describe-version",
@@ -461,12 +465,8 @@ impl DevServer {
                 deployment,
                 "--build-id",
                 build_id,
-                "-o",
-                "json",
             ])
             .await?;
-        let v: serde_json::Value =
-            serde_json::from_str(&out).map_err(|e| format!("describe-version: {e}: {out}"))?;
         let mut names = Vec::new();
         collect_task_queue_names(&v, &mut names);
         Ok(names)

@@ -285,7 +285,7 @@ pub async fn run_unqualified(
         STRANDED_FOR.as_secs()
     ));
     tokio::time::sleep(STRANDED_FOR).await;
-    let status = workflow_status(&run.lp, "pinned-1").await?;
+    let status = run.lp.server.workflow_status("pinned-1").await?;
     let invocations = run.lp.plane.stats(FUNCTION).invokes - before;
     if !status.contains("RUNNING") {
         return Err(format!(
@@ -304,27 +304,6 @@ pub async fn run_unqualified(
         processes: run.lp.plane.stats(FUNCTION).processes_started,
         warning,
     })
-}
-
-/// `temporal workflow describe`'s status of `workflow_id`.
-async fn workflow_status(lp: &ServerlessLoop, workflow_id: &str) -> Result<String, String> {
-    let out = lp
-        .server
-        .cli_async(&[
-            "workflow",
-            "describe",
-            "--workflow-id",
-            workflow_id,
-            "-o",
-            "json",
-        ])
-        .await?;
-    let v: serde_json::Value =
-        serde_json::from_str(&out).map_err(|e| format!("workflow describe: {e}: {out}"))?;
-    Ok(v["workflowExecutionInfo"]["status"]
-        .as_str()
-        .unwrap_or("(no status)")
-        .to_owned())
 }
 
 /// A fresh directory for one scenario run: the task root, with the log beside it.
