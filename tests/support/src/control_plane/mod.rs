@@ -13,7 +13,7 @@
 //!   invocations are accepted with 202 and run in the background; `RequestResponse` (the
 //!   default, as in AWS) waits for the answer; `DryRun` answers 204.
 //!
-//! Each invocation goes to a Lambda Runtime API ([`RuntimeApi`]) served to bootstrap
+//! Each invocation goes to a Lambda Runtime API ([`RuntimeApi`](crate::RuntimeApi)) served to bootstrap
 //! processes managed the way Lambda manages execution environments: the first invoke starts
 //! a process (a cold start), an idle warm process takes the next one, another process starts
 //! when all are busy, up to the function's concurrency (further invocations wait their turn),
