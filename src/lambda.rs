@@ -1,34 +1,35 @@
-//! Serving a stack through `lambda_runtime`.
+//! Serving a stack on the Lambda Runtime API.
 //!
-//! Three small adapters sit between the Lambda Runtime API client and the stack:
-//! - [`AcceptAnyPayloadLayer`] (raw): Temporal's Worker Controller invokes the function
-//!   asynchronously with an *empty* payload, which `lambda_runtime` would reject before
-//!   any handler runs. Any body that is not JSON is handed on as a JSON string (empty → `null`).
-//! - [`InvocationHandler`]: turns a `LambdaEvent` into an [`Invocation`] and a failure
-//!   into a `Diagnostic` with an actionable message.
-//! - [`RecycleLayer`] (raw, outermost): after an error that leaves a worker running in
-//!   an unknown state has been *answered*, it ends the run loop so the process exits and
-//!   Lambda starts a fresh one for the next invocation.
+//! The loop (`run_loop`) asks `next` for an invocation ([`crate::runtime_api`]), hands it
+//! to the stack through [`InvocationHandler`] and posts the answer, one at a time:
+//! - any body is accepted: Temporal's Worker Controller invokes the function with an
+//!   *empty* payload, and a body that is not JSON is handed on as a JSON string (empty →
+//!   `null`);
+//! - [`InvocationHandler`] turns the event into an [`Invocation`] and a failure into a
+//!   `Diagnostic` with an actionable message;
+//! - after an error that leaves a worker running in an unknown state (or a panic in the
+//!   stack) has been *answered*, the loop ends so the process exits and Lambda starts a
+//!   fresh one for the next invocation.
 
 use std::{
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex},
     task::{Context, Poll},
     time::{Duration, SystemTime},
 };
 
-use futures_util::future::BoxFuture;
-use lambda_runtime::{Diagnostic, LambdaEvent, LambdaInvocation, Runtime};
+use futures_util::{FutureExt, future::BoxFuture};
+use lambda_runtime::{Context as LambdaContext, Diagnostic, LambdaEvent};
 use lambda_runtime_api_client::{PooledClient, build_request};
 use serde::Serialize;
 use tokio::sync::watch;
-use tower::{Layer, Service};
+use tower::{Service, ServiceExt};
 
 use crate::{
     BoxError, Environment, Invocation, LambdaWorkerError, ProcessEnvironment, StopSignal,
-    rules::LOCAL_TIMEOUT_VAR, rules::deadline::normalize_deadline,
+    rules::LOCAL_TIMEOUT_VAR,
+    rules::deadline::normalize_deadline,
+    rules::error::panic_message,
+    runtime_api::{INVALID_INVOCATION, Next, RuntimeApi},
 };
 
 /// Shared between the handler and [`RecycleLayer`]: why the process must be recycled.
@@ -130,23 +131,6 @@ where
     }
 }
 
-/// Raw layer: any invocation body becomes valid JSON (see the module docs).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct AcceptAnyPayloadLayer;
-
-impl<S> Layer<S> for AcceptAnyPayloadLayer {
-    type Service = AcceptAnyPayload<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        AcceptAnyPayload { inner }
-    }
-}
-
-/// The service made by [`AcceptAnyPayloadLayer`].
-#[derive(Clone, Debug)]
-pub struct AcceptAnyPayload<S> {
-    inner: S,
-}
-
 /// The JSON the handler sees for a raw body.
 pub fn normalize_payload(body: &[u8]) -> Option<Vec<u8>> {
     if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
@@ -158,54 +142,6 @@ pub fn normalize_payload(body: &[u8]) -> Option<Vec<u8>> {
         serde_json::Value::String(String::from_utf8_lossy(body).into_owned())
     };
     Some(serde_json::to_vec(&value).expect("a JSON value serializes"))
-}
-
-impl<S> Service<LambdaInvocation> for AcceptAnyPayload<S>
-where
-    S: Service<LambdaInvocation, Response = (), Error = BoxError>,
-{
-    type Response = ();
-    type Error = BoxError;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: LambdaInvocation) -> Self::Future {
-        if let Some(json) = normalize_payload(&req.body) {
-            req.body = json.into();
-        }
-        self.inner.call(req)
-    }
-}
-
-/// Raw, outermost layer: ends the run loop after a process-poisoning error was answered,
-/// and counts the invocations in flight and served (for SIGTERM and the retry of a
-/// failed `next`).
-#[derive(Clone, Debug)]
-pub struct RecycleLayer {
-    signal: RecycleSignal,
-    counts: LoopCounts,
-}
-
-impl<S> Layer<S> for RecycleLayer {
-    type Service = Recycle<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        Recycle {
-            inner,
-            signal: self.signal.clone(),
-            counts: self.counts.clone(),
-        }
-    }
-}
-
-/// The service made by [`RecycleLayer`].
-#[derive(Clone, Debug)]
-pub struct Recycle<S> {
-    inner: S,
-    signal: RecycleSignal,
-    counts: LoopCounts,
 }
 
 /// The error that ends the run loop so the process is recycled.
@@ -224,18 +160,16 @@ impl std::fmt::Display for Recycling {
 
 impl std::error::Error for Recycling {}
 
-/// Invocations in flight (0 or 1) and answered, shared by the loop's layers and `serve`.
+/// Invocations in flight (0 or 1), shared by the loop and `serve` (for SIGTERM).
 #[derive(Clone, Debug)]
 struct LoopCounts {
     in_flight: Arc<watch::Sender<usize>>,
-    served: Arc<AtomicU64>,
 }
 
 impl Default for LoopCounts {
     fn default() -> Self {
         Self {
             in_flight: Arc::new(watch::channel(0).0),
-            served: Arc::default(),
         }
     }
 }
@@ -243,9 +177,6 @@ impl Default for LoopCounts {
 impl LoopCounts {
     fn in_flight(&self) -> usize {
         *self.in_flight.borrow()
-    }
-    fn served(&self) -> u64 {
-        self.served.load(Ordering::Relaxed)
     }
     /// Resolves when no invocation is in flight.
     async fn idle(&self) {
@@ -267,36 +198,6 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.send_modify(|n| *n -= 1);
-        self.0.served.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-impl<S> Service<LambdaInvocation> for Recycle<S>
-where
-    S: Service<LambdaInvocation, Response = (), Error = BoxError>,
-    S::Future: Send + 'static,
-{
-    type Response = ();
-    type Error = BoxError;
-    type Future = BoxFuture<'static, Result<(), BoxError>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: LambdaInvocation) -> Self::Future {
-        let in_flight = InFlight::new(&self.counts);
-        let fut = self.inner.call(req);
-        let signal = self.signal.clone();
-        Box::pin(async move {
-            let answered = fut.await;
-            drop(in_flight);
-            answered?;
-            match signal.take() {
-                Some(why) => Err(Recycling(why).into()),
-                None => Ok(()),
-            }
-        })
     }
 }
 
@@ -456,58 +357,116 @@ async fn stop_requested() -> &'static str {
     std::future::pending().await
 }
 
-/// `lambda_runtime`'s loop, started again after a failed Runtime API request.
+/// Serves invocations one at a time until the process must end: `next`, the stack, the
+/// answer. A failed Runtime API request is retried (see [`serve`]); a run of failures
+/// ends with the first invocation served.
 async fn run_loop<S>(stack: S, stop: StopSignal, counts: LoopCounts) -> Result<(), BoxError>
 where
     S: Service<Invocation, Error = BoxError> + Clone + Send + 'static,
     S::Future: Send,
     S::Response: Serialize + Send + 'static,
 {
+    let api = RuntimeApi::from_env(&ProcessEnvironment)?;
     let recycle = RecycleSignal::default();
+    let mut handler = InvocationHandler::new(stack, recycle.clone(), stop);
     let mut failures = 0;
-    let mut served_before = counts.served();
     loop {
-        let layer = RecycleLayer {
-            signal: recycle.clone(),
-            counts: counts.clone(),
-        };
-        let result = Runtime::new(InvocationHandler::new(
-            stack.clone(),
-            recycle.clone(),
-            stop.clone(),
-        ))
-        .layer(AcceptAnyPayloadLayer)
-        .layer(layer)
-        .run()
-        .await;
-        let error = match result {
-            Ok(()) => return Ok(()),
-            Err(e) if e.is::<Recycling>() => return Err(e),
-            Err(e) => e,
-        };
-        if counts.served() != served_before {
-            // It served since the last failure: a new run of failures.
-            failures = 0;
-            served_before = counts.served();
+        match serve_next(&api, &mut handler, &counts).await {
+            Ok(()) => failures = 0,
+            Err(error) => {
+                failures += 1;
+                if failures > RUNTIME_API_RETRIES {
+                    return Err(format!(
+                        "the Lambda Runtime API failed {failures} times in a row; exiting so \
+                         Lambda starts a fresh process: {error}"
+                    )
+                    .into());
+                }
+                let delay = RUNTIME_API_BACKOFF * 2u32.pow(failures - 1);
+                tracing::warn!(
+                    attempt = failures,
+                    retries = RUNTIME_API_RETRIES,
+                    "a Lambda Runtime API request failed ({error}); retrying in {}ms",
+                    delay.as_millis()
+                );
+                tokio::time::sleep(delay).await;
+            }
         }
-        failures += 1;
-        if failures > RUNTIME_API_RETRIES {
-            return Err(format!(
-                "the Lambda Runtime API failed {failures} times in a row; exiting so Lambda \
-                 starts a fresh process: {error}"
-            )
-            .into());
+        if let Some(why) = recycle.take() {
+            return Err(Recycling(why).into());
         }
-        let delay = RUNTIME_API_BACKOFF * 2u32.pow(failures - 1);
-        tracing::warn!(
-            attempt = failures,
-            retries = RUNTIME_API_RETRIES,
-            "a Lambda Runtime API request failed ({error}); retrying in {}ms",
-            delay.as_millis()
-        );
-        tokio::time::sleep(delay).await;
     }
 }
+
+/// One invocation: `next`, the stack's answer (or the error of an invocation whose
+/// headers could not be read), posted.
+async fn serve_next<S>(
+    api: &RuntimeApi,
+    handler: &mut InvocationHandler<S>,
+    counts: &LoopCounts,
+) -> Result<(), BoxError>
+where
+    S: Service<Invocation, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Response: Serialize + Send + 'static,
+{
+    let next = api.next().await?;
+    let _in_flight = InFlight::new(counts);
+    let answer = match &next.context {
+        Ok(context) => handler.answer(&next, context.clone()).await,
+        Err(message) => {
+            tracing::error!(
+                request_id = next.request_id,
+                error_type = INVALID_INVOCATION,
+                "{message}"
+            );
+            Err(Diagnostic {
+                error_type: INVALID_INVOCATION.to_owned(),
+                error_message: message.clone(),
+            })
+        }
+    };
+    api.answer(&next, answer).await
+}
+
+impl<S> InvocationHandler<S>
+where
+    S: Service<Invocation, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Response: Serialize + Send + 'static,
+{
+    /// Runs the stack for `next` and serializes its answer. A panic in the stack is
+    /// answered as an error and recycles the process: the worker's state is unknown.
+    async fn answer(&mut self, next: &Next, context: LambdaContext) -> Result<Vec<u8>, Diagnostic> {
+        let body = normalize_payload(&next.body);
+        let payload = serde_json::from_slice(body.as_deref().unwrap_or(&next.body))
+            .expect("normalize_payload makes any body JSON");
+        let event = LambdaEvent::new(payload, context);
+        let called = async { self.ready().await?.call(event).await };
+        let response = match std::panic::AssertUnwindSafe(called).catch_unwind().await {
+            Ok(response) => response?,
+            Err(panic) => {
+                let message = format!(
+                    "the stack panicked: {}; exiting so Lambda starts a fresh process",
+                    panic_message(panic.as_ref())
+                );
+                tracing::error!(request_id = next.request_id, "{message}");
+                self.recycle.set(message.clone());
+                return Err(Diagnostic {
+                    error_type: PANIC_ERROR_TYPE.to_owned(),
+                    error_message: message,
+                });
+            }
+        };
+        serde_json::to_vec(&response).map_err(|e| Diagnostic {
+            error_type: "TemporalLambdaWorker.Error".to_owned(),
+            error_message: format!("the stack's response does not serialize to JSON: {e}"),
+        })
+    }
+}
+
+/// The `errorType` of an invocation whose stack panicked.
+const PANIC_ERROR_TYPE: &str = "TemporalLambdaWorker.Panic";
 
 #[cfg(test)]
 mod tests {

@@ -87,6 +87,7 @@ mod lambda;
 pub mod logging;
 #[cfg(feature = "otel")]
 pub mod otel;
+mod runtime_api;
 mod tasks;
 mod temporal;
 pub mod testing;

@@ -14,22 +14,16 @@
 //!   `EnvFilter` directives), else `INFO`. At `INFO` and above the Temporal SDK's own
 //!   chatter (`temporalio_sdk_core`, `temporalio_client`) is kept to warnings;
 //! - no ANSI colour unless stdout is a terminal (CloudWatch would show `^[[31m…`);
-//! - each failure once: an invocation's error is logged by this crate (with its
-//!   `error_type` and `request_id`), and `lambda_runtime`'s repeat of it (a
-//!   `Diagnostic { … }` line) is dropped.
+//! - each failure once: an invocation's error is logged by this crate, with its
+//!   `error_type` and `request_id`.
 //!
 //! To add layers of your own (the `otel` feature's `Telemetry::tracing_layer`, say), use
 //! [`layer`] in your own `tracing_subscriber::registry()`.
 
 use std::io::IsTerminal;
 
-use tracing::Metadata;
 use tracing_subscriber::{
-    EnvFilter, Layer,
-    filter::{FilterExt, filter_fn},
-    layer::SubscriberExt,
-    registry::LookupSpan,
-    util::SubscriberInitExt,
+    EnvFilter, Layer, layer::SubscriberExt, registry::LookupSpan, util::SubscriberInitExt,
 };
 
 use crate::{Environment, ProcessEnvironment};
@@ -86,12 +80,6 @@ impl LogSettings {
     }
 }
 
-/// `lambda_runtime` logs a failed invocation's `Diagnostic` with its Debug form and no
-/// other field; this crate has logged the same failure already, readably.
-fn not_a_repeat(meta: &Metadata<'_>) -> bool {
-    !(meta.target() == "lambda_runtime::layers::panic" && meta.fields().field("error").is_none())
-}
-
 pub(crate) fn layer_for<S, W>(
     env: &dyn Environment,
     terminal: bool,
@@ -111,12 +99,12 @@ where
             .with_ansi(false)
             .with_current_span(true)
             .with_span_list(false)
-            .with_filter(filter.and(filter_fn(not_a_repeat)))
+            .with_filter(filter)
             .boxed()
     } else {
         fmt.without_time()
             .with_ansi(terminal)
-            .with_filter(filter.and(filter_fn(not_a_repeat)))
+            .with_filter(filter)
             .boxed()
     }
 }
@@ -205,15 +193,5 @@ mod tests {
             "info,temporalio_sdk_core=warn,temporalio_client=warn,\
              opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off"
         );
-    }
-
-    #[test]
-    fn lambda_runtimes_repeat_of_a_failure_is_dropped_and_its_panic_report_kept() {
-        let text = logged(StaticEnvironment::new(), false, || {
-            tracing::error!(target: "lambda_runtime::layers::panic", "Diagnostic {{ error_type: \"X\" }}");
-            tracing::error!(target: "lambda_runtime::layers::panic", error = "boom", "user handler panicked");
-        });
-        assert!(!text.contains("Diagnostic"), "{text}");
-        assert!(text.contains("user handler panicked"), "{text}");
     }
 }

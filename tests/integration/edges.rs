@@ -174,6 +174,56 @@ async fn a_failed_next_request_is_retried_and_the_process_goes_on_serving() {
     assert_eq!(bootstrap.exited(), None, "{text}");
 }
 
+/// A faulty emulator's `next` answers: without a deadline the invocation answers an
+/// error naming the header; without a request id (nothing to answer) one log line. The
+/// process goes on serving either way (`lambda_runtime` 1.5 panics on both).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_next_answer_is_answered_or_logged_and_the_process_goes_on_serving() {
+    let api = RuntimeApi::start(ARN).await.unwrap();
+    let root = TempDir::new("malformed-next");
+    let log = root.0.join("bootstrap.log");
+    let mut bootstrap = Bootstrap::start_logging_to(
+        &crate::hello_binary(),
+        &api.address(),
+        "hello",
+        &root.0,
+        &[("TEMPORAL_ADDRESS", "127.0.0.1:1"), ("RUST_LOG", "info")],
+        &log,
+    )
+    .unwrap();
+    let no_deadline = api.submit_without(b"", Duration::from_secs(5), "Lambda-Runtime-Deadline-Ms");
+    let no_deadline = no_deadline.answer().await;
+    let text = read(&log);
+    let (ty, message) = no_deadline.error();
+    assert_eq!(ty, "TemporalLambdaWorker.InvalidInvocation", "{text}");
+    assert!(
+        message.contains("without a Lambda-Runtime-Deadline-Ms header"),
+        "{message}"
+    );
+    let no_id = api.submit_without(b"", Duration::from_secs(1), "Lambda-Runtime-Aws-Request-Id");
+    assert_eq!(
+        no_id.answer().await.outcome,
+        temporal_lambda_worker_testkit::Outcome::NoAnswer
+    );
+    // Nothing listens at the Temporal address: an error answered quickly is all this
+    // test needs of a well-formed invocation.
+    let answer = api.invoke(b"", Duration::from_secs(10)).await;
+    let text = read(&log);
+    assert_eq!(
+        answer.error().0,
+        "TemporalLambdaWorker.ConnectError",
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("without a Lambda-Runtime-Aws-Request-Id header")
+            .count(),
+        1,
+        "{text}"
+    );
+    assert!(!text.contains("panicked"), "{text}");
+    assert_eq!(bootstrap.exited(), None, "{text}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runtime_api_that_keeps_failing_ends_the_process_cleanly_after_three_retries() {
     let api = RuntimeApi::start(ARN).await.unwrap();

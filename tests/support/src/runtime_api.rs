@@ -89,6 +89,8 @@ struct Queued {
     trace_seed: u64,
     /// `Lambda-Runtime-Invoked-Function-Arn`, if not the function's ARN.
     invoked_arn: Option<String>,
+    /// A header left out of the `next` answer (a faulty emulator's).
+    omit: Option<&'static str>,
 }
 
 struct State {
@@ -240,6 +242,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             .unwrap(),
         );
         h.insert("Content-Type", "application/json".parse().unwrap());
+        if let Some(name) = q.omit {
+            h.remove(name);
+        }
         return r;
     }
     if method == Method::POST && rest == "/init/error" {
@@ -324,16 +329,30 @@ impl RuntimeApi {
     /// Queues an invocation for the next `next` call; its deadline starts when it is
     /// handed out. Await [`Pending::answer`] for the answer.
     pub fn submit(&self, payload: &[u8], timeout: Duration) -> Pending {
-        self.queue(payload, timeout, None)
+        self.queue(payload, timeout, None, None)
+    }
+
+    /// [`submit`](Self::submit), handed out without the header `omit` (say
+    /// `Lambda-Runtime-Deadline-Ms`), as a faulty emulator would. Without
+    /// `Lambda-Runtime-Aws-Request-Id` it cannot be answered: its answer is
+    /// [`Outcome::NoAnswer`].
+    pub fn submit_without(&self, payload: &[u8], timeout: Duration, omit: &'static str) -> Pending {
+        self.queue(payload, timeout, None, Some(omit))
     }
 
     /// [`submit`](Self::submit), handed out with `invoked_arn` as the invoked function ARN
     /// (as Lambda passes the ARN the caller named: with a qualifier, or without).
     pub fn submit_invoked(&self, payload: &[u8], timeout: Duration, invoked_arn: &str) -> Pending {
-        self.queue(payload, timeout, Some(invoked_arn.to_owned()))
+        self.queue(payload, timeout, Some(invoked_arn.to_owned()), None)
     }
 
-    fn queue(&self, payload: &[u8], timeout: Duration, invoked_arn: Option<String>) -> Pending {
+    fn queue(
+        &self,
+        payload: &[u8],
+        timeout: Duration,
+        invoked_arn: Option<String>,
+        omit: Option<&'static str>,
+    ) -> Pending {
         let n = self.state.counter.fetch_add(1, Ordering::Relaxed);
         let request_id = format!("{:08x}-0000-4000-8000-{:012x}", std::process::id(), n);
         let (tx, reply) = oneshot::channel();
@@ -346,6 +365,7 @@ impl RuntimeApi {
             handed_out: handed_tx,
             trace_seed: (u64::from(std::process::id()) << 20) + n + 1,
             invoked_arn,
+            omit,
         });
         self.state.queued.notify_waiters();
         Pending {

@@ -1,0 +1,222 @@
+//! The Lambda Runtime API's invocation protocol, spoken by this crate: `next`, then an
+//! answer to `…/response` or `…/error`.
+//!
+//! `lambda_runtime` 1.5 panics inside its run loop when a `next` answer lacks
+//! `Lambda-Runtime-Aws-Request-Id` or `Lambda-Runtime-Deadline-Ms` (its maintainers keep
+//! it so, aws/aws-lambda-rust-runtime#322), and third-party emulators do send such
+//! answers. So the loop is ours: a malformed answer becomes an error answer naming the
+//! header, or, without a request id to answer, one log line and a Runtime API failure.
+//! Its types (`Context`, `Config`, `Diagnostic`) and HTTP client stay `lambda_runtime`'s.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+use http_body_util::BodyExt;
+use lambda_runtime::{Config, Context, Diagnostic};
+use lambda_runtime_api_client::{Client, body::Body, build_request};
+
+use crate::{BoxError, Environment};
+
+const NEXT: &str = "/2018-06-01/runtime/invocation/next";
+const REQUEST_ID: &str = "lambda-runtime-aws-request-id";
+const DEADLINE_MS: &str = "lambda-runtime-deadline-ms";
+/// Echoed back on the answer, so the Runtime API can refuse a stale one.
+const INVOCATION_ID: &str = "lambda-runtime-invocation-id";
+/// The `errorType` answered for a `next` answer this crate could not read.
+pub(crate) const INVALID_INVOCATION: &str = "TemporalLambdaWorker.InvalidInvocation";
+
+/// One invocation handed out by `next`.
+pub(crate) struct Next {
+    pub(crate) request_id: String,
+    invocation_id: Option<String>,
+    /// Its context, or why it could not be read (to answer as an error).
+    pub(crate) context: Result<Context, String>,
+    pub(crate) body: Bytes,
+}
+
+/// A client of the Runtime API at `AWS_LAMBDA_RUNTIME_API`.
+pub(crate) struct RuntimeApi {
+    client: Client,
+    config: Arc<Config>,
+}
+
+impl RuntimeApi {
+    /// From the Lambda variables, which `check_lambda_environment` has checked.
+    pub(crate) fn from_env(env: &dyn Environment) -> Result<Self, BoxError> {
+        let var = |name: &str| env.var(name).unwrap_or_default();
+        let uri: http::Uri = format!("http://{}", var("AWS_LAMBDA_RUNTIME_API")).parse()?;
+        let config = Config {
+            function_name: var("AWS_LAMBDA_FUNCTION_NAME"),
+            memory: var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").parse()?,
+            version: var("AWS_LAMBDA_FUNCTION_VERSION"),
+            log_stream: var("AWS_LAMBDA_LOG_STREAM_NAME"),
+            log_group: var("AWS_LAMBDA_LOG_GROUP_NAME"),
+        };
+        Ok(Self {
+            client: Client::builder().with_endpoint(uri).build()?,
+            config: Arc::new(config),
+        })
+    }
+
+    /// Waits for the next invocation. An error is a failed request, an answer other than
+    /// 200, or one without a request id (nothing to answer): the caller retries.
+    pub(crate) async fn next(&self) -> Result<Next, BoxError> {
+        let request = build_request()
+            .method(Method::GET)
+            .uri(NEXT)
+            .body(Body::empty())?;
+        let response = self.client.call(request).await?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await?.to_bytes();
+        if parts.status != StatusCode::OK {
+            return Err(format!(
+                "the Runtime API answered `next` with {}: {}",
+                parts.status,
+                String::from_utf8_lossy(&body).trim()
+            )
+            .into());
+        }
+        read_next(&parts.headers, &self.config, body)
+    }
+
+    /// Posts `answer` for `next`: the response as JSON, or the diagnostic. A refusal (the
+    /// invocation timed out, say) is logged and is not an error; a failed request is.
+    pub(crate) async fn answer(
+        &self,
+        next: &Next,
+        answer: Result<Vec<u8>, Diagnostic>,
+    ) -> Result<(), BoxError> {
+        let id = &next.request_id;
+        let mut request = build_request().method(Method::POST);
+        let body = match answer {
+            Ok(json) => {
+                request = request.uri(format!("/2018-06-01/runtime/invocation/{id}/response"));
+                json
+            }
+            Err(diagnostic) => {
+                request = request
+                    .uri(format!("/2018-06-01/runtime/invocation/{id}/error"))
+                    .header("lambda-runtime-function-error-type", "unhandled");
+                serde_json::to_vec(&diagnostic)?
+            }
+        };
+        if let Some(invocation_id) = &next.invocation_id {
+            request = request.header(INVOCATION_ID, invocation_id);
+        }
+        let response = self.client.call(request.body(Body::from(body))?).await?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.into_body().collect().await?.to_bytes();
+            tracing::error!(
+                request_id = %id,
+                %status,
+                "the Runtime API refused this invocation's answer ({}); it was late (past \
+                 its deadline) or too large",
+                String::from_utf8_lossy(&body).trim()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Reads a `next` answer's headers: a missing request id is an error (it cannot be
+/// answered), any other problem is the invocation's error to answer.
+fn read_next(headers: &HeaderMap, config: &Arc<Config>, body: Bytes) -> Result<Next, BoxError> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let Some(request_id) = text(REQUEST_ID).filter(|id| !id.trim().is_empty()) else {
+        return Err(format!(
+            "the Runtime API handed out an invocation without a Lambda-Runtime-Aws-Request-Id \
+             header, so it cannot be answered; Lambda always sends one, so this is a local \
+             emulator's defect (headers: {})",
+            header_names(headers)
+        )
+        .into());
+    };
+    let deadline = headers.get(DEADLINE_MS).map(|v| {
+        let ms = v.to_str().ok().and_then(|t| t.parse::<u64>().ok());
+        ms.ok_or_else(|| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    });
+    let context = match deadline {
+        Some(Ok(_)) => Context::new(request_id, config.clone(), headers)
+            .map_err(|e| format!("the Runtime API's invocation headers are malformed: {e}")),
+        Some(Err(value)) => Err(format!(
+            "the Runtime API's Lambda-Runtime-Deadline-Ms header is {value:?}, not a time in \
+             milliseconds since the epoch"
+        )),
+        None => Err(format!(
+            "the Runtime API handed out this invocation without a Lambda-Runtime-Deadline-Ms \
+             header, so the worker cannot know when to stop; Lambda always sends one, so this \
+             is a local emulator's defect (headers: {})",
+            header_names(headers)
+        )),
+    };
+    Ok(Next {
+        request_id: request_id.to_owned(),
+        invocation_id: text(INVOCATION_ID).map(str::to_owned),
+        context,
+        body,
+    })
+}
+
+/// The header names of an answer, for a message (values may carry identities).
+fn header_names(headers: &HeaderMap) -> String {
+    let names: Vec<&str> = headers.keys().map(http::HeaderName::as_str).collect();
+    names.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (http::HeaderName::from_static(k), v.parse().unwrap()))
+            .collect()
+    }
+
+    fn read(pairs: &[(&'static str, &str)]) -> Result<Next, BoxError> {
+        read_next(&headers(pairs), &Arc::default(), Bytes::new())
+    }
+
+    #[test]
+    fn a_well_formed_answer_gives_its_context() {
+        let next = read(&[
+            (REQUEST_ID, "id-1"),
+            (DEADLINE_MS, "1700000000000"),
+            (INVOCATION_ID, "inv-1"),
+        ])
+        .unwrap();
+        assert_eq!(next.request_id, "id-1");
+        assert_eq!(next.invocation_id.as_deref(), Some("inv-1"));
+        let context = next.context.unwrap();
+        assert_eq!(context.request_id, "id-1");
+        assert_eq!(context.deadline, 1_700_000_000_000);
+    }
+
+    #[test]
+    fn a_missing_or_broken_deadline_is_the_invocations_error_naming_the_header() {
+        let next = read(&[(REQUEST_ID, "id-2")]).unwrap();
+        let e = next.context.unwrap_err();
+        assert!(
+            e.contains("without a Lambda-Runtime-Deadline-Ms header"),
+            "{e}"
+        );
+        assert!(e.contains("lambda-runtime-aws-request-id"), "{e}");
+        let next = read(&[(REQUEST_ID, "id-3"), (DEADLINE_MS, "soon")]).unwrap();
+        let e = next.context.unwrap_err();
+        assert!(e.contains("Lambda-Runtime-Deadline-Ms header is"), "{e}");
+    }
+
+    #[test]
+    fn an_answer_without_a_request_id_cannot_be_answered() {
+        for pairs in [&[(DEADLINE_MS, "1700000000000")][..], &[(REQUEST_ID, " ")]] {
+            let e = read(pairs).err().unwrap().to_string();
+            assert!(
+                e.contains("without a Lambda-Runtime-Aws-Request-Id header"),
+                "{e}"
+            );
+        }
+    }
+}
