@@ -318,6 +318,24 @@ mod deploy_guide {
             buffer: Duration::from_secs(7),
         });
         assert_quoted(&LambdaWorkerError::MissingTaskQueue);
+        let cloud = "https://my-ns.a1b2c.tmprl.cloud:7233/";
+        let status = temporalio_client::tonic::Status::unauthenticated("Request unauthorized.");
+        let refused = temporalio_client::errors::ClientConnectError::SystemInfoCallError(status);
+        for source in [
+            crate::temporal::connect_failure(&refused),
+            // As connect_failure words them (seen against a plaintext server and a closed port).
+            "the connection failed: transport error: received corrupt message of type \
+             InvalidContentType"
+                .to_owned(),
+            "the connection failed: transport error: tcp connect error: Connection refused \
+             (os error 111)"
+                .to_owned(),
+        ] {
+            assert_quoted(&LambdaWorkerError::Connect {
+                target: cloud.into(),
+                source: source.into(),
+            });
+        }
         assert_quoted(&LambdaWorkerError::ServerUnreachable {
             target: "https://my-ns.a1b2c.tmprl.cloud:7233/".into(),
             source: "Unavailable: tcp connect error: Connection refused (os error 111)".into(),
@@ -355,10 +373,10 @@ mod deploy_guide {
     #[test]
     fn the_troubleshooting_section_quotes_each_connect_hint() {
         for source in [
-            "InvalidMessage(InvalidContentType)",
-            "status: Unauthenticated",
+            "received corrupt message of type InvalidContentType",
+            "with Unauthenticated: Request unauthorized",
             "invalid peer certificate: UnknownIssuer",
-            "kind: ConnectionRefused",
+            "tcp connect error: Connection refused (os error 111)",
         ] {
             let e = LambdaWorkerError::Connect {
                 target: "https://x/".into(),

@@ -164,7 +164,8 @@ async fn host_session(
                 (c, false)
             }
             Err(e) => {
-                let _ = reply.send(Err(e.into()));
+                tracing::debug!(error = ?e, "connecting to Temporal failed (full detail)");
+                let _ = reply.send(Err(connect_failure(&e).into()));
                 return;
             }
         },
@@ -297,11 +298,54 @@ async fn probe(connection: &Connection) -> Result<(), String> {
 /// Why a failed call shows the server gone, or `None` when the server answered it (any
 /// status it sent, even an error, proves it is there). A status with a source was made on
 /// this side from a transport error, whatever its code: a connection refused
+/// A failed connect in words: the gRPC code and message the server answered, or the
+/// transport failure and its causes (the SDK's own text is a `Debug` dump; it is logged at
+/// debug level).
+pub(crate) fn connect_failure(e: &temporalio_client::errors::ClientConnectError) -> String {
+    use temporalio_client::errors::ClientConnectError as E;
+    match e {
+        E::SystemInfoCallError(status) => format!(
+            "the server answered the first call (GetSystemInfo) with {}",
+            status_in_words(status)
+        ),
+        E::TonicTransportError(t) => format!("the connection failed: {}", causes(t)),
+        other => causes(other),
+    }
+}
+
+/// `Code: message`, then the causes a transport-made status carries.
+fn status_in_words(status: &tonic::Status) -> String {
+    let head = format!(
+        "{:?}: {}",
+        status.code(),
+        status.message().trim_end_matches('.')
+    );
+    joined(head, std::error::Error::source(status))
+}
+
+/// An error and its sources, each once, joined by `: `.
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    joined(e.to_string(), e.source())
+}
+
+/// `head`, then each error of the chain from `next` whose text it does not hold yet.
+fn joined(head: String, mut next: Option<&(dyn std::error::Error + 'static)>) -> String {
+    let mut words = head;
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !words.contains(&text) {
+            words.push_str(": ");
+            words.push_str(&text);
+        }
+        next = e.source();
+    }
+    words
+}
+
 /// (Unavailable), or one the killed server closed under the call (Cancelled, "connection
 /// closed"), is not an answer.
 fn server_gone(status: &tonic::Status) -> Option<String> {
-    let mut source = std::error::Error::source(status);
-    let sent_by_server = source.is_none();
+    let sent_by_server = std::error::Error::source(status).is_none();
     if sent_by_server
         && !matches!(
             status.code(),
@@ -310,18 +354,14 @@ fn server_gone(status: &tonic::Status) -> Option<String> {
     {
         return None;
     }
-    let mut why = format!("{:?}: {}", status.code(), status.message());
-    while let Some(s) = source {
-        why.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    Some(why)
+    Some(status_in_words(status))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::server_gone;
+    use super::{connect_failure, server_gone};
     use std::io;
+    use temporalio_client::errors::ClientConnectError;
     use temporalio_client::tonic::{Code, Status};
 
     /// A status tonic makes from a transport error (it keeps the error as its source).
@@ -361,6 +401,39 @@ mod tests {
             Status::unknown("something"),
         ] {
             assert!(server_gone(&answered).is_none(), "{answered:?}");
+        }
+    }
+
+    #[test]
+    fn a_refused_api_key_reads_as_its_code_and_message() {
+        let mut status = Status::new(Code::Unauthenticated, "Request unauthorized.");
+        status
+            .metadata_mut()
+            .insert("server", "envoy".parse().unwrap());
+        let words = connect_failure(&ClientConnectError::SystemInfoCallError(status));
+        assert_eq!(
+            words,
+            "the server answered the first call (GetSystemInfo) with Unauthenticated: Request \
+             unauthorized"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_reads_as_the_transport_failure_and_its_cause() {
+        // Port 1 on loopback: nothing listens there.
+        let refused =
+            temporalio_client::tonic::transport::Endpoint::from_static("http://127.0.0.1:1")
+                .connect()
+                .await
+                .unwrap_err();
+        let words = connect_failure(&ClientConnectError::TonicTransportError(refused));
+        assert!(
+            words.starts_with("the connection failed: transport error: tcp connect error"),
+            "{words}"
+        );
+        assert!(words.contains("Connection refused"), "{words}");
+        for dump in ["Os {", "ConnectError(", "kind:", "Transport,"] {
+            assert!(!words.contains(dump), "{words}");
         }
     }
 }

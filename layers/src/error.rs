@@ -301,19 +301,21 @@ mod tests {
 
     #[test]
     fn connect_errors_say_what_to_change() {
-        // Texts as the SDK reports them (seen against the dev server).
+        // Texts as the backend words them (seen against the dev server and a closed port).
         let tls = connect(
-            "Server connection error: tonic::transport::Error(Transport, ConnectError(Custom { \
-             kind: InvalidData, error: InvalidMessage(InvalidContentType) }))",
+            "the connection failed: transport error: received corrupt message of type \
+             InvalidContentType",
         );
         assert!(tls.contains("The server did not answer TLS"), "{tls}");
         let refused = connect(
-            "Server connection error: tonic::transport::Error(Transport, ConnectError(\
-             ConnectError(\"tcp connect error\", 127.0.0.1:1, Os { code: 111, kind: \
-             ConnectionRefused, message: \"Connection refused\" })))",
+            "the connection failed: transport error: tcp connect error: Connection refused (os \
+             error 111)",
         );
         assert!(refused.contains("Nothing accepts connections"), "{refused}");
-        let denied = connect("status: Unauthenticated, message: \"Request unauthorized.\"");
+        let denied = connect(
+            "the server answered the first call (GetSystemInfo) with Unauthenticated: Request \
+             unauthorized",
+        );
         assert!(denied.contains("refused the credentials"), "{denied}");
         let other = connect("something else");
         assert!(

@@ -209,11 +209,14 @@ async fn a_malformed_next_answer_is_answered_or_logged_and_the_process_goes_on_s
     // test needs of a well-formed invocation.
     let answer = api.invoke(b"", Duration::from_secs(10)).await;
     let text = read(&log);
-    assert_eq!(
-        answer.error().0,
-        "TemporalLambdaWorker.ConnectError",
-        "{text}"
+    let (ty, message) = answer.error();
+    assert_eq!(ty, "TemporalLambdaWorker.ConnectError", "{text}");
+    // The failure in words, not the SDK's Debug dump of it.
+    assert!(
+        message.contains("the connection failed: transport error: tcp connect error"),
+        "{message}"
     );
+    assert!(!message.contains("Os {"), "{message}");
     assert_eq!(
         text.matches("without a Lambda-Runtime-Aws-Request-Id header")
             .count(),
