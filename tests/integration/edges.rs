@@ -40,7 +40,7 @@ async fn an_api_key_set_by_a_layer_never_crosses_the_wire_in_plaintext() {
     assert!(answer.slack() > 0.0);
     assert!(!msg.contains(KEY), "the key is in the error: {msg}");
     assert!(wire.connections() > 0, "the bootstrap never connected");
-    let bytes = wire.bytes();
+    let bytes = wire.bytes_at_least(2, Duration::from_secs(5)).await;
     assert!(
         !wire.saw(KEY),
         "the API key went over the wire readable; headers: {:?}",
@@ -55,7 +55,7 @@ async fn an_api_key_set_by_a_layer_never_crosses_the_wire_in_plaintext() {
     assert_eq!(
         bytes.get(..2),
         Some(&[0x16, 0x03][..]),
-        "not a TLS handshake: {:?}",
+        "not a TLS handshake: {:?} (answer: {msg})",
         String::from_utf8_lossy(&bytes[..bytes.len().min(64)])
     );
 }

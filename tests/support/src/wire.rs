@@ -94,6 +94,19 @@ impl WireRecorder {
         self.seen.lock().unwrap().bytes.clone()
     }
 
+    /// [`bytes`](Self::bytes), once at least `n` arrived or `within` passed: a client that
+    /// gave up (a connect timeout under load) may have left its bytes unread in the socket.
+    pub async fn bytes_at_least(&self, n: usize, within: std::time::Duration) -> Vec<u8> {
+        let until = tokio::time::Instant::now() + within;
+        loop {
+            let bytes = self.bytes();
+            if bytes.len() >= n || tokio::time::Instant::now() >= until {
+                return bytes;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// How many connections were accepted.
     pub fn connections(&self) -> usize {
         self.seen.lock().unwrap().connections
