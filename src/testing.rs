@@ -3,13 +3,21 @@
 //! Everything of `temporal_lambda_worker_layers::testing` ([`run_through`],
 //! [`invocation_in`], [`context_in`], …) plus [`FakeBackend`], a [`WorkerBackend`] that
 //! "polls" until the stack tells it to shut down, so a whole stack — yours or
-//! [`default_stack_with`](crate::default_stack_with) — runs in a unit test, with Tokio's
-//! paused clock if you like.
+//! [`default_stack_with`](crate::default_stack_with) — runs in a unit test; [`invoke`]
+//! runs one invocation through it and [`error_type`] says what a failure would answer.
+//!
+//! Your crate needs only `tokio` as a dev-dependency, with the features its tests use:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! # `test-util` for Tokio's paused clock (`start_paused = true`): the stack's deadlines
+//! # then pass in no time.
+//! tokio = { version = "1", features = ["macros", "rt", "test-util"] }
+//! ```
 //!
 //! ```
 //! use std::time::Duration;
-//! use temporal_lambda_worker::{layers::*, testing, *};
-//! use tower::ServiceExt;
+//! use temporal_lambda_worker::{testing, *};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
 //! fn configure(c: &mut LambdaWorkerConfig) -> Result<(), BoxError> {
@@ -23,23 +31,52 @@
 //!     backend.clone(),
 //!     StaticEnvironment::new().with_var("TEMPORAL_ADDRESS", "127.0.0.1:7233"),
 //! );
-//! let report = stack.oneshot(testing::invocation_in(Duration::from_secs(60))).await.unwrap();
+//! let report = testing::invoke(stack.clone(), testing::invocation_in(Duration::from_secs(60)))
+//!     .await
+//!     .unwrap();
 //! assert_eq!(report.task_queue, "orders");
 //! let session = &backend.sessions()[0];
 //! assert_eq!(session.target, "http://127.0.0.1:7233/");
 //! assert!(session.shut_down, "polled until deadline − buffer, then shut down");
+//!
+//! // 5 s is too short for the shutdown buffer: answered with this errorType.
+//! let error = testing::invoke(stack, testing::invocation_in(Duration::from_secs(5)))
+//!     .await
+//!     .unwrap_err();
+//! assert_eq!(testing::error_type(&error), "TemporalLambdaWorker.TimeoutTooShort");
 //! # }
 //! ```
 
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
+use tower::{Service, ServiceExt};
 
 pub use crate::rules::testing::*;
 use crate::{
-    BoxError,
+    BoxError, Invocation,
     backend::{RunningWorker, SessionConfig, StartTimings, WorkerBackend},
 };
+
+/// Runs `invocation` through `stack` once, as `serve` would (`tower::ServiceExt::oneshot`,
+/// without importing tower).
+pub async fn invoke<S>(stack: S, invocation: Invocation) -> Result<S::Response, BoxError>
+where
+    S: Service<Invocation>,
+    S::Error: Into<BoxError>,
+{
+    stack.oneshot(invocation).await.map_err(Into::into)
+}
+
+/// The `errorType` `serve` answers `error` with: a [`LambdaWorkerError`]'s
+/// (`TemporalLambdaWorker.*`, or yours from [`LambdaWorkerError::custom`]), else
+/// `TemporalLambdaWorker.Error`.
+///
+/// [`LambdaWorkerError`]: crate::LambdaWorkerError
+/// [`LambdaWorkerError::custom`]: crate::LambdaWorkerError::custom
+pub fn error_type(error: &BoxError) -> String {
+    crate::lambda::diagnostic(error).error_type
+}
 
 /// What [`FakeBackend`] was asked to start.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

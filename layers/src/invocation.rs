@@ -1,13 +1,14 @@
 //! The request type that flows through the stack.
 
+use std::{fmt, sync::Arc};
+
 use lambda_runtime::Context;
 use tokio::{sync::watch, time::Instant};
 
-use crate::LambdaWorkerConfig;
+use crate::{Environment, LambdaWorkerConfig, ProcessEnvironment};
 
 /// One Lambda invocation on its way down the stack: the Lambda event and context, plus
 /// the per-invocation [`LambdaWorkerConfig`] the layers fill in.
-#[derive(Debug)]
 pub struct Invocation {
     /// The invocation's payload. Temporal's Worker Controller sends an empty one; the
     /// work is whatever the worker polls, so nothing in the stack reads it.
@@ -28,6 +29,21 @@ pub struct Invocation {
     pub received_at: Instant,
     /// The latest lifecycle stage passed, and the layer that passed it (the order check).
     stage: Option<(Stage, &'static str)>,
+    /// The environment the stack reads ([`environment`](Self::environment)).
+    env: Arc<dyn Environment>,
+}
+
+impl fmt::Debug for Invocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Invocation")
+            .field("payload", &self.payload)
+            .field("context", &self.context)
+            .field("config", &self.config)
+            .field("schedule", &self.schedule)
+            .field("stop", &self.stop)
+            .field("received_at", &self.received_at)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Invocation {
@@ -41,7 +57,36 @@ impl Invocation {
             stop: StopSignal::default(),
             received_at: Instant::now(),
             stage: None,
+            env: Arc::new(ProcessEnvironment),
         }
+    }
+
+    /// The environment the stack reads its settings from: the one
+    /// [`LoadConfigLayer`](crate::LoadConfigLayer) was made with, from that layer down (the
+    /// process environment above it, or until [`with_environment`](Self::with_environment)).
+    /// A rule of your own reads its settings here, so a test of the whole stack gives the
+    /// environment once:
+    ///
+    /// ```
+    /// # use temporal_lambda_worker_layers::{*, testing::*};
+    /// # use std::time::Duration;
+    /// let inv = invocation_in(Duration::from_secs(60))
+    ///     .with_environment(StaticEnvironment::new().with_var("TEAM", "payments"));
+    /// assert_eq!(inv.environment().var("TEAM").as_deref(), Some("payments"));
+    /// ```
+    pub fn environment(&self) -> &dyn Environment {
+        self.env.as_ref()
+    }
+
+    /// This invocation, reading `env` from now on (tests; `LoadConfigLayer` sets its own).
+    pub fn with_environment(mut self, env: impl Environment) -> Self {
+        self.env = Arc::new(env);
+        self
+    }
+
+    /// Sets the environment the layers below read (`LoadConfigLayer`).
+    pub(crate) fn set_environment(&mut self, env: Arc<dyn Environment>) {
+        self.env = env;
     }
 
     /// Records that `layer`, of lifecycle `stage`, runs now; fails when a layer of a later

@@ -236,6 +236,7 @@ impl InvocationStep for LoadConfig {
         {
             inv.config.worker.task_queue = queue;
         }
+        inv.set_environment(self.env.clone());
         Ok(())
     }
 }

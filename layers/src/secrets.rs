@@ -53,7 +53,7 @@ use std::{
 use futures_util::future::BoxFuture;
 use tower::{Layer, Service};
 
-use crate::{BoxError, Environment, Invocation, LambdaWorkerError, ProcessEnvironment};
+use crate::{BoxError, Environment, Invocation, LambdaWorkerError};
 
 /// The variable naming a file that holds the API key.
 pub const API_KEY_FILE_VAR: &str = "TEMPORAL_API_KEY_FILE";
@@ -105,13 +105,15 @@ struct Cached {
 
 struct Shared<R> {
     resolver: R,
-    environment: Arc<dyn Environment>,
+    /// `None`: the stack's environment ([`Invocation::environment`]).
+    environment: Option<Arc<dyn Environment>>,
     cache: tokio::sync::Mutex<Option<Cached>>,
 }
 
 impl<R: SecretResolver> Shared<R> {
-    fn source(&self) -> Option<Source> {
-        let set = |k| self.environment.var(k).filter(|v| !v.trim().is_empty());
+    fn source(&self, stack: &dyn Environment) -> Option<Source> {
+        let env = self.environment.as_deref().unwrap_or(stack);
+        let set = |k| env.var(k).filter(|v| !v.trim().is_empty());
         set(API_KEY_FILE_VAR)
             .map(|p| Source::File(p.into()))
             .or_else(|| set(API_KEY_SECRET_ARN_VAR).map(Source::Secret))
@@ -209,17 +211,24 @@ impl ApiKeySecretLayer<NoSecretResolver> {
 }
 
 impl<R: SecretResolver> ApiKeySecretLayer<R> {
-    /// Resolves `TEMPORAL_API_KEY_SECRET_ARN` with `resolver` (a file still wins).
+    /// Resolves `TEMPORAL_API_KEY_SECRET_ARN` with `resolver` (a file still wins); reads
+    /// the variables from the stack's environment ([`Invocation::environment`]: the one
+    /// `LoadConfigLayer` was made with).
     pub fn new(resolver: R) -> Self {
-        Self::with_environment(resolver, ProcessEnvironment)
+        Self::reading(resolver, None)
     }
 
-    /// Reads the variables from `environment` instead of the process (for tests).
+    /// Reads the variables from `environment` instead of the stack's (for tests of this
+    /// layer alone).
     pub fn with_environment(resolver: R, environment: impl Environment) -> Self {
+        Self::reading(resolver, Some(Arc::new(environment)))
+    }
+
+    fn reading(resolver: R, environment: Option<Arc<dyn Environment>>) -> Self {
         Self {
             shared: Arc::new(Shared {
                 resolver,
-                environment: Arc::new(environment),
+                environment,
                 cache: tokio::sync::Mutex::new(None),
             }),
             max_age: None,
@@ -287,7 +296,7 @@ where
         let max_age = self.max_age;
         Box::pin(async move {
             invocation.enter(crate::invocation::Stage::Connection, "ApiKeySecretLayer")?;
-            if let Some(source) = shared.source() {
+            if let Some(source) = shared.source(invocation.environment()) {
                 invocation.config.connection.api_key = Some(shared.key(source, max_age).await?);
             }
             inner.call(invocation).await.map_err(Into::into)
@@ -328,6 +337,31 @@ mod tests {
 
     fn key_of(inv: &Invocation) -> Option<&str> {
         inv.config.connection.api_key.as_deref()
+    }
+
+    #[tokio::test]
+    async fn without_its_own_environment_it_reads_the_stacks_from_load_config() {
+        let dir = TempDir::new();
+        let file = dir.path().join("api-key");
+        std::fs::write(&file, "stack-key\n").unwrap();
+        let env = StaticEnvironment::new()
+            .with_var(API_KEY_FILE_VAR, file.to_str().unwrap())
+            .with_var("TEMPORAL_ADDRESS", "127.0.0.1:7233");
+        // One environment, given once: to LoadConfigLayer, which hands it down.
+        let stack = tower::ServiceBuilder::new()
+            .layer(crate::LoadConfigLayer::with_environment(env))
+            .layer(ApiKeySecretLayer::from_file())
+            .service(tower::service_fn(|inv: Invocation| async move {
+                Ok::<_, BoxError>(inv)
+            }));
+        let inv = tower::ServiceExt::oneshot(stack, invocation())
+            .await
+            .unwrap();
+        assert_eq!(key_of(&inv), Some("stack-key"));
+        assert_eq!(
+            inv.environment().var(API_KEY_FILE_VAR).as_deref(),
+            file.to_str()
+        );
     }
 
     #[tokio::test]

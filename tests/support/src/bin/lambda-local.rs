@@ -6,6 +6,7 @@
 //!
 //! | option | default |
 //! | --- | --- |
+//! | `--function-name NAME` (the Lambda function's name, in its ARN and log lines) | `hello` |
 //! | `--workflows N` | 2 |
 //! | `--timeout SECS` (the function's) | 15 |
 //! | `--concurrency N` | 2 |
@@ -21,18 +22,43 @@
 //! `--timeout` only; the bootstrap must register `WhichBuildWorkflow` (`hello` does).
 //!
 //! It ends non-zero with the reason when the version-creation invocation answers an error,
-//! when the bootstrap polled as another version or task queue, or when a workflow fails.
+//! when the bootstrap polled as another version or task queue, or when a workflow fails
+//! (2 for a usage error); `--help` prints the usage.
+//!
+//! From your own crate: `cargo install --git <this repository> temporal-lambda-worker-testkit
+//! --bin lambda-local` (or `--path tests/support` in a clone), then `lambda-local
+//! target/debug/my-bootstrap --function-name my-function --task-queue …`.
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use temporal_lambda_worker_testkit::{FunctionSpec, Outcome, ServerlessLoop, upgrade};
 
-const FUNCTION: &str = "hello";
 const EXTERNAL_ID: &str = "local-external-id";
-const USAGE: &str = "usage: lambda-local BOOTSTRAP [--workflows N] [--timeout SECS] \
-     [--concurrency N] [--task-queue Q] [--deployment D] [--build-id B] [--workflow-type T] \
-     [--input JSON] [--env K=V]... [--serve] | lambda-local BOOTSTRAP [--timeout SECS] \
-     (--upgrade | --upgrade-unqualified)";
+const USAGE: &str = "usage: lambda-local BOOTSTRAP [--function-name NAME] [--workflows N] \
+     [--timeout SECS] [--concurrency N] [--task-queue Q] [--deployment D] [--build-id B] \
+     [--workflow-type T] [--input JSON] [--env K=V]... [--serve] | lambda-local BOOTSTRAP \
+     [--timeout SECS] (--upgrade | --upgrade-unqualified)";
+const HELP: &str = "\
+Runs the serverless loop on this machine: a Temporal dev server with its Worker Controller,
+the local Lambda control plane serving BOOTSTRAP as a function, and workflows started with
+no worker running, so the server invokes the function for each.
+
+Options (default):
+  --function-name NAME  the Lambda function's name (hello)
+  --workflows N         workflows to start, one after another (2)
+  --timeout SECS        the function's timeout (15)
+  --concurrency N       execution environments at most (2)
+  --task-queue Q        the task queue, also TEMPORAL_TASK_QUEUE of the bootstrap (hello-task-queue)
+  --deployment D        the worker deployment the server invokes the function for (hello-app)
+  --build-id B          its build id (build-1)
+  --workflow-type T     the workflows started (HelloWorkflow)
+  --input JSON          their input (\"Temporal #i\")
+  --env K=V             a variable for the bootstrap (repeatable; it gets only the Lambda
+                        variables and these)
+  --serve               keep running after the workflows, until Ctrl-C
+  --upgrade             the upgrade scenario instead: two builds, each a published Lambda version
+  --upgrade-unqualified the same with the unqualified ARN: a PINNED workflow is stranded
+  -h, --help            this text";
 
 /// Which upgrade scenario to run instead of the workflows.
 #[derive(Debug, PartialEq)]
@@ -44,6 +70,7 @@ enum Upgrade {
 #[derive(Debug)]
 struct Args {
     bootstrap: PathBuf,
+    function: String,
     workflows: usize,
     timeout: u64,
     concurrency: usize,
@@ -57,10 +84,12 @@ struct Args {
     upgrade: Option<Upgrade>,
 }
 
-fn args_from(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
+/// The arguments to run with, `None` for `--help`, or a usage error.
+fn args_from(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, String> {
     let mut it = argv.into_iter();
     let mut args = Args {
         bootstrap: PathBuf::new(),
+        function: "hello".into(),
         workflows: 2,
         timeout: 15,
         concurrency: 2,
@@ -84,6 +113,7 @@ fn args_from(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
     };
     while let Some(a) = it.next() {
         match a.as_str() {
+            "--function-name" => args.function = value(it.next(), "--function-name")?,
             "--workflows" => args.workflows = number(it.next(), "--workflows")? as usize,
             "--timeout" => args.timeout = number(it.next(), "--timeout")?,
             "--concurrency" => args.concurrency = number(it.next(), "--concurrency")? as usize,
@@ -108,7 +138,7 @@ fn args_from(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--serve" => args.serve = true,
             "--upgrade" => args.upgrade = Some(Upgrade::Published),
             "--upgrade-unqualified" => args.upgrade = Some(Upgrade::Unqualified),
-            "-h" | "--help" => return Err(USAGE.into()),
+            "-h" | "--help" => return Ok(None),
             _ if args.bootstrap.as_os_str().is_empty() && !a.starts_with("--") => {
                 args.bootstrap = a.into()
             }
@@ -116,22 +146,41 @@ fn args_from(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
         }
     }
     if args.bootstrap.as_os_str().is_empty() {
-        return Err(USAGE.into());
+        return Err(format!("no BOOTSTRAP given; {USAGE}"));
     }
-    Ok(args)
-}
-
-fn args() -> Result<Args, String> {
-    let mut args = args_from(std::env::args().skip(1))?;
-    args.bootstrap = args
-        .bootstrap
-        .canonicalize()
-        .map_err(|e| format!("bootstrap {}: {e}", args.bootstrap.display()))?;
-    Ok(args)
+    Ok(Some(args))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> Result<(), String> {
+async fn main() -> ExitCode {
+    let mut args = match args_from(std::env::args().skip(1)) {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            println!("{USAGE}\n\n{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Err(usage) => {
+            eprintln!("lambda-local: {usage}");
+            return ExitCode::from(2);
+        }
+    };
+    match args.bootstrap.canonicalize() {
+        Ok(path) => args.bootstrap = path,
+        Err(e) => {
+            eprintln!("lambda-local: bootstrap {}: {e}", args.bootstrap.display());
+            return ExitCode::from(2);
+        }
+    }
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lambda-local: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -141,7 +190,6 @@ async fn main() -> Result<(), String> {
         // Colour only on a terminal: a log written to a file or a pipe stays plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
-    let args = args()?;
     let task_root = std::env::temp_dir().join(format!("lambda-local-{}", std::process::id()));
     std::fs::create_dir_all(&task_root).map_err(|e| e.to_string())?;
     if let Some(which) = &args.upgrade {
@@ -150,8 +198,8 @@ async fn main() -> Result<(), String> {
         return ran;
     }
     let (deployment, build_id) = (&args.deployment, &args.build_id);
-    let mut spec =
-        FunctionSpec::new(FUNCTION, &args.bootstrap).env("TEMPORAL_TASK_QUEUE", &args.task_queue);
+    let mut spec = FunctionSpec::new(&args.function, &args.bootstrap)
+        .env("TEMPORAL_TASK_QUEUE", &args.task_queue);
     for (k, v) in &args.env {
         spec = spec.env(k, v);
     }
@@ -180,7 +228,7 @@ async fn main() -> Result<(), String> {
 
     for i in 1..=args.workflows {
         let before = plane
-            .wait_for(FUNCTION, wait, |s| s.outstanding == 0)
+            .wait_for(&args.function, wait, |s| s.outstanding == 0)
             .await
             .map_err(|s| format!("invocations did not end: {s:?}"))?;
         let id = format!("hello-{}-{i}", std::process::id());
@@ -202,7 +250,7 @@ async fn main() -> Result<(), String> {
             .unwrap_or("")
             .trim();
         let after = plane
-            .wait_for(FUNCTION, wait, |s| s.outstanding == 0)
+            .wait_for(&args.function, wait, |s| s.outstanding == 0)
             .await
             .map_err(|s| format!("invocations did not end: {s:?}"))?;
         println!("workflow {id} completed: {greeting}");
@@ -221,7 +269,7 @@ async fn main() -> Result<(), String> {
             }
         }
     }
-    let stats = plane.stats(FUNCTION);
+    let stats = plane.stats(&args.function);
     println!(
         "done: {} workflows, {} invokes from the server, {} process(es) started",
         args.workflows, stats.invokes, stats.processes_started
@@ -274,13 +322,15 @@ mod tests {
     use super::*;
 
     fn parse(a: &[&str]) -> Result<Args, String> {
-        args_from(a.iter().map(|s| s.to_string()))
+        args_from(a.iter().map(|s| s.to_string()))?.ok_or("help".into())
     }
 
     #[test]
     fn every_option_is_read_and_bad_values_are_named() {
         let a = parse(&[
             "./bootstrap",
+            "--function-name",
+            "orders-worker",
             "--task-queue",
             "orders",
             "--deployment",
@@ -299,6 +349,8 @@ mod tests {
             "0",
         ])
         .unwrap();
+        assert_eq!(a.function, "orders-worker");
+        assert_eq!(parse(&["b"]).unwrap().function, "hello");
         assert_eq!(a.task_queue, "orders");
         assert_eq!((a.deployment.as_str(), a.build_id.as_str()), ("shop", "b7"));
         assert_eq!(a.workflow_type, "OrderWorkflow");
@@ -333,6 +385,17 @@ mod tests {
         assert_eq!(
             parse(&["b", "--upgrade-unqualified"]).unwrap().upgrade,
             Some(Upgrade::Unqualified)
+        );
+        for help in ["-h", "--help"] {
+            assert!(matches!(
+                args_from(["b".to_owned(), help.to_owned()]),
+                Ok(None)
+            ));
+        }
+        assert!(
+            parse(&[])
+                .unwrap_err()
+                .starts_with("no BOOTSTRAP given; usage:")
         );
         assert!(
             parse(&["b", "--bogus"])
