@@ -29,12 +29,12 @@ use crate::{
     rules::LOCAL_TIMEOUT_VAR,
     rules::deadline::normalize_deadline,
     rules::error::panic_message,
-    runtime_api::{INVALID_INVOCATION, Next, RuntimeApi},
+    runtime_api::{INVALID_INVOCATION, Next, RuntimeApi, runtime_api_uri},
 };
 
 /// Shared between the handler and [`RecycleLayer`]: why the process must be recycled.
 #[derive(Clone, Debug, Default)]
-pub struct RecycleSignal(Arc<Mutex<Option<String>>>);
+pub(crate) struct RecycleSignal(Arc<Mutex<Option<String>>>);
 
 impl RecycleSignal {
     fn set(&self, why: String) {
@@ -47,7 +47,7 @@ impl RecycleSignal {
 
 /// Adapts a stack of `Service<Invocation>` to `lambda_runtime`'s handler.
 #[derive(Clone, Debug)]
-pub struct InvocationHandler<S> {
+pub(crate) struct InvocationHandler<S> {
     inner: S,
     recycle: RecycleSignal,
     stop: StopSignal,
@@ -56,7 +56,7 @@ pub struct InvocationHandler<S> {
 impl<S> InvocationHandler<S> {
     /// Wraps `inner`, reporting process-poisoning errors to `recycle`; every invocation
     /// carries `stop`.
-    pub fn new(inner: S, recycle: RecycleSignal, stop: StopSignal) -> Self {
+    pub(crate) fn new(inner: S, recycle: RecycleSignal, stop: StopSignal) -> Self {
         Self {
             inner,
             recycle,
@@ -66,7 +66,7 @@ impl<S> InvocationHandler<S> {
 }
 
 /// The `Diagnostic` reported for an error from the stack.
-pub fn diagnostic(error: &BoxError) -> Diagnostic {
+pub(crate) fn diagnostic(error: &BoxError) -> Diagnostic {
     let error_type = match error.downcast_ref::<LambdaWorkerError>() {
         Some(e) => e.error_type(),
         None => "TemporalLambdaWorker.Error",
@@ -132,7 +132,7 @@ where
 }
 
 /// The JSON the handler sees for a raw body.
-pub fn normalize_payload(body: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn normalize_payload(body: &[u8]) -> Option<Vec<u8>> {
     if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
         return None;
     }
@@ -219,9 +219,7 @@ pub(crate) fn check_lambda_environment(env: &dyn Environment) -> Result<(), Stri
             "is not set".to_owned()
         } else if name == "AWS_LAMBDA_FUNCTION_MEMORY_SIZE" && value.parse::<i32>().is_err() {
             format!("is {value:?}, not a number of megabytes")
-        } else if name == "AWS_LAMBDA_RUNTIME_API"
-            && format!("http://{value}").parse::<http::Uri>().is_err()
-        {
+        } else if name == "AWS_LAMBDA_RUNTIME_API" && runtime_api_uri(&value).is_err() {
             format!("is {value:?}, not a host:port")
         } else {
             continue;
@@ -240,7 +238,7 @@ pub(crate) fn check_lambda_environment(env: &dyn Environment) -> Result<(), Stri
 async fn report_init_error(env: &dyn Environment, message: &str) {
     let Some(uri) = env
         .var("AWS_LAMBDA_RUNTIME_API")
-        .and_then(|a| format!("http://{a}").parse::<http::Uri>().ok())
+        .and_then(|a| runtime_api_uri(&a).ok())
     else {
         return;
     };
@@ -374,6 +372,8 @@ where
         match serve_next(&api, &mut handler, &counts).await {
             Ok(()) => failures = 0,
             Err(error) => {
+                // The error and its causes ("client error (Connect): tcp connect error: …").
+                let error = crate::temporal::causes(error.as_ref());
                 failures += 1;
                 if failures > RUNTIME_API_RETRIES {
                     return Err(format!(

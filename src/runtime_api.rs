@@ -23,8 +23,21 @@ const REQUEST_ID: &str = "lambda-runtime-aws-request-id";
 const DEADLINE_MS: &str = "lambda-runtime-deadline-ms";
 /// Echoed back on the answer, so the Runtime API can refuse a stale one.
 const INVOCATION_ID: &str = "lambda-runtime-invocation-id";
+/// How long to wait before asking `next` again after a 204 (no invocation yet).
+const NO_CONTENT_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 /// The `errorType` answered for a `next` answer this crate could not read.
 pub(crate) const INVALID_INVOCATION: &str = "TemporalLambdaWorker.InvalidInvocation";
+
+/// The Runtime API's base URI from `AWS_LAMBDA_RUNTIME_API`: `host:port` as Lambda sets
+/// it, or a whole URI with a scheme and a path, as `cargo lambda watch` sets it
+/// (`http://[::]:9000/.rt/NAME`).
+pub(crate) fn runtime_api_uri(value: &str) -> Result<http::Uri, http::uri::InvalidUri> {
+    if value.contains("://") {
+        value.parse()
+    } else {
+        format!("http://{value}").parse()
+    }
+}
 
 /// One invocation handed out by `next`.
 pub(crate) struct Next {
@@ -45,7 +58,7 @@ impl RuntimeApi {
     /// From the Lambda variables, which `check_lambda_environment` has checked.
     pub(crate) fn from_env(env: &dyn Environment) -> Result<Self, BoxError> {
         let var = |name: &str| env.var(name).unwrap_or_default();
-        let uri: http::Uri = format!("http://{}", var("AWS_LAMBDA_RUNTIME_API")).parse()?;
+        let uri = runtime_api_uri(&var("AWS_LAMBDA_RUNTIME_API"))?;
         let config = Config {
             function_name: var("AWS_LAMBDA_FUNCTION_NAME"),
             memory: var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").parse()?,
@@ -62,22 +75,30 @@ impl RuntimeApi {
     /// Waits for the next invocation. An error is a failed request, an answer other than
     /// 200, or one without a request id (nothing to answer): the caller retries.
     pub(crate) async fn next(&self) -> Result<Next, BoxError> {
-        let request = build_request()
-            .method(Method::GET)
-            .uri(NEXT)
-            .body(Body::empty())?;
-        let response = self.client.call(request).await?;
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await?.to_bytes();
-        if parts.status != StatusCode::OK {
-            return Err(format!(
-                "the Runtime API answered `next` with {}: {}",
-                parts.status,
-                String::from_utf8_lossy(&body).trim()
-            )
-            .into());
+        loop {
+            let request = build_request()
+                .method(Method::GET)
+                .uri(NEXT)
+                .body(Body::empty())?;
+            let response = self.client.call(request).await?;
+            // `cargo lambda watch` answers 204 while it holds no invocation (Lambda never
+            // does: it holds the request open); ask again.
+            if response.status() == StatusCode::NO_CONTENT {
+                tokio::time::sleep(NO_CONTENT_PAUSE).await;
+                continue;
+            }
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await?.to_bytes();
+            if parts.status != StatusCode::OK {
+                return Err(format!(
+                    "the Runtime API answered `next` with {}: {}",
+                    parts.status,
+                    String::from_utf8_lossy(&body).trim()
+                )
+                .into());
+            }
+            return read_next(&parts.headers, &self.config, body);
         }
-        read_next(&parts.headers, &self.config, body)
     }
 
     /// Posts `answer` for `next`: the response as JSON, or the diagnostic. A refusal (the
@@ -178,6 +199,17 @@ mod tests {
 
     fn read(pairs: &[(&'static str, &str)]) -> Result<Next, BoxError> {
         read_next(&headers(pairs), &Arc::default(), Bytes::new())
+    }
+
+    #[test]
+    fn the_runtime_api_address_is_host_port_or_a_whole_uri() {
+        let lambda = runtime_api_uri("127.0.0.1:9001").unwrap();
+        assert_eq!(lambda.to_string(), "http://127.0.0.1:9001/");
+        // What `cargo lambda watch` 1.9 sets.
+        let watch = runtime_api_uri("http://[::]:45677/.rt/_").unwrap();
+        assert_eq!(watch.authority().unwrap().as_str(), "[::]:45677");
+        assert_eq!(watch.path(), "/.rt/_");
+        assert!(runtime_api_uri("a b").is_err());
     }
 
     #[test]

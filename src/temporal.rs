@@ -324,7 +324,7 @@ fn status_in_words(status: &tonic::Status) -> String {
 }
 
 /// An error and its sources, each once, joined by `: `.
-fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn causes(e: &(dyn std::error::Error + 'static)) -> String {
     joined(e.to_string(), e.source())
 }
 

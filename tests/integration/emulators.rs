@@ -114,6 +114,25 @@ async fn cargo_lambda_watch_polls_and_a_queued_workflow_completes() {
         // The features this test binary was built with: the example is already built.
         cmd.args(["--features", "temporal-lambda-worker/otel"]);
     }
+    // Not the variables `cargo test` sets for this test process: `cargo run` under the
+    // watch would see CARGO_MANIFEST_DIR and rebuild ring's build script, and with it
+    // most of the SDK (3 minutes on 2 cores), beside the other tests.
+    for (name, _) in std::env::vars() {
+        if [
+            "CARGO_MANIFEST_",
+            "CARGO_PKG_",
+            "CARGO_BIN_",
+            "CARGO_CRATE_",
+            "CARGO_PRIMARY_",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p))
+            || name == "CARGO_TARGET_TMPDIR"
+            || name == "CARGO_RUSTC_CURRENT_DIR"
+        {
+            cmd.env_remove(name);
+        }
+    }
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("TEMPORAL_ADDRESS", &server.address)
         .env("TEMPORAL_TASK_QUEUE", "tq-watch")
