@@ -5,9 +5,16 @@
 # local serverless loop (lambda-local: the dev server's Worker Controller invokes it and
 # workflows complete): this machine's architecture natively, arm64 on x86_64 under qemu
 # user-mode emulation (Debian qemu-user + libc6-arm64-cross, installed when missing).
-# Args: the architectures (default: both).
+# Args: [--build | --run] [ARCH...]: only build and check the zips, or only run them (the
+# test command builds them in the background while the integration tests wait on their
+# servers); both by default, for both architectures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+do_build=1 do_run=1
+case "${1:-}" in
+  --build) do_run=0; shift ;;
+  --run) do_build=0; shift ;;
+esac
 bash scripts/setup.sh >/dev/null # cargo-lambda and ziglang, when missing
 archs=("$@")
 [ ${#archs[@]} -gt 0 ] || archs=(arm64 x86_64)
@@ -17,11 +24,13 @@ for arch in "${archs[@]}"; do
     x86_64) flag=--x86-64 target=x86_64-unknown-linux-gnu ;;
     *) echo "unknown architecture $arch (arm64 or x86_64)" >&2; exit 2 ;;
   esac
+  [ "$do_build" = 1 ] || continue
   rustup target list --installed | grep -qx "$target" || rustup target add "$target"
   cargo lambda build --quiet --release "$flag" --example hello --output-format zip \
     --lambda-dir "target/lambda/$arch"
   python3 scripts/check_lambda_zip.py "target/lambda/$arch/hello/bootstrap.zip" "$arch"
 done
+[ "$do_run" = 1 ] || exit 0
 host=$(uname -m); [ "$host" = aarch64 ] && host=arm64
 for arch in "${archs[@]}"; do
   run=$(mktemp -d)

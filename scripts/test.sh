@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # All the tests: formatting, clippy, unit + integration (real Temporal dev server, a Lambda
 # Runtime API, the local Lambda control plane and an OTLP receiver on loopback) + doc tests,
-# rustdoc without warnings, the cargo-lambda zips for arm64 and x86_64 (checked, and this
-# machine's run through the local serverless loop), and the deploy guide's commands checked
-# against their CLIs. Each step prints how long it took, and the total at the end.
+# rustdoc without warnings, both published crates packaged and their package built
+# (`cargo package`'s verify), the cargo-lambda zips for arm64 and x86_64 (checked, and run
+# through the local serverless loop), and the deploy guide's commands checked against their
+# CLIs. Each step prints how long it took, and the total at the end.
+#
+# The builds that share nothing with the test build (the packaged crates, the release zips)
+# run in the background at the lowest CPU priority, from the end of clippy: they take the
+# CPU the integration tests leave while they wait on their servers, and none from them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$SECONDS
@@ -17,11 +22,35 @@ step() { # step NAME COMMAND...: runs COMMAND, then prints NAME and its duration
 step setup bash scripts/setup.sh
 step fmt cargo fmt --all -- --check
 # One feature set for every step, so the SDK builds once: the default plus `otel`. The
-# default build alone (no `otel`) is built by lambda-build.sh.
+# default build alone (no `otel`) is built by the package verify and lambda-build.sh.
 features=(--features temporal-lambda-worker/otel)
 step clippy cargo clippy --workspace --all-targets "${features[@]}" --quiet -- -D warnings
+
+background_builds() {
+  # The verify builds the packages as a user's build would (default features, only their
+  # own dependencies), so it shares no artifact with the test build: its own target dir,
+  # so it never waits for the test build's lock.
+  step package env CARGO_TARGET_DIR=target/verify cargo package --quiet --allow-dirty \
+    -p temporal-lambda-worker-layers -p temporal-lambda-worker
+  step lambda-build bash scripts/lambda-build.sh --build
+}
+background_log=$(mktemp)
+nice -n 19 bash -c "set -euo pipefail; $(declare -f step background_builds); background_builds" \
+  > "$background_log" 2>&1 &
+background=$!
+finish_background() { # waits for the background builds; shows their output
+  local status=0
+  wait "$background" || status=$?
+  cat "$background_log" >&2
+  rm -f "$background_log"
+  return "$status"
+}
+trap 'kill "$background" 2>/dev/null || true' EXIT
+
 step tests env TLW_QUIET_BOOTSTRAP=1 cargo test --workspace "${features[@]}"
 step doc env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps "${features[@]}" --quiet
-step lambda-build bash scripts/lambda-build.sh
+step background-builds finish_background
+step lambda-run bash scripts/lambda-build.sh --run
 step deploy-doc bash scripts/check_deploy_doc.sh
+trap - EXIT
 echo "== all steps: $((SECONDS - started)) s" >&2
