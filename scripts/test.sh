@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # All the tests: formatting, clippy, unit + integration (real Temporal dev server, a Lambda
 # Runtime API, the local Lambda control plane and an OTLP receiver on loopback) + doc tests,
-# rustdoc without warnings, both published crates packaged and their package built
-# (`cargo package`'s verify), the cargo-lambda zips for arm64 and x86_64 (checked, and run
+# rustdoc without warnings, both published crates packaged and the packages type-checked
+# (scripts/package-check.sh), the cargo-lambda zips for arm64 and x86_64 (checked, and run
 # through the local serverless loop), and the deploy guide's commands checked against their
 # CLIs. Each step prints how long it took, and the total at the end.
 #
@@ -22,16 +22,15 @@ step() { # step NAME COMMAND...: runs COMMAND, then prints NAME and its duration
 step setup bash scripts/setup.sh
 step fmt cargo fmt --all -- --check
 # One feature set for every step, so the SDK builds once: the default plus `otel`. The
-# default build alone (no `otel`) is built by the package verify and lambda-build.sh.
+# default build alone (no `otel`) is checked by package-check.sh and built by lambda-build.sh.
 features=(--features temporal-lambda-worker/otel)
 step clippy cargo clippy --workspace --all-targets "${features[@]}" --quiet -- -D warnings
 
 background_builds() {
-  # The verify builds the packages as a user's build would (default features, only their
-  # own dependencies), so it shares no artifact with the test build: its own target dir,
-  # so it never waits for the test build's lock.
-  step package env CARGO_TARGET_DIR=target/verify cargo package --quiet --allow-dirty \
-    -p temporal-lambda-worker-layers -p temporal-lambda-worker
+  # The packages are type-checked as a user's build sees them (default features, only
+  # their own dependencies), so they share no artifact with the test build: their own
+  # target dir (scripts/package-check.sh says why a check and not cargo's full verify).
+  step package bash scripts/package-check.sh
   step lambda-build bash scripts/lambda-build.sh --build
 }
 background_log=$(mktemp)

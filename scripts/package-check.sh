@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Packages both published crates (`cargo package --no-verify`: the manifest, the metadata,
+# the file list) and type-checks the packages as a user's build would see them: each
+# `.crate` unpacked, the main crate resolving `temporal-lambda-worker-layers` to the
+# unpacked one (not the workspace), the workspace's Cargo.lock, default features and
+# `otel`, `cargo check`. That is what `cargo package`'s verify proves (the package builds
+# from its own files), short of code generation: the verify's full debug build took 15 min
+# of a 2-core CI run beside the tests, the check about a third of that.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+cargo package --quiet --no-verify --allow-dirty \
+  -p temporal-lambda-worker-layers -p temporal-lambda-worker
+check=target/package-check
+rm -rf "$check"
+mkdir -p "$check"
+for crate in temporal-lambda-worker-layers temporal-lambda-worker; do
+  tar -xzf "target/package/$crate-$version.crate" -C "$check"
+done
+cat > "$check/Cargo.toml" <<TOML
+[workspace]
+members = ["temporal-lambda-worker-$version", "temporal-lambda-worker-layers-$version"]
+resolver = "3"
+
+[patch.crates-io]
+temporal-lambda-worker-layers = { path = "temporal-lambda-worker-layers-$version" }
+TOML
+cp Cargo.lock "$check/Cargo.lock"
+for features in "" "--features temporal-lambda-worker/otel"; do
+  # shellcheck disable=SC2086
+  CARGO_TARGET_DIR=target/verify cargo check --quiet --manifest-path "$check/Cargo.toml" \
+    --workspace $features
+done
+echo "packaged and checked: temporal-lambda-worker-layers $version, temporal-lambda-worker $version"
