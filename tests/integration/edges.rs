@@ -143,21 +143,31 @@ async fn sigterm_while_polling_begins_the_graceful_shutdown_and_exits_cleanly() 
     }
 }
 
+/// The hello bootstrap on `api`, logging to `log`, with nothing listening at its Temporal
+/// address: each invocation answers a ConnectError quickly.
+fn start_without_temporal(
+    api: &RuntimeApi,
+    root: &std::path::Path,
+    log: &std::path::Path,
+) -> Bootstrap {
+    Bootstrap::start_logging_to(
+        &crate::hello_binary(),
+        &api.address(),
+        "hello",
+        root,
+        &[("TEMPORAL_ADDRESS", "127.0.0.1:1"), ("RUST_LOG", "info")],
+        log,
+    )
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_next_request_is_retried_and_the_process_goes_on_serving() {
     let api = RuntimeApi::start(ARN).await.unwrap();
     api.reset_next_requests(1);
     let root = TempDir::new("reset");
     let log = root.0.join("bootstrap.log");
-    let mut bootstrap = Bootstrap::start_logging_to(
-        &crate::hello_binary(),
-        &api.address(),
-        "hello",
-        &root.0,
-        &[("TEMPORAL_ADDRESS", "127.0.0.1:1"), ("RUST_LOG", "info")],
-        &log,
-    )
-    .unwrap();
+    let mut bootstrap = start_without_temporal(&api, &root.0, &log);
     // Nothing listens at the Temporal address: an error answered quickly, which is all
     // this test needs of an invocation.
     let answer = tokio::time::timeout(
@@ -182,15 +192,7 @@ async fn a_malformed_next_answer_is_answered_or_logged_and_the_process_goes_on_s
     let api = RuntimeApi::start(ARN).await.unwrap();
     let root = TempDir::new("malformed-next");
     let log = root.0.join("bootstrap.log");
-    let mut bootstrap = Bootstrap::start_logging_to(
-        &crate::hello_binary(),
-        &api.address(),
-        "hello",
-        &root.0,
-        &[("TEMPORAL_ADDRESS", "127.0.0.1:1"), ("RUST_LOG", "info")],
-        &log,
-    )
-    .unwrap();
+    let mut bootstrap = start_without_temporal(&api, &root.0, &log);
     let no_deadline = api.submit_without(b"", Duration::from_secs(5), "Lambda-Runtime-Deadline-Ms");
     let no_deadline = no_deadline.answer().await;
     let text = read(&log);
