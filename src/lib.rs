@@ -82,12 +82,14 @@
 //! the SDK's worker metrics, all over OTLP/gRPC and flushed before every answer.
 #![warn(missing_docs)]
 
+pub mod backend;
 mod connection_cache;
 mod lambda;
 pub mod logging;
 #[cfg(feature = "otel")]
 pub mod otel;
 mod runtime_api;
+mod session;
 mod tasks;
 mod temporal;
 pub mod testing;
@@ -96,8 +98,8 @@ mod worker_service;
 pub use lambda::serve;
 pub use temporal_lambda_worker_layers::{
     BoxError, Configure, Configured, CoreMeter, Environment, Invocation, LambdaWorkerConfig,
-    LambdaWorkerError, ProcessEnvironment, ShutdownSchedule, StaticEnvironment, StopSignal,
-    StopTrigger, VersioningBehavior, WorkerDeploymentVersion, async_configure,
+    LambdaWorkerError, Moment, ProcessEnvironment, StaticEnvironment, StopSignal, StopTrigger,
+    Timeline, VersioningBehavior, WorkerDeploymentVersion, async_configure,
 };
 pub use worker_service::{WorkerReport, WorkerService};
 
@@ -126,17 +128,6 @@ pub mod layers {
     pub mod deadline {
         pub use temporal_lambda_worker_layers::deadline::ResponseFuture;
     }
-}
-
-/// The seam between the stack and Temporal: the [`WorkerBackend`]
-/// trait the [`WorkerService`] starts workers through, what it is
-/// given and gives back, the real [`TemporalBackend`], and the
-/// session's task watch (which feeds the summary line and the idle exit). Implement the
-/// trait to run a stack without Temporal; `testing::FakeBackend` does.
-pub mod backend {
-    pub use crate::tasks::{TaskActivity, TaskCounts, TaskKind};
-    pub use crate::temporal::TemporalBackend;
-    pub use crate::worker_service::{RunningWorker, SessionConfig, StartTimings, WorkerBackend};
 }
 
 use backend::{TemporalBackend, WorkerBackend};

@@ -1,6 +1,12 @@
 //! The per-invocation configuration that flows down the stack.
 
-use std::{fmt, future::Future, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    future::Future,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use futures_util::future::BoxFuture;
 use temporalio_client::{ClientOptions, ConnectionOptions, TlsOptions};
@@ -86,7 +92,26 @@ pub struct LambdaWorkerConfig {
     /// and made again only when a later invocation brings a different one; set the same
     /// `Arc` every time (the `otel` feature's `apply_metrics` does).
     pub metrics: Option<Arc<dyn CoreMeter>>,
-    shutdown_hooks: Vec<ShutdownHook>,
+    shutdown_hooks: ShutdownHooks,
+}
+
+/// The shutdown hooks of one config, shared with [`ConfigureLayer`](crate::ConfigureLayer),
+/// which runs them after the inner service answered: a hook added by any layer, the
+/// configure callback or a layer below it runs.
+#[derive(Clone, Default)]
+pub(crate) struct ShutdownHooks(Arc<Mutex<Vec<ShutdownHook>>>);
+
+impl ShutdownHooks {
+    fn push(&self, hook: ShutdownHook) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(hook);
+    }
+    fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+    /// Takes the hooks added so far, in order.
+    pub(crate) fn take(&self) -> Vec<ShutdownHook> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 impl Default for LambdaWorkerConfig {
@@ -115,7 +140,7 @@ impl Default for LambdaWorkerConfig {
             config_file: None,
             tls_disabled: false,
             metrics: None,
-            shutdown_hooks: Vec::new(),
+            shutdown_hooks: ShutdownHooks::default(),
         }
     }
 }
@@ -132,10 +157,11 @@ impl LambdaWorkerConfig {
             .unwrap_or_else(|| self.graceful_shutdown_timeout() + BUFFER_OVER_GRACEFUL_SHUTDOWN)
     }
 
-    /// Adds a hook that runs after the worker stopped, in the order added. An error or a
-    /// panic is logged and the next hook still runs. Like the configure teardown, hooks run
-    /// once configure succeeded, whether a worker started or not (no task queue, no
-    /// connection), so whatever configure opened is closed either way.
+    /// Adds a hook that runs after the worker stopped, in the order added, before the
+    /// configure teardown. An error or a panic is logged and the next hook still runs.
+    /// [`ConfigureLayer`](crate::ConfigureLayer) runs them once configure succeeded,
+    /// whether a worker started or not (no task queue, no connection), so whatever
+    /// configure opened is closed either way.
     pub fn add_shutdown_hook<F, E>(&mut self, hook: F) -> &mut Self
     where
         F: FnOnce() -> Result<(), E> + Send + 'static,
@@ -148,7 +174,8 @@ impl LambdaWorkerConfig {
     }
 
     /// Adds an async hook that runs after the worker stopped, in the order added. Hooks
-    /// share the time left before the answer is due; one that overruns it is abandoned.
+    /// share the time left until the timeline's `cleanup_by` (deadline − 500 ms); one that
+    /// overruns it is abandoned, and the hooks after it are skipped.
     pub fn add_async_shutdown_hook<F, Fut, E>(&mut self, hook: F) -> &mut Self
     where
         F: FnOnce() -> Fut + Send + 'static,
@@ -199,9 +226,10 @@ impl LambdaWorkerConfig {
         self.shutdown_hooks.len()
     }
 
-    /// Takes the shutdown hooks out, in order (the core service runs them).
-    pub fn take_shutdown_hooks(&mut self) -> Vec<ShutdownHook> {
-        std::mem::take(&mut self.shutdown_hooks)
+    /// The hooks, shared: `ConfigureLayer` runs what they hold once the inner service
+    /// answered.
+    pub(crate) fn shutdown_hooks(&self) -> ShutdownHooks {
+        self.shutdown_hooks.clone()
     }
 }
 

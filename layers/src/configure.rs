@@ -43,7 +43,7 @@ use futures_util::{FutureExt, future::BoxFuture};
 use tower::{Layer, Service};
 
 use crate::{
-    BoxError, Invocation, LambdaWorkerConfig, LambdaWorkerError, deadline::teardown_deadline,
+    BoxError, Invocation, LambdaWorkerConfig, LambdaWorkerError, cleanup::Cleanup,
     error::panic_message,
 };
 
@@ -209,32 +209,16 @@ where
                 .map_err(|p| LambdaWorkerError::ConfigurePanicked(panic_message(p.as_ref())))?
                 .map_err(LambdaWorkerError::ConfigureFailed)?;
             inv.config = configured.config;
-            let teardown_by = teardown_deadline(&inv.context);
+            let hooks = inv.config.shutdown_hooks();
+            let timeline = *inv.timeline();
             let result = inner.call(inv).await.map_err(Into::into);
-            if let Some(teardown) = configured.teardown {
-                run_teardown(teardown, teardown_by).await;
-            }
+            Cleanup::default()
+                .hooks(hooks.take(), timeline.cleanup_by())
+                .then(configured.teardown, timeline.answer_by())
+                .run()
+                .await;
             result
         })
-    }
-}
-
-async fn run_teardown(teardown: BoxFuture<'static, ()>, by: Option<tokio::time::Instant>) {
-    let guarded = AssertUnwindSafe(teardown).catch_unwind();
-    let outcome = match by {
-        Some(by) => match tokio::time::timeout_at(by, guarded).await {
-            Ok(r) => r,
-            Err(_) => {
-                tracing::warn!(
-                    "configure teardown did not finish before the answer was due; abandoned it"
-                );
-                return;
-            }
-        },
-        None => guarded.await,
-    };
-    if let Err(p) = outcome {
-        tracing::error!(panic = %panic_message(p.as_ref()), "configure teardown panicked");
     }
 }
 

@@ -1,15 +1,16 @@
-//! The deadline watchdog: turns the Lambda deadline into a shutdown schedule and makes
+//! The deadline watchdog: plans the invocation's poll session on its timeline and makes
 //! sure the invocation answers before the deadline, always.
 //!
-//! At the start of an invocation, *work time* = time left − shutdown deadline buffer.
+//! Once the configuration is final, *work time* = time left − shutdown deadline buffer.
 //! Work time ≤ 1 s fails the invocation ("Lambda timeout is too short", with both numbers
-//! and what to change); under 5 s logs a warning. Otherwise it sets
-//! [`Invocation::schedule`]: stop polling at `deadline − buffer`, give up on a worker that
-//! has not drained by `shutdown_at + graceful timeout + 1 s`, and have everything inside
-//! done by `deadline − 500 ms`. The schedule is computed once from the *absolute*
-//! deadline, so time spent connecting never eats the buffer. The inner service is cut
-//! off at `answer_by` with [`LambdaWorkerError::DeadlineExceeded`] (`tower::timeout`
-//! takes a fixed duration; this needs an absolute instant).
+//! and what to change); under 5 s logs a warning. Otherwise it plans the
+//! [`Timeline`](crate::Timeline) ([`Invocation::timeline`]): stop polling at
+//! `deadline − buffer`, give up on a worker that has not drained by
+//! `shutdown_at + graceful timeout + 1 s`, and have everything inside done by
+//! `cleanup_by` (`deadline − 500 ms`). The timeline holds the *absolute* deadline, so
+//! time spent connecting never eats the buffer. The inner service is cut off at
+//! `cleanup_by` with [`LambdaWorkerError::DeadlineExceeded`] (`tower::timeout` takes a
+//! fixed duration; this needs an absolute instant).
 //!
 //! ```
 //! use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,12 +21,13 @@
 //! let mut svc = ServiceBuilder::new()
 //!     .layer(DeadlineWatchdogLayer::new())
 //!     .service(service_fn(|inv: Invocation| async move {
-//!         let s = inv.schedule.expect("a deadline was given");
-//!         Ok::<_, BoxError>(s.deadline - s.shutdown_at)
+//!         let t = inv.timeline();
+//!         Ok::<_, BoxError>(t.deadline().instant().unwrap() - t.shutdown_at().instant().unwrap())
 //!     }));
-//! let mut inv = Invocation::new(serde_json::Value::Null, Default::default());
+//! let mut context = lambda_runtime::Context::default();
 //! let in_60s = SystemTime::now() + Duration::from_secs(60);
-//! inv.context.deadline = in_60s.duration_since(UNIX_EPOCH)?.as_millis() as u64;
+//! context.deadline = in_60s.duration_since(UNIX_EPOCH)?.as_millis() as u64;
+//! let inv = Invocation::new(serde_json::Value::Null, context);
 //! // The default buffer: graceful shutdown timeout (unset here: 0 s) + 2 s.
 //! assert_eq!(svc.ready().await?.call(inv).await?, Duration::from_secs(2));
 //! # Ok(()) }
@@ -41,24 +43,15 @@ use std::{
 use lambda_runtime::Context;
 use pin_project::pin_project;
 
-use tokio::time::{Instant, Timeout};
+use tokio::time::Timeout;
 use tower::{Layer, Service};
 
-use crate::{BoxError, Invocation, LambdaWorkerError, ShutdownSchedule};
+use crate::{BoxError, Invocation, LambdaWorkerError};
 
 /// Work time at or below this fails the invocation.
 pub const MIN_WORK_TIME: Duration = Duration::from_secs(1);
 /// Work time below this logs a warning.
 pub const WARN_WORK_TIME: Duration = Duration::from_secs(5);
-/// The worker and the shutdown hooks must be done this long before the deadline.
-pub const HOOKS_DONE_BEFORE_DEADLINE: Duration = Duration::from_millis(500);
-/// The configure teardown must be done this long before the deadline (what is left is
-/// for sending the answer to the Runtime API).
-pub const ANSWER_BEFORE_DEADLINE: Duration = Duration::from_millis(200);
-/// How much longer than the graceful shutdown timeout a drain may take before the
-/// worker is abandoned.
-pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
-
 /// The variable that gives invocations a timeout when the Runtime API's deadline cannot
 /// be real (a local emulator's), as a decimal number of seconds.
 pub const LOCAL_TIMEOUT_VAR: &str = "TEMPORAL_LOCAL_TIMEOUT_SECS";
@@ -87,46 +80,6 @@ pub fn normalize_deadline(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     Ok(Some(timeout))
-}
-
-/// Time left until the invocation deadline, `None` when the context carries none.
-pub fn remaining_time(context: &Context) -> Option<Duration> {
-    if context.deadline == 0 {
-        return None;
-    }
-    let deadline = UNIX_EPOCH + Duration::from_millis(context.deadline);
-    Some(
-        deadline
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
-}
-
-/// The deadline as a monotonic instant (converted once, at the call).
-pub fn deadline_instant(context: &Context) -> Option<Instant> {
-    remaining_time(context).map(|left| Instant::now() + left)
-}
-
-/// When the answer must be ready to post: the deadline − [`ANSWER_BEFORE_DEADLINE`]
-/// (converted once, at the call). Teardown and the end-of-invocation telemetry flush end
-/// by then.
-pub fn teardown_deadline(context: &Context) -> Option<Instant> {
-    deadline_instant(context).map(|d| d - ANSWER_BEFORE_DEADLINE)
-}
-
-impl ShutdownSchedule {
-    /// The schedule for a deadline, a shutdown buffer and a graceful shutdown timeout.
-    pub fn new(deadline: Instant, buffer: Duration, graceful_shutdown_timeout: Duration) -> Self {
-        let answer_by = deadline - HOOKS_DONE_BEFORE_DEADLINE.min(buffer);
-        let shutdown_at = deadline - buffer;
-        let drain_by = (shutdown_at + graceful_shutdown_timeout + DRAIN_GRACE).min(answer_by);
-        Self {
-            deadline,
-            shutdown_at,
-            drain_by,
-            answer_by,
-        }
-    }
 }
 
 /// Layer that schedules graceful shutdown and enforces the answer deadline. Place it
@@ -174,8 +127,7 @@ where
         if let Err(error) = inv.enter(crate::invocation::Stage::Enforce, "DeadlineWatchdogLayer") {
             return ResponseFuture::Failed { error: Some(error) };
         }
-        let Some(remaining) = remaining_time(&inv.context) else {
-            inv.schedule = None;
+        let Some(remaining) = inv.timeline().remaining() else {
             return ResponseFuture::Unbounded {
                 future: self.inner.call(inv),
             };
@@ -198,14 +150,15 @@ where
                 buffer.as_secs_f64()
             );
         }
-        let schedule = ShutdownSchedule::new(
-            Instant::now() + remaining,
-            buffer,
-            inv.config.graceful_shutdown_timeout(),
-        );
-        inv.schedule = Some(schedule);
-        ResponseFuture::Bounded {
-            future: tokio::time::timeout_at(schedule.answer_by, self.inner.call(inv)),
+        let graceful = inv.config.graceful_shutdown_timeout();
+        inv.plan(buffer, graceful);
+        match inv.timeline().cleanup_by().instant() {
+            Some(by) => ResponseFuture::Bounded {
+                future: tokio::time::timeout_at(by, self.inner.call(inv)),
+            },
+            None => ResponseFuture::Unbounded {
+                future: self.inner.call(inv),
+            },
         }
     }
 }
@@ -220,7 +173,7 @@ pub enum ResponseFuture<F> {
         #[pin]
         future: F,
     },
-    /// The inner future, cut off at `answer_by`.
+    /// The inner future, cut off at the timeline's `cleanup_by`.
     Bounded {
         /// The inner future under a timeout.
         #[pin]
@@ -261,7 +214,12 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{context_in, run_through};
+    use crate::{
+        Moment,
+        testing::{context_in, run_through},
+        timeline::CLEANUP_BEFORE_DEADLINE,
+    };
+    use tokio::time::Instant;
     use tower::{ServiceBuilder, ServiceExt, service_fn};
 
     fn inv_with(
@@ -315,26 +273,34 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn schedule_is_deadline_minus_buffer() {
+    async fn the_timeline_is_planned_as_deadline_minus_buffer() {
         let inv = run_through(
             DeadlineWatchdogLayer::new(),
             inv_with(S(60), Some(S(5)), None),
         )
         .await
         .unwrap();
-        let s = inv.schedule.unwrap();
-        let to_deadline = s.deadline - Instant::now();
+        let t = inv.timeline();
+        let at = |m: Moment| m.instant().expect("planned");
+        let to_deadline = t.remaining().unwrap();
         assert!(
             to_deadline <= S(60) && to_deadline > S(59),
             "{to_deadline:?}"
         );
         assert_eq!(
-            s.deadline - s.shutdown_at,
+            at(t.deadline()) - at(t.shutdown_at()),
             S(7),
             "default buffer = graceful 5s + 2s"
         );
-        assert_eq!(s.drain_by - s.shutdown_at, S(6), "graceful + 1s grace");
-        assert_eq!(s.deadline - s.answer_by, HOOKS_DONE_BEFORE_DEADLINE);
+        assert_eq!(
+            at(t.drain_by()) - at(t.shutdown_at()),
+            S(6),
+            "graceful + 1s grace"
+        );
+        assert_eq!(
+            at(t.deadline()) - at(t.cleanup_by()),
+            CLEANUP_BEFORE_DEADLINE
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -346,9 +312,9 @@ mod tests {
         )
         .await
         .unwrap();
-        let s = inv.schedule.unwrap();
-        assert_eq!(s.drain_by, s.answer_by);
-        assert!(s.answer_by < s.deadline);
+        let t = inv.timeline();
+        assert_eq!(t.drain_by(), t.cleanup_by());
+        assert!(t.cleanup_by() < t.deadline());
     }
 
     #[tokio::test(start_paused = true)]
@@ -383,18 +349,18 @@ mod tests {
         )
         .await
         .unwrap();
-        assert!(inv.schedule.is_some());
+        assert_ne!(inv.timeline().shutdown_at(), Moment::NEVER);
     }
 
     #[tokio::test]
-    async fn no_deadline_means_no_schedule() {
+    async fn no_deadline_means_no_shutdown_moment() {
         let inv = run_through(
             DeadlineWatchdogLayer::new(),
             Invocation::new(Default::default(), Default::default()),
         )
         .await
         .unwrap();
-        assert_eq!(inv.schedule, None);
+        assert_eq!(inv.timeline().shutdown_at(), Moment::NEVER);
     }
 
     #[tokio::test(start_paused = true)]

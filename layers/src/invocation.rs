@@ -3,9 +3,9 @@
 use std::{fmt, sync::Arc};
 
 use lambda_runtime::Context;
-use tokio::{sync::watch, time::Instant};
+use tokio::sync::watch;
 
-use crate::{Environment, LambdaWorkerConfig, ProcessEnvironment};
+use crate::{Environment, LambdaWorkerConfig, ProcessEnvironment, Timeline};
 
 /// One Lambda invocation on its way down the stack: the Lambda event and context, plus
 /// the per-invocation [`LambdaWorkerConfig`] the layers fill in.
@@ -17,16 +17,12 @@ pub struct Invocation {
     pub context: Context,
     /// The configuration being built for this invocation's worker.
     pub config: LambdaWorkerConfig,
-    /// When to stop polling and when the answer is due; set by
-    /// [`DeadlineWatchdogLayer`](crate::DeadlineWatchdogLayer). `None` runs the worker
-    /// until it stops by itself.
-    pub schedule: Option<ShutdownSchedule>,
     /// Fires when the process is told to stop (SIGTERM): a polling worker begins its
     /// graceful shutdown at once. The Lambda adapter (`serve`) sets it; the default never
     /// fires.
     pub stop: StopSignal,
-    /// When the invocation entered the stack (it was handed out).
-    pub received_at: Instant,
+    /// Every moment that bounds the invocation ([`timeline`](Self::timeline)).
+    timeline: Timeline,
     /// The latest lifecycle stage passed, and the layer that passed it (the order check).
     stage: Option<(Stage, &'static str)>,
     /// The environment the stack reads ([`environment`](Self::environment)).
@@ -39,23 +35,23 @@ impl fmt::Debug for Invocation {
             .field("payload", &self.payload)
             .field("context", &self.context)
             .field("config", &self.config)
-            .field("schedule", &self.schedule)
+            .field("timeline", &self.timeline)
             .field("stop", &self.stop)
-            .field("received_at", &self.received_at)
             .finish_non_exhaustive()
     }
 }
 
 impl Invocation {
-    /// A fresh invocation with a blank config.
+    /// A fresh invocation with a blank config, received now. Its [`timeline`](Self::timeline)
+    /// is read from `context`'s deadline here, once: changing `context.deadline` later
+    /// changes nothing.
     pub fn new(payload: serde_json::Value, context: Context) -> Self {
         Self {
+            timeline: Timeline::from_context(&context),
             payload,
             context,
             config: LambdaWorkerConfig::default(),
-            schedule: None,
             stop: StopSignal::default(),
-            received_at: Instant::now(),
             stage: None,
             env: Arc::new(ProcessEnvironment),
         }
@@ -82,6 +78,28 @@ impl Invocation {
     pub fn with_environment(mut self, env: impl Environment) -> Self {
         self.env = Arc::new(env);
         self
+    }
+
+    /// The moments that bound this invocation, the same for every layer: the deadline,
+    /// when the answer is due and, once the [`DeadlineWatchdogLayer`] planned it, when
+    /// polling stops and the drain ends. Without a deadline every moment is
+    /// [`Moment::NEVER`](crate::Moment::NEVER).
+    ///
+    /// [`DeadlineWatchdogLayer`]: crate::DeadlineWatchdogLayer
+    pub fn timeline(&self) -> &Timeline {
+        &self.timeline
+    }
+
+    /// This invocation with `timeline` instead of the one read from its context (a test
+    /// of a service below the watchdog gives it a planned one).
+    pub fn with_timeline(mut self, timeline: Timeline) -> Self {
+        self.timeline = timeline;
+        self
+    }
+
+    /// Plans the poll session (`DeadlineWatchdogLayer`).
+    pub(crate) fn plan(&mut self, buffer: std::time::Duration, graceful: std::time::Duration) {
+        self.timeline = self.timeline.planned(buffer, graceful);
     }
 
     /// Sets the environment the layers below read (`LoadConfigLayer`).
@@ -126,21 +144,6 @@ pub(crate) enum Stage {
     Configure,
     /// Eager activities off, versioning, identity, deadline: after configure.
     Enforce,
-}
-
-/// The moments that bound one invocation's poll session, all derived from the absolute
-/// Lambda deadline (so time spent connecting never eats the buffer).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ShutdownSchedule {
-    /// The Lambda invocation deadline.
-    pub deadline: Instant,
-    /// Stop polling and begin graceful shutdown: deadline − shutdown buffer.
-    pub shutdown_at: Instant,
-    /// Give up on a worker that has not drained: shutdown_at + graceful timeout + 1 s,
-    /// and never later than `answer_by`.
-    pub drain_by: Instant,
-    /// Everything inside the watchdog (worker, hooks) must be done by then.
-    pub answer_by: Instant,
 }
 
 /// Tells running invocations to stop early (the process got SIGTERM). Cheap to clone; the

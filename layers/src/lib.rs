@@ -15,9 +15,10 @@
 //! | [`DisableEagerActivitiesLayer`] | eager activities off, cannot be overridden |
 //! | [`WorkerVersioningLayer`] | Worker Deployment Versioning on, with the deployment version |
 //! | [`WorkerIdentityLayer`] | identity `request_id@function_arn` unless set |
-//! | [`DeadlineWatchdogLayer`] | shutdown schedule from the deadline; answer before it |
+//! | [`DeadlineWatchdogLayer`] | plan the [`Timeline`] (shutdown moment, drain end) from the final buffer; answer before the deadline |
 #![warn(missing_docs)]
 
+mod cleanup;
 pub mod config;
 pub mod configure;
 pub mod deadline;
@@ -30,6 +31,7 @@ pub mod lambda_defaults;
 pub mod load_config;
 pub mod secrets;
 pub mod step;
+pub mod timeline;
 pub mod versioning;
 
 pub use config::{LambdaWorkerConfig, ShutdownHook};
@@ -41,7 +43,7 @@ pub use disable_eager::{DisableEagerActivities, DisableEagerActivitiesLayer};
 pub use env::{Environment, ProcessEnvironment, StaticEnvironment};
 pub use error::{BoxError, LambdaWorkerError};
 pub use identity::{WorkerIdentity, WorkerIdentityLayer};
-pub use invocation::{Invocation, ShutdownSchedule, StopSignal, StopTrigger};
+pub use invocation::{Invocation, StopSignal, StopTrigger};
 pub use lambda_defaults::{LambdaDefaults, LambdaDefaultsLayer};
 pub use load_config::{
     ALLOW_UNPUBLISHED_CODE_VAR, DEFAULT_IDLE_SHUTDOWN, IDLE_SHUTDOWN_VAR, LONGEST_ACTIVITY_VAR,
@@ -51,6 +53,7 @@ pub use secrets::{ApiKeySecret, ApiKeySecretLayer, NoSecretResolver, SecretResol
 pub use step::{InvocationStep, Step, StepLayer};
 pub use temporalio_common::telemetry::metrics::CoreMeter;
 pub use temporalio_common::worker::{VersioningBehavior, WorkerDeploymentVersion};
+pub use timeline::{Moment, Timeline};
 pub use versioning::{WorkerVersioning, WorkerVersioningLayer};
 
 pub mod testing {

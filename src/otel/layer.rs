@@ -16,10 +16,7 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use super::{Telemetry, apply_metrics, apply_tracing};
-use crate::{
-    BoxError, Environment, Invocation, ProcessEnvironment, lambda::diagnostic,
-    rules::deadline::teardown_deadline,
-};
+use crate::{BoxError, Environment, Invocation, ProcessEnvironment, lambda::diagnostic};
 
 /// Wraps the stack in OpenTelemetry: see the [module docs](super). Put it outermost.
 #[derive(Clone)]
@@ -122,7 +119,7 @@ where
         if let Err(e) = apply_tracing(&mut inv.config, &telemetry) {
             tracing::warn!("no workflow or activity spans for this invocation: {e}");
         }
-        let flush_by = teardown_deadline(&inv.context);
+        let flush_by = inv.timeline().answer_by();
         let current = CurrentInvocation::set(&telemetry, cx.clone());
         let response = self.inner.call(inv).with_context(cx.clone());
         Box::pin(async move {
@@ -136,10 +133,7 @@ where
             }
             span.end();
             drop(current);
-            let mut until = Instant::now() + telemetry.options().flush_timeout;
-            if let Some(flush_by) = flush_by {
-                until = until.min(flush_by);
-            }
+            let until = flush_by.cap(Instant::now() + telemetry.options().flush_timeout);
             if let Err(e) = telemetry.flush(until).await {
                 tracing::warn!("{e}");
             }

@@ -1,0 +1,59 @@
+//! The seam between the stack and Temporal: the [`WorkerBackend`] trait the
+//! [`WorkerService`](crate::WorkerService) starts workers through, what it is given and
+//! gives back, the real [`TemporalBackend`], and the session's task watch (which feeds the
+//! summary line and the idle exit). Implement the trait to run a stack without Temporal;
+//! [`testing::FakeBackend`](crate::testing::FakeBackend) does.
+
+use std::{sync::Arc, time::Duration};
+
+use futures_util::future::BoxFuture;
+use temporalio_client::{ClientOptions, ConnectionOptions};
+use temporalio_sdk::WorkerOptions;
+
+pub use crate::tasks::{TaskActivity, TaskCounts, TaskKind};
+pub use crate::temporal::TemporalBackend;
+use crate::{BoxError, CoreMeter};
+
+/// What the backend needs to start one worker.
+pub struct SessionConfig {
+    /// Connection options (the backend reuses a connection made from equal ones).
+    pub connection: ConnectionOptions,
+    /// Client options.
+    pub client: ClientOptions,
+    /// Worker options, registrations included.
+    pub worker: WorkerOptions,
+    /// Where the SDK records worker metrics (see [`LambdaWorkerConfig::metrics`]).
+    ///
+    /// [`LambdaWorkerConfig::metrics`]: crate::LambdaWorkerConfig::metrics
+    pub metrics: Option<Arc<dyn CoreMeter>>,
+    /// The session's task activity; its interceptors are already registered on `worker`.
+    /// A backend that runs no real worker (a test's) reports tasks to it directly.
+    pub tasks: TaskActivity,
+}
+
+/// A worker that is polling.
+pub struct RunningWorker {
+    /// Begins graceful shutdown.
+    pub shutdown: Box<dyn FnOnce() + Send>,
+    /// Resolves when the worker has stopped.
+    pub finished: BoxFuture<'static, Result<(), BoxError>>,
+    /// Whether an existing connection was reused.
+    pub connection_reused: bool,
+    /// How long connecting and creating the worker took.
+    pub timings: StartTimings,
+}
+
+/// Where a worker's start-up time went; reported in [`WorkerReport`](crate::WorkerReport).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StartTimings {
+    /// Connecting to Temporal (zero when the cached connection was reused).
+    pub connect: Duration,
+    /// Creating the client and the worker.
+    pub create_worker: Duration,
+}
+
+/// Starts workers. The seam between the stack's rules and Temporal.
+pub trait WorkerBackend: Send + Sync + 'static {
+    /// Connects (or reuses a connection), creates the worker and starts it polling.
+    fn start(&self, session: SessionConfig) -> BoxFuture<'static, Result<RunningWorker, BoxError>>;
+}

@@ -1,0 +1,155 @@
+//! One invocation's poll session: start → poll → drain, on the invocation's
+//! [`Timeline`](crate::Timeline).
+//!
+//! - [`run`] (here): check the config, start the worker through the backend before the
+//!   shutdown moment, poll until the stop decision, drain until `drain_by`;
+//! - [`stop`]: the stop decision — shutdown moment, SIGTERM, idle exit, hand-back;
+//! - [`admission`]: which activities are handed back (`longest_activity`);
+//! - [`summary`]: the `invocation summary` line.
+//!
+//! The shutdown hooks and the configure teardown are not the session's: `ConfigureLayer`
+//! runs them after it, whether a worker started or not.
+
+mod admission;
+mod stop;
+mod summary;
+#[cfg(test)]
+mod tests;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
+
+use crate::{
+    BoxError, Invocation, LambdaWorkerError, WorkerReport,
+    backend::{RunningWorker, SessionConfig, TaskActivity, WorkerBackend},
+};
+use stop::{StopReason, stop_decision};
+
+/// Runs one invocation's poll session through `backend`.
+pub(crate) async fn run<B: WorkerBackend>(
+    backend: &B,
+    inv: Invocation,
+) -> Result<WorkerReport, LambdaWorkerError> {
+    let timeline = *inv.timeline();
+    let Invocation {
+        mut config,
+        context,
+        stop: signal,
+        ..
+    } = inv;
+    if config.worker.task_queue.trim().is_empty() {
+        return Err(LambdaWorkerError::MissingTaskQueue);
+    }
+    // Every layer and the configure callback ran: the connection options are final.
+    config.secure_connection();
+    let graceful_shutdown_timeout = config.graceful_shutdown_timeout();
+    let target = config.connection.target.to_string();
+    let mut report = WorkerReport::for_worker(&config.worker);
+    let tasks = TaskActivity::default();
+    let idle = config.idle_shutdown;
+    admission::admit(&tasks, config.longest_activity, &timeline, idle.is_some());
+    tasks.watch(&mut config.worker);
+    let session = SessionConfig {
+        connection: config.connection,
+        client: config.client,
+        worker: config.worker,
+        metrics: config.metrics,
+        tasks: tasks.clone(),
+    };
+
+    // Start: connect (or reuse) and create the worker, before the shutdown moment.
+    let started = timeline.shutdown_at().cut(backend.start(session)).await;
+    let running = started
+        .unwrap_or_else(|| Err("no connection before the shutdown moment".into()))
+        .map_err(|source| LambdaWorkerError::Connect { target, source })?;
+    report.started(&running);
+    tracing::info!(
+        task_queue = %report.task_queue,
+        deployment = %report.deployment_name,
+        build_id = %report.build_id,
+        identity = report.identity.as_deref().unwrap_or(""),
+        reused_connection = running.connection_reused,
+        "worker polling"
+    );
+    let polling = Instant::now();
+    tasks.polling_started();
+    let RunningWorker {
+        shutdown,
+        mut finished,
+        ..
+    } = running;
+
+    // Poll until the worker stops by itself or the stop decision; then drain.
+    let mut reason = StopReason::WorkerStopped;
+    let mut shutdown_began = None;
+    let outcome = tokio::select! {
+        result = &mut finished => Some(result),
+        why = stop_decision(&timeline, idle, &tasks, &signal) => {
+            (reason, shutdown_began) = (why, Some(Instant::now()));
+            shutdown();
+            timeline.drain_by().cut(&mut finished).await
+        }
+    };
+    let ended = Instant::now();
+    report.ran_for_ms = (ended - polling).as_millis() as u64;
+    let result = match outcome {
+        None => Err(LambdaWorkerError::DrainTimeout {
+            graceful_shutdown_timeout,
+        }),
+        Some(result) => result.map_err(worker_error),
+    };
+    let phases = summary::Phases {
+        polling,
+        shutdown_began,
+        ended,
+    };
+    let reused = report.connection_reused;
+    summary::log(
+        &context.request_id,
+        &result,
+        reason,
+        &tasks,
+        &timeline,
+        &phases,
+        reused,
+    );
+    result.map(|()| report)
+}
+
+/// A worker's failure; the backend's own diagnosis (a server gone while polling) is kept
+/// as it is.
+fn worker_error(e: BoxError) -> LambdaWorkerError {
+    match e.downcast::<LambdaWorkerError>() {
+        Ok(e) => *e,
+        Err(e) => LambdaWorkerError::Worker(e),
+    }
+}
+
+impl WorkerReport {
+    /// The report of a worker about to start with `worker`'s options.
+    fn for_worker(worker: &temporalio_sdk::WorkerOptions) -> Self {
+        let version = &worker.deployment_options.version;
+        Self {
+            identity: worker.client_identity_override.clone(),
+            task_queue: worker.task_queue.clone(),
+            deployment_name: version.deployment_name.clone(),
+            build_id: version.build_id.clone(),
+            ran_for_ms: 0,
+            connection_reused: false,
+            connect_us: 0,
+            create_worker_us: 0,
+            polling_since_epoch_us: 0,
+        }
+    }
+
+    /// Records how the worker started; it polls from now.
+    fn started(&mut self, running: &RunningWorker) {
+        self.connection_reused = running.connection_reused;
+        self.connect_us = running.timings.connect.as_micros() as u64;
+        self.create_worker_us = running.timings.create_worker.as_micros() as u64;
+        self.polling_since_epoch_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+    }
+}
