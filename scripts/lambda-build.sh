@@ -7,7 +7,8 @@
 # user-mode emulation (Debian qemu-user + libc6-arm64-cross, installed when missing).
 # Args: [--build | --run] [ARCH...]: only build and check the zips, or only run them (the
 # test command builds them in the background while the integration tests wait on their
-# servers); both by default, for both architectures.
+# servers); both by default, for both architectures (built at the same time, each in
+# `target/lambda-build/<arch>`; one architecture builds in `target`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 do_build=1 do_run=1
@@ -18,18 +19,38 @@ esac
 bash scripts/setup.sh >/dev/null # cargo-lambda and ziglang, when missing
 archs=("$@")
 [ ${#archs[@]} -gt 0 ] || archs=(arm64 x86_64)
-for arch in "${archs[@]}"; do
-  case "$arch" in
-    arm64) flag=--arm64 target=aarch64-unknown-linux-gnu ;;
-    x86_64) flag=--x86-64 target=x86_64-unknown-linux-gnu ;;
-    *) echo "unknown architecture $arch (arm64 or x86_64)" >&2; exit 2 ;;
+target_of() { # the Rust target triple of an architecture
+  case "$1" in
+    arm64) echo aarch64-unknown-linux-gnu ;;
+    x86_64) echo x86_64-unknown-linux-gnu ;;
+    *) echo "unknown architecture $1 (arm64 or x86_64)" >&2; exit 2 ;;
   esac
+}
+build() { # build ARCH [TARGET_DIR]: the zip, checked
+  local arch=$1 flag=--arm64
+  [ "$arch" = x86_64 ] && flag=--x86-64
+  CARGO_TARGET_DIR=${2:-target} cargo lambda build --quiet --release "$flag" --example hello \
+    --output-format zip --lambda-dir "target/lambda/$arch"
+  python3 scripts/check_lambda_zip.py "target/lambda/$arch/hello/bootstrap.zip" "$arch"
+}
+for arch in "${archs[@]}"; do
+  target=$(target_of "$arch")
   [ "$do_build" = 1 ] || continue
   rustup target list --installed | grep -qx "$target" || rustup target add "$target"
-  cargo lambda build --quiet --release "$flag" --example hello --output-format zip \
-    --lambda-dir "target/lambda/$arch"
-  python3 scripts/check_lambda_zip.py "target/lambda/$arch/hello/bootstrap.zip" "$arch"
 done
+if [ "$do_build" = 1 ] && [ ${#archs[@]} -gt 1 ]; then
+  # Both at once, each in a target dir of its own (one cargo build per dir at a time): most
+  # of a release build's last minutes are one single-threaded LTO link, so the other
+  # architecture's build uses the second core meanwhile.
+  pids=()
+  for arch in "${archs[@]}"; do
+    build "$arch" "target/lambda-build/$arch" &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid"; done
+elif [ "$do_build" = 1 ]; then
+  build "${archs[0]}"
+fi
 [ "$do_run" = 1 ] || exit 0
 host=$(uname -m); [ "$host" = aarch64 ] && host=arm64
 for arch in "${archs[@]}"; do

@@ -22,7 +22,7 @@ step() { # step NAME COMMAND...: runs COMMAND, then prints NAME and its duration
 step setup bash scripts/setup.sh
 step fmt cargo fmt --all -- --check
 # One feature set for every step, so the SDK builds once: the default plus `otel`. The
-# default build alone (no `otel`) is checked by package-check.sh and built by lambda-build.sh.
+# default build alone (no `otel`) is built by lambda-build.sh.
 features=(--features temporal-lambda-worker/otel)
 step clippy cargo clippy --workspace --all-targets "${features[@]}" --quiet -- -D warnings
 
