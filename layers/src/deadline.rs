@@ -127,12 +127,17 @@ where
         if let Err(error) = inv.enter(crate::invocation::Stage::Enforce, "DeadlineWatchdogLayer") {
             return ResponseFuture::Failed { error: Some(error) };
         }
-        let Some(remaining) = inv.timeline().remaining() else {
+        let buffer = inv.config.effective_shutdown_deadline_buffer();
+        let planned = inv
+            .timeline()
+            .planned(buffer, inv.config.graceful_shutdown_timeout());
+        let (Some(remaining), Some(cleanup_by)) =
+            (planned.remaining(), planned.cleanup_by().instant())
+        else {
             return ResponseFuture::Unbounded {
                 future: self.inner.call(inv),
             };
         };
-        let buffer = inv.config.effective_shutdown_deadline_buffer();
         let work = remaining.saturating_sub(buffer);
         if work <= MIN_WORK_TIME {
             return ResponseFuture::Failed {
@@ -150,15 +155,9 @@ where
                 buffer.as_secs_f64()
             );
         }
-        let graceful = inv.config.graceful_shutdown_timeout();
-        inv.plan(buffer, graceful);
-        match inv.timeline().cleanup_by().instant() {
-            Some(by) => ResponseFuture::Bounded {
-                future: tokio::time::timeout_at(by, self.inner.call(inv)),
-            },
-            None => ResponseFuture::Unbounded {
-                future: self.inner.call(inv),
-            },
+        let inv = inv.with_timeline(planned);
+        ResponseFuture::Bounded {
+            future: tokio::time::timeout_at(cleanup_by, self.inner.call(inv)),
         }
     }
 }

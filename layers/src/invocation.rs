@@ -97,11 +97,6 @@ impl Invocation {
         self
     }
 
-    /// Plans the poll session (`DeadlineWatchdogLayer`).
-    pub(crate) fn plan(&mut self, buffer: std::time::Duration, graceful: std::time::Duration) {
-        self.timeline = self.timeline.planned(buffer, graceful);
-    }
-
     /// Sets the environment the layers below read (`LoadConfigLayer`).
     pub(crate) fn set_environment(&mut self, env: Arc<dyn Environment>) {
         self.env = env;

@@ -23,9 +23,10 @@ pub(crate) fn admit(
     ) else {
         return;
     };
-    let polls_end = match idle_exit_on {
-        true => PollsEnd::OnHandBack,
-        false => PollsEnd::At(shutdown_at),
+    let polls_end = if idle_exit_on {
+        PollsEnd::OnHandBack
+    } else {
+        PollsEnd::At(shutdown_at)
     };
     if !tasks.admit_activities(longest, cancel_at, polls_end) {
         tracing::warn!(
