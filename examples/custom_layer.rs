@@ -1,6 +1,6 @@
 //! The default stack with the layer a production function adds: the Temporal API key from
 //! AWS Secrets Manager (never in the function's environment variables), fetched once and
-//! cached across warm invocations, inserted with `default_stack_with_connection_layer`.
+//! cached across warm invocations, added with `WorkerStack::layer`.
 //!
 //! Environment: `TEMPORAL_API_KEY_SECRET_ARN` names the secret (or `TEMPORAL_API_KEY_FILE`
 //! a file holding the key). The secret is read through the AWS Parameters and Secrets
@@ -84,13 +84,11 @@ async fn main() -> Result<(), BoxError> {
         .deployment_name("hello-app")
         .build_id("build-1")
         .build();
-    // The default stack with the key's layer where connection settings are kept: right
-    // after LoadConfigLayer. (Wrapped around the whole stack instead, the key would be
-    // rebuilt away by LoadConfigLayer: that order fails every invocation with LayerOrder.)
-    let stack = default_stack_with_connection_layer(
-        version,
-        configure,
-        ApiKeySecretLayer::new(SecretsExtension::from_env()),
-    );
+    // The key's layer where connection settings are kept: right after LoadConfigLayer.
+    // (Wrapped around the whole stack instead, the key would be rebuilt away by
+    // LoadConfigLayer: that order fails every invocation with LayerOrder.)
+    let stack = WorkerStack::new(version, configure)
+        .layer(ApiKeySecretLayer::new(SecretsExtension::from_env()))
+        .build();
     serve(stack).await
 }

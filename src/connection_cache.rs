@@ -15,7 +15,7 @@ use temporalio_client::ConnectionOptions;
 
 /// A fingerprint of the connection options that decide which connection is made.
 /// Secrets go into the hash, never into a log.
-pub fn fingerprint(options: &ConnectionOptions) -> u64 {
+pub(crate) fn fingerprint(options: &ConnectionOptions) -> u64 {
     let mut h = DefaultHasher::new();
     options.target.as_str().hash(&mut h);
     options.identity.hash(&mut h);
@@ -49,7 +49,7 @@ pub fn fingerprint(options: &ConnectionOptions) -> u64 {
 
 /// Holds at most one connection, keyed by the [`fingerprint`] of its options.
 #[derive(Debug)]
-pub struct ConnectionCache<C> {
+pub(crate) struct ConnectionCache<C> {
     current: Option<(u64, C)>,
 }
 
@@ -61,18 +61,18 @@ impl<C> Default for ConnectionCache<C> {
 
 impl<C: Clone> ConnectionCache<C> {
     /// The cached connection, when it was made from options with this fingerprint.
-    pub fn get(&self, key: u64) -> Option<C> {
+    pub(crate) fn get(&self, key: u64) -> Option<C> {
         match &self.current {
             Some((k, c)) if *k == key => Some(c.clone()),
             _ => None,
         }
     }
     /// Keeps `connection` (replacing any other).
-    pub fn put(&mut self, key: u64, connection: C) {
+    pub(crate) fn put(&mut self, key: u64, connection: C) {
         self.current = Some((key, connection));
     }
     /// Drops the connection, so the next session reconnects.
-    pub fn invalidate(&mut self) {
+    pub(crate) fn invalidate(&mut self) {
         self.current = None;
     }
 }

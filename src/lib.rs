@@ -33,19 +33,20 @@
 //!
 //! # Adding layers of your own
 //!
-//! Every lifecycle rule is a `tower::Layer` over [`Invocation`]. Auth and secrets layers
-//! go where connection settings are final, right after config loading:
-//! [`default_stack_with_connection_layer`] puts yours there without restating the stack.
-//! Here, the API key from a secret file ([`ApiKeySecretLayer`]) and a rule of our own
-//! written as an [`InvocationStep`] (`examples/custom_layer.rs` resolves the key from AWS
-//! Secrets Manager instead). A concern around everything (metrics, tracing) wraps
-//! [`default_stack`] itself. A hand-built `ServiceBuilder` stack of the [`layers`] over a
-//! [`WorkerService`] works too; built in another order, it fails its first invocation
-//! with `TemporalLambdaWorker.LayerOrder`, naming the two layers.
+//! Every lifecycle rule is a `tower::Layer` over [`Invocation`]; [`WorkerStack`] builds
+//! them in their order around a [`WorkerService`]. [`WorkerStack::layer`] inserts one of
+//! yours where connection settings are final, right after config loading: an auth or
+//! secrets layer, or any rule of your own. Here, the API key from a secret file
+//! ([`ApiKeySecretLayer`](layers::ApiKeySecretLayer)) and a rule written as an
+//! [`InvocationStep`](layers::InvocationStep)
+//! (`examples/custom_layer.rs` resolves the key from AWS Secrets Manager instead). A
+//! concern around everything (metrics, tracing) wraps the built stack. A hand-built
+//! `ServiceBuilder` stack of the [`layers`] over a [`WorkerService`] works too; built in
+//! another order, it fails its first invocation with `TemporalLambdaWorker.LayerOrder`,
+//! naming the two layers.
 //!
 //! ```no_run
 //! use temporal_lambda_worker::{*, layers::*};
-//! use tower::ServiceBuilder;
 //!
 //! /// Our own rule: never start a worker against another namespace.
 //! #[derive(Clone)]
@@ -68,10 +69,11 @@
 //! #[tokio::main(flavor = "current_thread")]
 //! async fn main() -> Result<(), BoxError> {
 //!     let version = WorkerDeploymentVersion::builder().deployment_name("my-app").build_id("build-1").build();
-//!     let ours = ServiceBuilder::new()
+//!     let stack = WorkerStack::new(version, configure)
 //!         .layer(ApiKeySecretLayer::from_file()) // TEMPORAL_API_KEY_FILE
-//!         .layer(StepLayer::from_step(OnlyNamespace("production")));
-//!     serve(default_stack_with_connection_layer(version, configure, ours)).await
+//!         .layer(StepLayer::from_step(OnlyNamespace("production")))
+//!         .build();
+//!     serve(stack).await
 //! }
 //! ```
 //!
@@ -81,46 +83,62 @@
 //! `otel::OtelLayer`: an invocation span with the SDK's workflow and activity spans inside,
 //! the SDK's worker metrics, all over OTLP/gRPC and flushed before every answer.
 #![warn(missing_docs)]
+#![deny(unreachable_pub)]
 
 pub mod backend;
 mod connection_cache;
 mod lambda;
+#[cfg(test)]
+mod log_capture;
 pub mod logging;
 #[cfg(feature = "otel")]
 pub mod otel;
 mod runtime_api;
 mod session;
+mod stack;
 mod tasks;
 mod temporal;
 pub mod testing;
-mod worker_service;
+pub mod worker_service;
 
 pub use lambda::serve;
+pub use stack::{BelowConnection, WorkerStack};
 pub use temporal_lambda_worker_layers::{
-    BoxError, Configure, Configured, CoreMeter, Environment, Invocation, LambdaWorkerConfig,
-    LambdaWorkerError, Moment, ProcessEnvironment, StaticEnvironment, StopSignal, StopTrigger,
-    Timeline, VersioningBehavior, WorkerDeploymentVersion, async_configure,
+    AsyncConfigure, BoxError, BoxFuture, ConfigureCallback, Configured, CoreMeter, Environment,
+    Invocation, LambdaWorkerConfig, LambdaWorkerError, Moment, ProcessEnvironment,
+    StaticEnvironment, StopSignal, StopTrigger, Timeline, VersioningBehavior,
+    WorkerDeploymentVersion, async_configure,
 };
 pub use worker_service::{WorkerReport, WorkerService};
 
-/// The lifecycle rules, one `tower::Layer` each (`XLayer`, its service `X<S>`, and the
-/// response future where it has its own), in the order the default stack applies them;
-/// and [`InvocationStep`] + [`StepLayer`] for a
-/// rule of your own. [`default_stack`] is all of them around a
-/// [`WorkerService`]; a hand-built stack in another order fails its
-/// first invocation with `TemporalLambdaWorker.LayerOrder`.
+/// The lifecycle rules, one `tower::Layer` each, named as tower names them: `XLayer`, its
+/// service `X<S>`, and `x::ResponseFuture`. The rules that only change the request are an
+/// [`InvocationStep`](layers::InvocationStep) each (`XStep`), made a layer by
+/// [`StepLayer`](layers::StepLayer) (`XLayer` is `StepLayer<XStep>`, `X<S>` is
+/// `Step<S, XStep>`, their future [`step::ResponseFuture`](layers::step::ResponseFuture));
+/// a rule of your own can be one too. [`WorkerStack`] puts them all in
+/// their order around a [`WorkerService`]; a hand-built stack in
+/// another order fails its first invocation with `TemporalLambdaWorker.LayerOrder`.
 pub mod layers {
     pub use temporal_lambda_worker_layers::{
-        ApiKeySecret, ApiKeySecretLayer, ConfigureLayer, ConfigureService, DeadlineWatchdog,
-        DeadlineWatchdogLayer, DisableEagerActivities, DisableEagerActivitiesLayer, InvocationStep,
-        LambdaDefaults, LambdaDefaultsLayer, LoadConfig, LoadConfigLayer, NoSecretResolver,
-        SecretResolver, Step, StepLayer, WorkerIdentity, WorkerIdentityLayer, WorkerVersioning,
-        WorkerVersioningLayer,
+        ApiKeySecret, ApiKeySecretLayer, Configure, ConfigureLayer, DeadlineWatchdog,
+        DeadlineWatchdogLayer, DisableEagerActivities, DisableEagerActivitiesLayer,
+        DisableEagerActivitiesStep, InvocationStep, LambdaDefaults, LambdaDefaultsLayer,
+        LambdaDefaultsStep, LoadConfig, LoadConfigLayer, LoadConfigStep, NoSecretResolver,
+        SecretResolver, Step, StepLayer, WorkerIdentity, WorkerIdentityLayer, WorkerIdentityStep,
+        WorkerVersioning, WorkerVersioningLayer, WorkerVersioningStep,
     };
 
-    /// [`StepLayer`]'s service [`Step`] and its [`ResponseFuture`](step::ResponseFuture).
+    /// [`StepLayer`]'s service [`Step`] and its [`ResponseFuture`](step::ResponseFuture),
+    /// shared by every `XStep` layer.
     pub mod step {
         pub use temporal_lambda_worker_layers::step::ResponseFuture;
+    }
+
+    /// [`ConfigureLayer`]'s service [`Configure`] and its
+    /// [`ResponseFuture`](configure::ResponseFuture).
+    pub mod configure {
+        pub use temporal_lambda_worker_layers::configure::ResponseFuture;
     }
 
     /// [`DeadlineWatchdogLayer`]'s service [`DeadlineWatchdog`] and its
@@ -128,155 +146,27 @@ pub mod layers {
     pub mod deadline {
         pub use temporal_lambda_worker_layers::deadline::ResponseFuture;
     }
+
+    /// [`ApiKeySecretLayer`]'s service [`ApiKeySecret`] and its
+    /// [`ResponseFuture`](secrets::ResponseFuture).
+    pub mod secrets {
+        pub use temporal_lambda_worker_layers::secrets::ResponseFuture;
+    }
 }
 
-use backend::{TemporalBackend, WorkerBackend};
-use layers::*;
 /// The lifecycle-rules crate, for this crate's own paths.
 use temporal_lambda_worker_layers as rules;
-
-use tower::{Service, ServiceBuilder};
-
-/// The stack [`run_worker`] serves, over any backend and environment (tests pass a fake
-/// backend and a [`StaticEnvironment`]).
-pub fn default_stack_with<C, B, E>(
-    version: WorkerDeploymentVersion,
-    configure: C,
-    backend: B,
-    environment: E,
-) -> impl Service<
-    Invocation,
-    Response = WorkerReport,
-    Error = BoxError,
-    Future = impl Send + use<C, B, E>,
-> + Clone
-+ Send
-+ 'static
-where
-    C: Configure,
-    B: WorkerBackend,
-    E: Environment,
-{
-    // The one definition of the stack, with no connection layer inserted.
-    stack_with_connection_layer(
-        version,
-        configure,
-        backend,
-        environment,
-        tower::layer::util::Identity::new(),
-    )
-}
-
-/// The part of the default stack below the connection layers: everything after
-/// [`LoadConfigLayer`], boxed, so a connection layer of yours has a type to wrap.
-pub type BelowConnection = tower::util::BoxCloneSyncService<Invocation, WorkerReport, BoxError>;
-
-/// The default stack with `connection` (your auth or secrets layer) inserted where the
-/// connection settings it sets are final: right after [`LoadConfigLayer`] (which builds
-/// them from scratch) and before the Lambda defaults and the configure callback. For a
-/// concern around everything (metrics, tracing), wrap [`default_stack`] itself.
-///
-/// ```no_run
-/// use temporal_lambda_worker::{*, layers::*};
-/// # fn configure(c: &mut LambdaWorkerConfig) -> Result<(), BoxError> { Ok(()) }
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), BoxError> {
-/// # let version = WorkerDeploymentVersion::builder().deployment_name("a").build_id("b").build();
-/// // The API key from the file TEMPORAL_API_KEY_FILE names, cached across invocations.
-/// let stack = default_stack_with_connection_layer(version, configure, ApiKeySecretLayer::from_file());
-/// serve(stack).await
-/// # }
-/// ```
-pub fn default_stack_with_connection_layer<C, L>(
-    version: WorkerDeploymentVersion,
-    configure: C,
-    connection: L,
-) -> impl Service<Invocation, Response = WorkerReport, Error = BoxError, Future = impl Send + use<C, L>>
-+ Clone
-+ Send
-+ 'static
-where
-    C: Configure,
-    L: tower::Layer<BelowConnection> + Send + 'static,
-    L::Service: Service<Invocation, Response = WorkerReport> + Clone + Send + 'static,
-    <L::Service as Service<Invocation>>::Error: Into<BoxError>,
-    <L::Service as Service<Invocation>>::Future: Send + 'static,
-{
-    stack_with_connection_layer(
-        version,
-        configure,
-        TemporalBackend::new(),
-        ProcessEnvironment,
-        connection,
-    )
-}
-
-/// [`default_stack_with_connection_layer`] over any backend and environment.
-pub fn stack_with_connection_layer<C, B, E, L>(
-    version: WorkerDeploymentVersion,
-    configure: C,
-    backend: B,
-    environment: E,
-    connection: L,
-) -> impl Service<
-    Invocation,
-    Response = WorkerReport,
-    Error = BoxError,
-    Future = impl Send + use<C, B, E, L>,
-> + Clone
-+ Send
-+ 'static
-where
-    C: Configure,
-    B: WorkerBackend,
-    E: Environment,
-    L: tower::Layer<BelowConnection> + Send + 'static,
-    L::Service: Service<Invocation, Response = WorkerReport> + Clone + Send + 'static,
-    <L::Service as Service<Invocation>>::Error: Into<BoxError>,
-    <L::Service as Service<Invocation>>::Future: Send + 'static,
-{
-    let below = ServiceBuilder::new()
-        .layer(LambdaDefaultsLayer::new())
-        .layer(ConfigureLayer::new(configure))
-        .layer(DisableEagerActivitiesLayer::new())
-        .layer(WorkerVersioningLayer::new(version))
-        .layer(WorkerIdentityLayer::new())
-        .layer(DeadlineWatchdogLayer::new())
-        .service(WorkerService::new(backend));
-    ServiceBuilder::new()
-        .layer(LoadConfigLayer::with_environment(environment))
-        .map_err(Into::<BoxError>::into)
-        .layer(connection)
-        .service(BelowConnection::new(below))
-}
-
-/// The stack [`run_worker`] serves: every lifecycle layer around a [`WorkerService`]
-/// talking to a real Temporal server.
-pub fn default_stack<C: Configure>(
-    version: WorkerDeploymentVersion,
-    configure: C,
-) -> impl Service<Invocation, Response = WorkerReport, Error = BoxError, Future = impl Send + use<C>>
-+ Clone
-+ Send
-+ 'static {
-    default_stack_with(
-        version,
-        configure,
-        TemporalBackend::new(),
-        ProcessEnvironment,
-    )
-}
 
 /// Serves Lambda invocations with the default stack: each one runs a worker for
 /// `version`, configured by `configure`, until shortly before its deadline.
 ///
 /// Returns only when the process must be recycled (a worker that would not drain) or the
 /// Runtime API fails; return the error from `main` so the process exits.
-pub async fn run_worker<C: Configure>(
+pub async fn run_worker<C: ConfigureCallback>(
     version: WorkerDeploymentVersion,
     configure: C,
 ) -> Result<(), BoxError> {
-    serve(default_stack(version, configure)).await
+    serve(WorkerStack::new(version, configure).build()).await
 }
 
 /// The deploy guide's troubleshooting section quotes the library's messages; these checks
@@ -289,7 +179,7 @@ mod deploy_guide {
 
     use crate::{
         BoxError, Invocation, LambdaWorkerError, StaticEnvironment, WorkerDeploymentVersion,
-        WorkerVersioningLayer, rules::load_config::resolve_config_file,
+        layers::WorkerVersioningLayer, rules::load_config::resolve_config_file,
     };
 
     const GUIDE: &str = include_str!("../docs/deploy.md");

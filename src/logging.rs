@@ -111,31 +111,16 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use super::*;
-    use crate::StaticEnvironment;
-
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::{StaticEnvironment, log_capture::LogBuffer};
 
     /// What `f` logs through the layer made for `env`.
     fn logged(env: StaticEnvironment, terminal: bool, f: impl FnOnce()) -> String {
-        let buf = Buf::default();
-        let b = buf.clone();
+        let buf = LogBuffer::default();
         let subscriber =
-            tracing_subscriber::registry().with(layer_for(&env, terminal, move || b.clone()));
+            tracing_subscriber::registry().with(layer_for(&env, terminal, buf.clone()));
         tracing::subscriber::with_default(subscriber, f);
-        String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
+        buf.text()
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Everything of `temporal_lambda_worker_layers::testing` ([`run_through`],
 //! [`invocation_in`], [`context_in`], …) plus [`FakeBackend`], a [`WorkerBackend`] that
 //! "polls" until the stack tells it to shut down, so a whole stack — yours or
-//! [`default_stack_with`](crate::default_stack_with) — runs in a unit test; [`invoke`]
+//! [`WorkerStack`](crate::WorkerStack) with `.backend(FakeBackend::new())` — runs in a unit
+//! test; [`invoke`]
 //! runs one invocation through it and [`error_type`] says what a failure would answer.
 //!
 //! Your crate needs only `tokio` as a dev-dependency, with the features its tests use:
@@ -25,12 +26,10 @@
 //!     Ok(())
 //! }
 //! let backend = testing::FakeBackend::new();
-//! let stack = default_stack_with(
-//!     testing::version("shop", "build-7"),
-//!     configure,
-//!     backend.clone(),
-//!     StaticEnvironment::new().with_var("TEMPORAL_ADDRESS", "127.0.0.1:7233"),
-//! );
+//! let stack = WorkerStack::new(testing::version("shop", "build-7"), configure)
+//!     .backend(backend.clone())
+//!     .environment(StaticEnvironment::new().with_var("TEMPORAL_ADDRESS", "127.0.0.1:7233"))
+//!     .build();
 //! let report = testing::invoke(stack.clone(), testing::invocation_in(Duration::from_secs(60)))
 //!     .await
 //!     .unwrap();
@@ -47,7 +46,10 @@
 //! # }
 //! ```
 
-use std::sync::{Arc, Mutex};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use futures_util::future::BoxFuture;
 use tower::{Service, ServiceExt};
@@ -78,8 +80,10 @@ pub fn error_type(error: &BoxError) -> String {
     crate::lambda::diagnostic(error).error_type
 }
 
-/// What [`FakeBackend`] was asked to start.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// What [`FakeBackend`] was asked to start. Its `Debug` shows whether an API key was set,
+/// never the key; [`api_key_is`](Self::api_key_is) checks which one it was.
+#[derive(Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FakeSession {
     /// The connection target (after the TLS rule).
     pub target: String,
@@ -87,67 +91,157 @@ pub struct FakeSession {
     pub tls: bool,
     /// Whether an API key was set (never its value).
     pub api_key_set: bool,
+    api_key: Option<String>,
     /// The task queue.
     pub task_queue: String,
     /// The worker's identity override.
     pub identity: Option<String>,
     /// Deployment name and build id.
     pub deployment: (String, String),
+    /// Whether the worker polls with Worker Deployment Versioning on.
+    pub versioning: bool,
+    /// The eager activity reservations per workflow task (0: eager activities off).
+    pub eager_activity_reservations: usize,
+    /// The worker's graceful shutdown period.
+    pub graceful_shutdown: Option<Duration>,
     /// Whether the stack asked the worker to shut down.
     pub shut_down: bool,
 }
 
-/// A [`WorkerBackend`] with no server: every session "polls" until the stack asks it to
-/// shut down, then drains at once. Cheap to clone; clones share what they saw.
+impl FakeSession {
+    /// Whether the connection carried this API key.
+    pub fn api_key_is(&self, key: &str) -> bool {
+        self.api_key.as_deref() == Some(key)
+    }
+}
+
+impl std::fmt::Debug for FakeSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeSession")
+            .field("target", &self.target)
+            .field("tls", &self.tls)
+            .field("api_key_set", &self.api_key_set)
+            .field("task_queue", &self.task_queue)
+            .field("identity", &self.identity)
+            .field("deployment", &self.deployment)
+            .field("versioning", &self.versioning)
+            .field(
+                "eager_activity_reservations",
+                &self.eager_activity_reservations,
+            )
+            .field("graceful_shutdown", &self.graceful_shutdown)
+            .field("shut_down", &self.shut_down)
+            .finish()
+    }
+}
+
+/// How the workers of a [`FakeBackend`] behave.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FakeBehaviour {
+    /// Polls until the stack asks it to shut down, then drains at once.
+    #[default]
+    DrainsOnShutdown,
+    /// Never finishes draining: the watchdog's `DrainTimeout` (the process is recycled).
+    NeverDrains,
+    /// Cannot connect: the start fails with "connection refused".
+    FailsToConnect,
+    /// Starts, then stops polling at once with the error "poll failed".
+    StopsWithError,
+}
+
+/// A [`WorkerBackend`] with no server: each session behaves as its [`FakeBehaviour`] says
+/// (by default it "polls" until the stack asks it to shut down, then drains at once).
+/// Cheap to clone; clones share what they saw.
 #[derive(Clone, Debug, Default)]
 pub struct FakeBackend {
-    sessions: Arc<Mutex<Vec<FakeSession>>>,
+    behaviour: FakeBehaviour,
+    seen: Arc<Mutex<Seen>>,
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    sessions: Vec<FakeSession>,
+    events: Vec<&'static str>,
 }
 
 impl FakeBackend {
-    /// A backend that has seen nothing yet.
+    /// A backend that has seen nothing yet, whose workers drain when asked to shut down.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// The sessions started so far, in order.
+    /// A backend whose workers behave as `behaviour` says.
+    pub fn with_behaviour(behaviour: FakeBehaviour) -> Self {
+        Self {
+            behaviour,
+            ..Self::default()
+        }
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The sessions started so far, in order (a failed connect counts: it was asked for).
     pub fn sessions(&self) -> Vec<FakeSession> {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.seen().sessions.clone()
+    }
+
+    /// What the workers did, in order, across sessions: `started`, `shutdown` (the stack
+    /// asked it to stop polling), `drained`.
+    pub fn events(&self) -> Vec<&'static str> {
+        self.seen().events.clone()
     }
 }
 
 impl WorkerBackend for FakeBackend {
     fn start(&self, s: SessionConfig) -> BoxFuture<'static, Result<RunningWorker, BoxError>> {
-        let version = &s.worker.deployment_options.version;
+        let (c, w) = (&s.connection, &s.worker);
+        let version = &w.deployment_options.version;
         let session = FakeSession {
-            target: s.connection.target.to_string(),
-            tls: s.connection.tls_options.is_some(),
-            api_key_set: s.connection.api_key.is_some(),
-            task_queue: s.worker.task_queue.clone(),
-            identity: s.worker.client_identity_override.clone(),
+            target: c.target.to_string(),
+            tls: c.tls_options.is_some(),
+            api_key_set: c.api_key.is_some(),
+            api_key: c.api_key.clone(),
+            task_queue: w.task_queue.clone(),
+            identity: w.client_identity_override.clone(),
             deployment: (version.deployment_name.clone(), version.build_id.clone()),
+            versioning: w.deployment_options.use_worker_versioning,
+            eager_activity_reservations: w.max_eager_activity_reservations_per_workflow_task,
+            graceful_shutdown: w.graceful_shutdown_period,
             shut_down: false,
         };
-        let sessions = self.sessions.clone();
         let index = {
-            let mut all = sessions.lock().unwrap_or_else(|p| p.into_inner());
-            all.push(session);
-            all.len() - 1
+            let mut seen = self.seen();
+            seen.sessions.push(session);
+            seen.sessions.len() - 1
         };
+        let (this, behaviour) = (self.clone(), self.behaviour);
         Box::pin(async move {
+            if behaviour == FakeBehaviour::FailsToConnect {
+                return Err("connection refused".into());
+            }
+            this.seen().events.push("started");
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            Ok(RunningWorker {
-                shutdown: Box::new(move || {
-                    sessions.lock().unwrap_or_else(|p| p.into_inner())[index].shut_down = true;
-                    let _ = tx.send(());
-                }),
-                finished: Box::pin(async move {
+            let drained = this.clone();
+            let finished: BoxFuture<'static, Result<(), BoxError>> = match behaviour {
+                FakeBehaviour::StopsWithError => Box::pin(async { Err("poll failed".into()) }),
+                FakeBehaviour::NeverDrains => Box::pin(std::future::pending()),
+                _ => Box::pin(async move {
                     let _ = rx.await;
+                    drained.seen().events.push("drained");
                     Ok(())
                 }),
+            };
+            Ok(RunningWorker {
+                shutdown: Box::new(move || {
+                    let mut seen = this.seen();
+                    seen.sessions[index].shut_down = true;
+                    seen.events.push("shutdown");
+                    let _ = tx.send(());
+                }),
+                finished,
                 connection_reused: false,
                 timings: StartTimings::default(),
             })

@@ -1,6 +1,6 @@
 //! The core service: one invocation's poll session, through an injected backend.
 //!
-//! `WorkerService::call` runs the [`session`](crate::session): start a worker through
+//! `WorkerService::call` runs one poll session: start a worker through
 //! its [`WorkerBackend`] (connect or reuse, create, run), poll until the stop decision
 //! (the timeline's shutdown moment, the idle exit, a hand-back, SIGTERM), drain until the
 //! timeline's `drain_by`, and log the summary line. The backend is injected:
@@ -43,6 +43,9 @@ pub struct WorkerReport {
     pub polling_since_epoch_us: u64,
 }
 
+/// The future of [`WorkerService`]: boxed, as its work is async and its type is not worth naming.
+pub type ResponseFuture<R> = BoxFuture<'static, Result<R, BoxError>>;
+
 /// The core service at the bottom of the stack.
 pub struct WorkerService<B> {
     backend: Arc<B>,
@@ -68,7 +71,7 @@ impl<B: WorkerBackend> WorkerService<B> {
 impl<B: WorkerBackend> Service<Invocation> for WorkerService<B> {
     type Response = WorkerReport;
     type Error = BoxError;
-    type Future = BoxFuture<'static, Result<WorkerReport, BoxError>>;
+    type Future = ResponseFuture<WorkerReport>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))

@@ -3,7 +3,7 @@
 //! `localhost:4317`, flushed before every invocation answers.
 //!
 //! Build: `cargo lambda build --release --arm64 --features otel --example otel`, then add
-//! the ADOT collector layer to the function (see the README's OpenTelemetry section).
+//! the ADOT collector layer to the function (see docs/operations.md, "OpenTelemetry").
 //!
 //! Environment:
 //! - `OTEL_EXPORTER_OTLP_ENDPOINT`: the collector (default `http://localhost:4317`).

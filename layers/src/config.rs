@@ -284,3 +284,48 @@ impl fmt::Debug for LambdaWorkerConfig {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(address: &str, key: Option<&str>) -> LambdaWorkerConfig {
+        let mut c = LambdaWorkerConfig::default();
+        c.connection.target = temporalio_client::Url::parse(address).unwrap();
+        c.connection.api_key = key.map(str::to_owned);
+        c
+    }
+
+    #[test]
+    fn an_api_key_turns_tls_on_and_http_into_https() {
+        let mut c = config("http://ns.tmprl.cloud:7233", Some("k"));
+        c.secure_connection();
+        assert!(c.connection.tls_options.is_some());
+        assert_eq!(c.connection.target.as_str(), "https://ns.tmprl.cloud:7233/");
+    }
+
+    #[test]
+    fn without_a_key_or_tls_the_connection_stays_plaintext() {
+        let mut c = config("http://127.0.0.1:7233", None);
+        c.secure_connection();
+        assert!(c.connection.tls_options.is_none());
+        assert_eq!(c.connection.target.as_str(), "http://127.0.0.1:7233/");
+    }
+
+    #[test]
+    fn tls_set_without_a_key_still_makes_the_address_https() {
+        let mut c = config("http://ns.tmprl.cloud:7233", None);
+        c.connection.tls_options = Some(TlsOptions::default());
+        c.secure_connection();
+        assert_eq!(c.connection.target.as_str(), "https://ns.tmprl.cloud:7233/");
+    }
+
+    #[test]
+    fn explicitly_disabled_tls_stays_off_with_a_key() {
+        let mut c = config("http://127.0.0.1:7233", Some("k"));
+        c.tls_disabled = true;
+        c.secure_connection();
+        assert!(c.connection.tls_options.is_none());
+        assert_eq!(c.connection.target.as_str(), "http://127.0.0.1:7233/");
+    }
+}

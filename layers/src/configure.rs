@@ -76,7 +76,7 @@ impl From<LambdaWorkerConfig> for Configured {
 }
 
 /// The user's configure step.
-pub trait Configure: Send + Sync + 'static {
+pub trait ConfigureCallback: Send + Sync + 'static {
     /// Changes the config (registering workflows and activities, overriding options).
     fn configure(
         &self,
@@ -84,7 +84,7 @@ pub trait Configure: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<Configured, BoxError>>;
 }
 
-impl<F, E> Configure for F
+impl<F, E> ConfigureCallback for F
 where
     F: Fn(&mut LambdaWorkerConfig) -> Result<(), E> + Send + Sync + 'static,
     E: Into<BoxError>,
@@ -116,7 +116,7 @@ where
     AsyncConfigure(f)
 }
 
-impl<F, Fut, C, E> Configure for AsyncConfigure<F>
+impl<F, Fut, C, E> ConfigureCallback for AsyncConfigure<F>
 where
     F: Fn(LambdaWorkerConfig) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<C, E>> + Send + 'static,
@@ -132,6 +132,9 @@ where
     }
 }
 
+/// The future of [`Configure`]: boxed, as its work is async and its type is not worth naming.
+pub type ResponseFuture<R> = BoxFuture<'static, Result<R, BoxError>>;
+
 /// Layer that runs the configure callback. Place it after [`LambdaDefaultsLayer`](crate::LambdaDefaultsLayer).
 pub struct ConfigureLayer<C> {
     configure: Arc<C>,
@@ -145,7 +148,7 @@ impl<C> Clone for ConfigureLayer<C> {
     }
 }
 
-impl<C: Configure> ConfigureLayer<C> {
+impl<C: ConfigureCallback> ConfigureLayer<C> {
     /// The layer for this callback.
     pub fn new(configure: C) -> Self {
         Self {
@@ -155,9 +158,9 @@ impl<C: Configure> ConfigureLayer<C> {
 }
 
 impl<S, C> Layer<S> for ConfigureLayer<C> {
-    type Service = ConfigureService<S, C>;
+    type Service = Configure<S, C>;
     fn layer(&self, inner: S) -> Self::Service {
-        ConfigureService {
+        Configure {
             inner,
             configure: self.configure.clone(),
         }
@@ -165,12 +168,12 @@ impl<S, C> Layer<S> for ConfigureLayer<C> {
 }
 
 /// The service made by [`ConfigureLayer`].
-pub struct ConfigureService<S, C> {
+pub struct Configure<S, C> {
     inner: S,
     configure: Arc<C>,
 }
 
-impl<S: Clone, C> Clone for ConfigureService<S, C> {
+impl<S: Clone, C> Clone for Configure<S, C> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -179,17 +182,17 @@ impl<S: Clone, C> Clone for ConfigureService<S, C> {
     }
 }
 
-impl<S, C> Service<Invocation> for ConfigureService<S, C>
+impl<S, C> Service<Invocation> for Configure<S, C>
 where
     S: Service<Invocation> + Clone + Send + 'static,
     S::Future: Send,
     S::Response: Send + 'static,
     S::Error: Into<BoxError>,
-    C: Configure,
+    C: ConfigureCallback,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = BoxFuture<'static, Result<S::Response, BoxError>>;
+    type Future = ResponseFuture<S::Response>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)

@@ -4,21 +4,15 @@
 //! a Lambda invocation does not. This layer goes *after* [`ConfigureLayer`](crate::ConfigureLayer)
 //! so the setting cannot be overridden.
 
-use crate::{Invocation, InvocationStep, LambdaWorkerError, StepLayer};
+use crate::{Invocation, InvocationStep, LambdaWorkerError, Step, StepLayer, invocation::Stage};
 
 /// Sets the eager activity reservations per workflow task to zero.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct DisableEagerActivities;
+pub struct DisableEagerActivitiesStep;
 
-impl InvocationStep for DisableEagerActivities {
-    fn stage(&self) -> Option<(crate::invocation::StagePublic, &'static str)> {
-        Some((
-            crate::invocation::StagePublic(crate::invocation::Stage::Enforce),
-            "DisableEagerActivitiesLayer",
-        ))
-    }
-
+impl InvocationStep for DisableEagerActivitiesStep {
     fn apply(&self, inv: &mut Invocation) -> Result<(), LambdaWorkerError> {
+        inv.enter(Stage::Enforce, "DisableEagerActivitiesLayer")?;
         inv.config
             .worker
             .max_eager_activity_reservations_per_workflow_task = 0;
@@ -27,12 +21,15 @@ impl InvocationStep for DisableEagerActivities {
 }
 
 /// Layer that disables eager activity execution. Place it after the configure layer.
-pub type DisableEagerActivitiesLayer = StepLayer<DisableEagerActivities>;
+pub type DisableEagerActivitiesLayer = StepLayer<DisableEagerActivitiesStep>;
 
-impl StepLayer<DisableEagerActivities> {
+/// The service [`DisableEagerActivitiesLayer`] makes: [`DisableEagerActivitiesStep`] applied, then the inner service.
+pub type DisableEagerActivities<S> = Step<S, DisableEagerActivitiesStep>;
+
+impl StepLayer<DisableEagerActivitiesStep> {
     /// The layer.
     pub fn new() -> Self {
-        StepLayer::from_step(DisableEagerActivities)
+        StepLayer::from_step(DisableEagerActivitiesStep)
     }
 }
 

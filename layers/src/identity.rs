@@ -4,21 +4,15 @@
 //! so one connection can be reused across warm invocations while each invocation's
 //! worker still shows up under its own request id.
 
-use crate::{Invocation, InvocationStep, LambdaWorkerError, StepLayer};
+use crate::{Invocation, InvocationStep, LambdaWorkerError, Step, StepLayer, invocation::Stage};
 
 /// Sets the per-invocation worker identity.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct WorkerIdentity;
+pub struct WorkerIdentityStep;
 
-impl InvocationStep for WorkerIdentity {
-    fn stage(&self) -> Option<(crate::invocation::StagePublic, &'static str)> {
-        Some((
-            crate::invocation::StagePublic(crate::invocation::Stage::Enforce),
-            "WorkerIdentityLayer",
-        ))
-    }
-
+impl InvocationStep for WorkerIdentityStep {
     fn apply(&self, inv: &mut Invocation) -> Result<(), LambdaWorkerError> {
+        inv.enter(Stage::Enforce, "WorkerIdentityLayer")?;
         let config = &mut inv.config;
         if config.worker.client_identity_override.is_none() && config.connection.identity.is_empty()
         {
@@ -32,12 +26,15 @@ impl InvocationStep for WorkerIdentity {
 }
 
 /// Layer that sets the worker identity. Place it after the configure layer.
-pub type WorkerIdentityLayer = StepLayer<WorkerIdentity>;
+pub type WorkerIdentityLayer = StepLayer<WorkerIdentityStep>;
 
-impl StepLayer<WorkerIdentity> {
+/// The service [`WorkerIdentityLayer`] makes: [`WorkerIdentityStep`] applied, then the inner service.
+pub type WorkerIdentity<S> = Step<S, WorkerIdentityStep>;
+
+impl StepLayer<WorkerIdentityStep> {
     /// The layer.
     pub fn new() -> Self {
-        StepLayer::from_step(WorkerIdentity)
+        StepLayer::from_step(WorkerIdentityStep)
     }
 }
 

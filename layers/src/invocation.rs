@@ -102,8 +102,11 @@ impl Invocation {
         self.env = env;
     }
 
-    /// Records that `layer`, of lifecycle `stage`, runs now; fails when a layer of a later
-    /// stage already ran (a misordered hand-built stack).
+    /// The layer-order check, the one place it is made. Records that `layer`, of lifecycle
+    /// `stage`, runs now; fails when a layer of a later stage already ran (a misordered
+    /// hand-built stack), or, for `LoadConfigLayer`, which builds the connection options
+    /// from scratch, when a layer above it already set some (an API key a layer of your own
+    /// set there would be lost without a word).
     pub(crate) fn enter(
         &mut self,
         stage: Stage,
@@ -114,17 +117,23 @@ impl Invocation {
         {
             return Err(crate::LambdaWorkerError::LayerOrder { layer, after });
         }
+        let c = &self.config.connection;
+        if stage == Stage::Load
+            && (c.api_key.is_some() || c.tls_options.is_some() || c.headers.is_some())
+        {
+            return Err(crate::LambdaWorkerError::LayerOrder {
+                layer,
+                after: "a layer that set connection settings (an API key, TLS or headers; \
+                        insert such a layer with WorkerStack::layer, or below \
+                        LoadConfigLayer)",
+            });
+        }
         if self.stage.is_none_or(|(seen, _)| stage >= seen) {
             self.stage = Some((stage, layer));
         }
         Ok(())
     }
 }
-
-/// A built-in step's stage, opaque outside this crate.
-#[doc(hidden)]
-#[derive(Clone, Copy, Debug)]
-pub struct StagePublic(pub(crate) Stage);
 
 /// Where a built-in layer belongs: each must run after every layer of an earlier stage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -47,12 +47,12 @@ use temporalio_sdk::runtime::{
     worker_tuner::{FixedSizeSlotSupplier, TunerHolder},
 };
 
-use crate::{Invocation, InvocationStep, LambdaWorkerError, StepLayer};
+use crate::{Invocation, InvocationStep, LambdaWorkerError, Step, StepLayer, invocation::Stage};
 
 /// The Lambda default numbers (the table in the module docs).
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
-pub struct LambdaDefaults {
+pub struct LambdaDefaultsStep {
     /// Max concurrent activities.
     pub max_concurrent_activities: usize,
     /// Max concurrent workflow tasks.
@@ -76,7 +76,7 @@ pub struct LambdaDefaults {
     pub sticky_queue_schedule_to_start_timeout: Duration,
 }
 
-impl Default for LambdaDefaults {
+impl Default for LambdaDefaultsStep {
     fn default() -> Self {
         Self {
             max_concurrent_activities: 2,
@@ -93,15 +93,9 @@ impl Default for LambdaDefaults {
     }
 }
 
-impl InvocationStep for LambdaDefaults {
-    fn stage(&self) -> Option<(crate::invocation::StagePublic, &'static str)> {
-        Some((
-            crate::invocation::StagePublic(crate::invocation::Stage::Defaults),
-            "LambdaDefaultsLayer",
-        ))
-    }
-
+impl InvocationStep for LambdaDefaultsStep {
     fn apply(&self, inv: &mut Invocation) -> Result<(), LambdaWorkerError> {
+        inv.enter(Stage::Defaults, "LambdaDefaultsLayer")?;
         let w = &mut inv.config.worker;
         w.tuner = TunerHolder::builder()
             .workflow_task_slot_supplier(FixedSizeSlotSupplier::new(
@@ -125,12 +119,15 @@ impl InvocationStep for LambdaDefaults {
 }
 
 /// Layer that pre-fills the Lambda defaults. Place it before [`ConfigureLayer`](crate::ConfigureLayer).
-pub type LambdaDefaultsLayer = StepLayer<LambdaDefaults>;
+pub type LambdaDefaultsLayer = StepLayer<LambdaDefaultsStep>;
 
-impl StepLayer<LambdaDefaults> {
+/// The service [`LambdaDefaultsLayer`] makes: [`LambdaDefaultsStep`] applied, then the inner service.
+pub type LambdaDefaults<S> = Step<S, LambdaDefaultsStep>;
+
+impl StepLayer<LambdaDefaultsStep> {
     /// The layer with the standard Lambda defaults.
     pub fn new() -> Self {
-        StepLayer::from_step(LambdaDefaults::default())
+        StepLayer::from_step(LambdaDefaultsStep::default())
     }
 }
 

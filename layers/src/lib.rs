@@ -17,6 +17,7 @@
 //! | [`WorkerIdentityLayer`] | identity `request_id@function_arn` unless set |
 //! | [`DeadlineWatchdogLayer`] | plan the [`Timeline`] (shutdown moment, drain end) from the final buffer; answer before the deadline |
 #![warn(missing_docs)]
+#![deny(unreachable_pub)]
 
 mod cleanup;
 pub mod config;
@@ -36,25 +37,28 @@ pub mod versioning;
 
 pub use config::{LambdaWorkerConfig, ShutdownHook};
 pub use configure::{
-    AsyncConfigure, Configure, ConfigureLayer, ConfigureService, Configured, async_configure,
+    AsyncConfigure, Configure, ConfigureCallback, ConfigureLayer, Configured, async_configure,
 };
 pub use deadline::{DeadlineWatchdog, DeadlineWatchdogLayer, LOCAL_TIMEOUT_VAR};
-pub use disable_eager::{DisableEagerActivities, DisableEagerActivitiesLayer};
+pub use disable_eager::{
+    DisableEagerActivities, DisableEagerActivitiesLayer, DisableEagerActivitiesStep,
+};
 pub use env::{Environment, ProcessEnvironment, StaticEnvironment};
 pub use error::{BoxError, LambdaWorkerError};
-pub use identity::{WorkerIdentity, WorkerIdentityLayer};
+pub use futures_util::future::BoxFuture;
+pub use identity::{WorkerIdentity, WorkerIdentityLayer, WorkerIdentityStep};
 pub use invocation::{Invocation, StopSignal, StopTrigger};
-pub use lambda_defaults::{LambdaDefaults, LambdaDefaultsLayer};
+pub use lambda_defaults::{LambdaDefaults, LambdaDefaultsLayer, LambdaDefaultsStep};
 pub use load_config::{
     ALLOW_UNPUBLISHED_CODE_VAR, DEFAULT_IDLE_SHUTDOWN, IDLE_SHUTDOWN_VAR, LONGEST_ACTIVITY_VAR,
-    LoadConfig, LoadConfigLayer,
+    LoadConfig, LoadConfigLayer, LoadConfigStep,
 };
 pub use secrets::{ApiKeySecret, ApiKeySecretLayer, NoSecretResolver, SecretResolver};
 pub use step::{InvocationStep, Step, StepLayer};
 pub use temporalio_common::telemetry::metrics::CoreMeter;
 pub use temporalio_common::worker::{VersioningBehavior, WorkerDeploymentVersion};
 pub use timeline::{Moment, Timeline};
-pub use versioning::{WorkerVersioning, WorkerVersioningLayer};
+pub use versioning::{WorkerVersioning, WorkerVersioningLayer, WorkerVersioningStep};
 
 pub mod testing {
     //! Helpers for unit-testing a layer of your own without a network or a real clock:

@@ -26,8 +26,8 @@ use temporalio_common::envconfig::{
 };
 
 use crate::{
-    Environment, Invocation, InvocationStep, LambdaWorkerError, ProcessEnvironment, StepLayer,
-    config::DEFAULT_NAMESPACE,
+    Environment, Invocation, InvocationStep, LambdaWorkerError, ProcessEnvironment, Step,
+    StepLayer, config::DEFAULT_NAMESPACE, invocation::Stage,
 };
 
 /// The variable that sets the idle exit: decimal seconds with no task in flight, or `off`.
@@ -132,17 +132,17 @@ pub fn load_client_config(env: &dyn Environment) -> Result<LoadedClientConfig, L
 /// Fills the connection and client options from envconfig, and the task queue from
 /// `TEMPORAL_TASK_QUEUE`.
 #[derive(Clone)]
-pub struct LoadConfig {
+pub struct LoadConfigStep {
     env: Arc<dyn Environment>,
 }
 
-impl std::fmt::Debug for LoadConfig {
+impl std::fmt::Debug for LoadConfigStep {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadConfig").finish_non_exhaustive()
+        f.debug_struct("LoadConfigStep").finish_non_exhaustive()
     }
 }
 
-impl LoadConfig {
+impl LoadConfigStep {
     /// `value`, the value of `var`, as a positive decimal number of seconds (`None` when
     /// unset or blank); otherwise a ConfigError naming the variable and saying what to do
     /// (`unset`).
@@ -170,26 +170,9 @@ impl LoadConfig {
     }
 }
 
-impl InvocationStep for LoadConfig {
-    fn stage(&self) -> Option<(crate::invocation::StagePublic, &'static str)> {
-        Some((
-            crate::invocation::StagePublic(crate::invocation::Stage::Load),
-            "LoadConfigLayer",
-        ))
-    }
-
+impl InvocationStep for LoadConfigStep {
     fn apply(&self, inv: &mut Invocation) -> Result<(), LambdaWorkerError> {
-        // This builds the connection options from scratch: whatever a layer above set
-        // (an API key, say) would be lost without a word.
-        let c = &inv.config.connection;
-        if c.api_key.is_some() || c.tls_options.is_some() || c.headers.is_some() {
-            return Err(LambdaWorkerError::LayerOrder {
-                layer: "LoadConfigLayer",
-                after: "a layer that set connection settings (an API key, TLS or headers; \
-                        insert such a layer with default_stack_with_connection_layer, or \
-                        after LoadConfigLayer)",
-            });
-        }
+        inv.enter(Stage::Load, "LoadConfigLayer")?;
         let loaded = load_client_config(self.env.as_ref())?;
         inv.config.connection = loaded.connection;
         inv.config.client = loaded.client;
@@ -242,20 +225,23 @@ impl InvocationStep for LoadConfig {
 }
 
 /// Layer that loads the client configuration. Place it first.
-pub type LoadConfigLayer = StepLayer<LoadConfig>;
+pub type LoadConfigLayer = StepLayer<LoadConfigStep>;
 
-impl StepLayer<LoadConfig> {
+/// The service [`LoadConfigLayer`] makes: [`LoadConfigStep`] applied, then the inner service.
+pub type LoadConfig<S> = Step<S, LoadConfigStep>;
+
+impl StepLayer<LoadConfigStep> {
     /// Reads the real process environment.
     pub fn new() -> Self {
         Self::with_environment(ProcessEnvironment)
     }
     /// Reads the given environment instead (tests, embedding).
     pub fn with_environment(env: impl Environment) -> Self {
-        StepLayer::from_step(LoadConfig { env: Arc::new(env) })
+        StepLayer::from_step(LoadConfigStep { env: Arc::new(env) })
     }
 }
 
-impl Default for StepLayer<LoadConfig> {
+impl Default for StepLayer<LoadConfigStep> {
     fn default() -> Self {
         Self::new()
     }

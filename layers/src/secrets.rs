@@ -256,6 +256,9 @@ impl<S, R> Layer<S> for ApiKeySecretLayer<R> {
     }
 }
 
+/// The future of [`ApiKeySecret`]: boxed, as its work is async and its type is not worth naming.
+pub type ResponseFuture<R> = BoxFuture<'static, Result<R, BoxError>>;
+
 /// The service made by [`ApiKeySecretLayer`].
 pub struct ApiKeySecret<S, R> {
     inner: S,
@@ -282,7 +285,7 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = BoxFuture<'static, Result<S::Response, BoxError>>;
+    type Future = ResponseFuture<S::Response>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)

@@ -38,12 +38,6 @@ pub trait InvocationStep: Clone + Send + Sync + 'static {
     /// Changes the invocation, or fails it with an error the person can act on (your own
     /// `errorType` and message: [`LambdaWorkerError::custom`]).
     fn apply(&self, invocation: &mut Invocation) -> Result<(), LambdaWorkerError>;
-
-    /// For the built-in steps: where the step belongs in the stack (checked).
-    #[doc(hidden)]
-    fn stage(&self) -> Option<(crate::invocation::StagePublic, &'static str)> {
-        None
-    }
 }
 
 /// A `tower::Layer` that applies an [`InvocationStep`].
@@ -95,11 +89,7 @@ where
     }
 
     fn call(&mut self, mut invocation: Invocation) -> Self::Future {
-        let entered = match self.step.stage() {
-            Some((stage, name)) => invocation.enter(stage.0, name),
-            None => Ok(()),
-        };
-        match entered.and_then(|()| self.step.apply(&mut invocation)) {
+        match self.step.apply(&mut invocation) {
             Ok(()) => ResponseFuture::Inner {
                 future: self.inner.call(invocation),
             },

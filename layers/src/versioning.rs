@@ -21,11 +21,11 @@ use temporalio_common::worker::{
     VersioningBehavior, WorkerDeploymentOptions, WorkerDeploymentVersion,
 };
 
-use crate::{Invocation, InvocationStep, LambdaWorkerError, StepLayer};
+use crate::{Invocation, InvocationStep, LambdaWorkerError, Step, StepLayer, invocation::Stage};
 
 /// Puts the worker on a Worker Deployment Version with versioning turned on.
 #[derive(Clone, Debug)]
-pub struct WorkerVersioning {
+pub struct WorkerVersioningStep {
     version: WorkerDeploymentVersion,
     /// Shared by every clone of the stack: the unpublished-code warning was logged.
     warned: Arc<AtomicBool>,
@@ -65,22 +65,16 @@ pub(crate) fn unpublished_code_warning(
     ))
 }
 
-impl WorkerVersioning {
+impl WorkerVersioningStep {
     /// The version the worker polls as.
     pub fn version(&self) -> &WorkerDeploymentVersion {
         &self.version
     }
 }
 
-impl InvocationStep for WorkerVersioning {
-    fn stage(&self) -> Option<(crate::invocation::StagePublic, &'static str)> {
-        Some((
-            crate::invocation::StagePublic(crate::invocation::Stage::Enforce),
-            "WorkerVersioningLayer",
-        ))
-    }
-
+impl InvocationStep for WorkerVersioningStep {
     fn apply(&self, inv: &mut Invocation) -> Result<(), LambdaWorkerError> {
+        inv.enter(Stage::Enforce, "WorkerVersioningLayer")?;
         let v = &self.version;
         let missing = match (
             v.deployment_name.trim().is_empty(),
@@ -129,12 +123,15 @@ impl InvocationStep for WorkerVersioning {
 }
 
 /// Layer that turns on Worker Deployment Versioning. Place it after the configure layer.
-pub type WorkerVersioningLayer = StepLayer<WorkerVersioning>;
+pub type WorkerVersioningLayer = StepLayer<WorkerVersioningStep>;
 
-impl StepLayer<WorkerVersioning> {
+/// The service [`WorkerVersioningLayer`] makes: [`WorkerVersioningStep`] applied, then the inner service.
+pub type WorkerVersioning<S> = Step<S, WorkerVersioningStep>;
+
+impl StepLayer<WorkerVersioningStep> {
     /// The layer for this deployment version.
     pub fn new(version: WorkerDeploymentVersion) -> Self {
-        StepLayer::from_step(WorkerVersioning {
+        StepLayer::from_step(WorkerVersioningStep {
             version,
             warned: Arc::default(),
         })

@@ -50,18 +50,21 @@ impl std::fmt::Debug for OtelLayer {
 }
 
 impl<S> Layer<S> for OtelLayer {
-    type Service = OtelService<S>;
+    type Service = Otel<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        OtelService {
+        Otel {
             inner,
             layer: self.clone(),
         }
     }
 }
 
+/// The future of [`Otel`]: boxed, as its work is async and its type is not worth naming.
+pub type ResponseFuture<R> = BoxFuture<'static, Result<R, BoxError>>;
+
 /// The service made by [`OtelLayer`].
 #[derive(Clone, Debug)]
-pub struct OtelService<S> {
+pub struct Otel<S> {
     inner: S,
     layer: OtelLayer,
 }
@@ -77,7 +80,7 @@ fn lambda_parent(context: &lambda_runtime::Context, env: &dyn Environment) -> Co
         .unwrap_or_default()
 }
 
-impl<S> Service<Invocation> for OtelService<S>
+impl<S> Service<Invocation> for Otel<S>
 where
     S: Service<Invocation, Error = BoxError>,
     S::Future: Send + 'static,
@@ -85,7 +88,7 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = BoxFuture<'static, Result<S::Response, BoxError>>;
+    type Future = ResponseFuture<S::Response>;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)

@@ -58,7 +58,7 @@
 //! let telemetry = otel::Telemetry::init(otel::OtelOptions::new().service_name("orders"))?;
 //! let stack = ServiceBuilder::new()
 //!     .layer(otel::OtelLayer::new(telemetry))
-//!     .service(default_stack(version, configure));
+//!     .service(WorkerStack::new(version, configure).build());
 //! serve(stack).await
 //! # }
 //! ```
@@ -92,7 +92,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub use apply::{apply_defaults, apply_metrics, apply_tracing};
-pub use layer::{OtelLayer, OtelService};
+pub use layer::{Otel, OtelLayer, ResponseFuture};
 pub use options::{
     DEFAULT_COLLECTOR_ENDPOINT, DEFAULT_FLUSH_TIMEOUT, DEFAULT_METRIC_PERIODICITY,
     DEFAULT_SERVICE_NAME, OtelOptions, ResolvedOtelOptions,
@@ -100,11 +100,11 @@ pub use options::{
 pub use telemetry::{FlushError, NOT_EXPORTED_TARGETS, Telemetry};
 pub use tracer::{LambdaIdGenerator, is_xray_trace_id};
 
-use crate::{BoxError, WorkerDeploymentVersion, default_stack, serve};
+use crate::{BoxError, WorkerDeploymentVersion, WorkerStack, serve};
 
 /// [`crate::run_worker`] with OpenTelemetry: the default stack under an [`OtelLayer`]
 /// with `telemetry` (the process's, from [`Telemetry::init`]).
-pub async fn run_worker<C: crate::Configure>(
+pub async fn run_worker<C: crate::ConfigureCallback>(
     version: WorkerDeploymentVersion,
     configure: C,
     telemetry: Telemetry,
@@ -112,7 +112,7 @@ pub async fn run_worker<C: crate::Configure>(
     let result = serve(
         tower::ServiceBuilder::new()
             .layer(OtelLayer::new(telemetry.clone()))
-            .service(default_stack(version, configure)),
+            .service(WorkerStack::new(version, configure).build()),
     )
     .await;
     // Stopping (SIGTERM, or an error that ends the process): export what is still

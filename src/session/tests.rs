@@ -2,148 +2,47 @@
 
 use crate::{
     BoxError, Invocation, LambdaWorkerConfig, LambdaWorkerError, StaticEnvironment,
-    WorkerDeploymentVersion, WorkerReport,
+    WorkerDeploymentVersion, WorkerReport, WorkerStack,
     backend::{RunningWorker, SessionConfig, StartTimings, WorkerBackend},
     rules::IDLE_SHUTDOWN_VAR,
+    testing::{self, FakeBackend, FakeBehaviour, FakeSession},
 };
 use futures_util::future::BoxFuture;
 use std::{
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
-#[derive(Clone, Copy, PartialEq)]
-enum Behaviour {
-    DrainsOnShutdown,
-    NeverDrains,
-    FailsToConnect,
-    StopsWithError,
-}
-
-/// What the backend saw: task queue, identity, eager reservations, versioning, graceful secs.
-type SeenSession = (String, Option<String>, usize, bool, u64);
-
-/// The connection the backend was asked for: target, TLS on, API key.
-type SeenConnection = (String, bool, Option<String>);
-
-#[derive(Clone)]
-struct Fake {
-    behaviour: Behaviour,
-    events: Arc<Mutex<Vec<String>>>,
-    sessions: Arc<Mutex<Vec<SeenSession>>>,
-    connections: Arc<Mutex<Vec<SeenConnection>>>,
-}
-
-impl Fake {
-    fn new(behaviour: Behaviour) -> Self {
-        Self {
-            behaviour,
-            events: Default::default(),
-            sessions: Default::default(),
-            connections: Default::default(),
-        }
-    }
-    fn events(&self) -> Vec<String> {
-        self.events.lock().unwrap().clone()
-    }
-}
-
-impl WorkerBackend for Fake {
-    fn start(&self, s: SessionConfig) -> BoxFuture<'static, Result<RunningWorker, BoxError>> {
-        let c = &s.connection;
-        self.connections.lock().unwrap().push((
-            c.target.to_string(),
-            c.tls_options.is_some(),
-            c.api_key.clone(),
-        ));
-        let w = &s.worker;
-        self.sessions.lock().unwrap().push((
-            w.task_queue.clone(),
-            w.client_identity_override.clone(),
-            w.max_eager_activity_reservations_per_workflow_task,
-            w.deployment_options.use_worker_versioning,
-            w.graceful_shutdown_period.unwrap_or_default().as_secs(),
-        ));
-        let behaviour = self.behaviour;
-        let events = self.events.clone();
-        Box::pin(async move {
-            if behaviour == Behaviour::FailsToConnect {
-                return Err("connection refused".into());
-            }
-            events.lock().unwrap().push("started".into());
-            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            let ev = events.clone();
-            let finished: BoxFuture<'static, Result<(), BoxError>> = match behaviour {
-                Behaviour::StopsWithError => Box::pin(async { Err("poll failed".into()) }),
-                Behaviour::NeverDrains => Box::pin(std::future::pending()),
-                _ => Box::pin(async move {
-                    let _ = rx.await;
-                    ev.lock().unwrap().push("drained".into());
-                    Ok(())
-                }),
-            };
-            let ev = events.clone();
-            Ok(RunningWorker {
-                shutdown: Box::new(move || {
-                    ev.lock().unwrap().push("shutdown".into());
-                    let _ = tx.send(());
-                }),
-                finished,
-                connection_reused: false,
-                timings: StartTimings::default(),
-            })
-        })
-    }
-}
-
 fn version() -> WorkerDeploymentVersion {
-    WorkerDeploymentVersion::builder()
-        .deployment_name("my-app")
-        .build_id("build-1")
-        .build()
-}
-
-fn invocation(remaining: Duration) -> Invocation {
-    let mut ctx = lambda_runtime::Context::default();
-    ctx.request_id = "req-7".into();
-    ctx.invoked_function_arn = "arn:aws:lambda:us-east-1:1:function:f".into();
-    ctx.deadline = (SystemTime::now() + remaining)
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    Invocation::new(serde_json::Value::Null, ctx)
+    testing::version("my-app", "build-1")
 }
 
 /// The default stack with the fake backend, and an environment where the idle exit is
 /// off (these tests follow a session to the shutdown buffer; the fake's worker runs no
 /// tasks, so with the default idle exit every session would end after 2 s).
-fn stack<C: crate::Configure>(
+fn stack<C: crate::ConfigureCallback>(
     configure: C,
-    backend: Fake,
+    backend: FakeBackend,
 ) -> impl Service<Invocation, Response = WorkerReport, Error = BoxError> {
-    crate::default_stack_with(
-        version(),
-        configure,
-        backend,
-        StaticEnvironment::new().with_var(IDLE_SHUTDOWN_VAR, "off"),
-    )
+    WorkerStack::new(version(), configure)
+        .backend(backend)
+        .environment(StaticEnvironment::new().with_var(IDLE_SHUTDOWN_VAR, "off"))
+        .build()
 }
 
 #[tokio::test(start_paused = true)]
 async fn by_default_an_idle_worker_begins_its_graceful_shutdown_after_two_seconds() {
-    let fake = Fake::new(Behaviour::DrainsOnShutdown);
+    let fake = FakeBackend::new();
     let start = Instant::now();
-    crate::default_stack_with(
-        version(),
-        with_queue,
-        fake.clone(),
-        StaticEnvironment::new(),
-    )
-    .oneshot(invocation(Duration::from_secs(60)))
-    .await
-    .unwrap();
+    WorkerStack::new(version(), with_queue)
+        .backend(fake.clone())
+        .environment(StaticEnvironment::new())
+        .build()
+        .oneshot(testing::invocation_in(Duration::from_secs(60)))
+        .await
+        .unwrap();
     let elapsed = start.elapsed();
     assert!(
         elapsed >= Duration::from_secs(2) && elapsed <= Duration::from_millis(2_100),
@@ -160,10 +59,10 @@ fn with_queue(c: &mut LambdaWorkerConfig) -> Result<(), BoxError> {
 
 #[tokio::test(start_paused = true)]
 async fn polls_until_deadline_minus_buffer_then_drains_and_reports() {
-    let fake = Fake::new(Behaviour::DrainsOnShutdown);
+    let fake = FakeBackend::new();
     let start = Instant::now();
     let report = stack(with_queue, fake.clone())
-        .oneshot(invocation(Duration::from_secs(60)))
+        .oneshot(testing::invocation_in(Duration::from_secs(60)))
         .await
         .unwrap();
     let elapsed = start.elapsed();
@@ -176,32 +75,37 @@ async fn polls_until_deadline_minus_buffer_then_drains_and_reports() {
     assert_eq!(report.task_queue, "tq");
     assert_eq!(
         report.identity.as_deref(),
-        Some("req-7@arn:aws:lambda:us-east-1:1:function:f")
+        Some(format!("test-request@{}", testing::FUNCTION_ARN).as_str())
     );
     assert_eq!(
         (report.deployment_name.as_str(), report.build_id.as_str()),
         ("my-app", "build-1")
     );
-    let sessions = fake.sessions.lock().unwrap();
-    let (tq, identity, eager, versioning, graceful) = sessions[0].clone();
-    assert_eq!(tq, "tq");
-    assert!(identity.unwrap().starts_with("req-7@"));
+    let session = &fake.sessions()[0];
+    assert_eq!(session.task_queue, "tq");
+    assert!(
+        session
+            .identity
+            .as_deref()
+            .unwrap()
+            .starts_with("test-request@")
+    );
     assert_eq!(
-        eager, 0,
+        session.eager_activity_reservations, 0,
         "eager activities stay off even when configure sets them"
     );
-    assert!(versioning);
-    assert_eq!(graceful, 5);
+    assert!(session.versioning);
+    assert_eq!(session.graceful_shutdown, Some(Duration::from_secs(5)));
 }
 
 #[tokio::test(start_paused = true)]
 async fn missing_task_queue_fails_before_connecting() {
-    let fake = Fake::new(Behaviour::DrainsOnShutdown);
+    let fake = FakeBackend::new();
     let err = stack(
         |_: &mut LambdaWorkerConfig| Ok::<_, BoxError>(()),
         fake.clone(),
     )
-    .oneshot(invocation(Duration::from_secs(60)))
+    .oneshot(testing::invocation_in(Duration::from_secs(60)))
     .await
     .unwrap_err();
     assert!(err.to_string().contains("TEMPORAL_TASK_QUEUE"), "{err}");
@@ -209,15 +113,18 @@ async fn missing_task_queue_fails_before_connecting() {
         err.to_string().contains("config.worker.task_queue"),
         "{err}"
     );
-    assert!(fake.sessions.lock().unwrap().is_empty());
+    assert!(fake.sessions().is_empty());
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_unreachable_server_is_a_connect_error_naming_the_address() {
-    let err = stack(with_queue, Fake::new(Behaviour::FailsToConnect))
-        .oneshot(invocation(Duration::from_secs(60)))
-        .await
-        .unwrap_err();
+    let err = stack(
+        with_queue,
+        FakeBackend::with_behaviour(FakeBehaviour::FailsToConnect),
+    )
+    .oneshot(testing::invocation_in(Duration::from_secs(60)))
+    .await
+    .unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("http://localhost:7233/"), "{msg}");
     assert!(msg.contains("connection refused"), "{msg}");
@@ -226,7 +133,7 @@ async fn an_unreachable_server_is_a_connect_error_naming_the_address() {
 
 #[tokio::test(start_paused = true)]
 async fn a_worker_that_never_drains_is_abandoned_at_the_drain_cap_and_recycles() {
-    let fake = Fake::new(Behaviour::NeverDrains);
+    let fake = FakeBackend::with_behaviour(FakeBehaviour::NeverDrains);
     let start = Instant::now();
     let hook_ran = Arc::new(Mutex::new(false));
     let h = hook_ran.clone();
@@ -242,7 +149,7 @@ async fn a_worker_that_never_drains_is_abandoned_at_the_drain_cap_and_recycles()
         },
         fake.clone(),
     )
-    .oneshot(invocation(Duration::from_secs(60)))
+    .oneshot(testing::invocation_in(Duration::from_secs(60)))
     .await
     .unwrap_err();
     let elapsed = start.elapsed();
@@ -262,8 +169,8 @@ async fn a_worker_that_never_drains_is_abandoned_at_the_drain_cap_and_recycles()
 #[tokio::test(start_paused = true)]
 async fn shutdown_hooks_run_even_when_no_worker_started() {
     for (behaviour, queue) in [
-        (Behaviour::FailsToConnect, true),
-        (Behaviour::DrainsOnShutdown, false),
+        (FakeBehaviour::FailsToConnect, true),
+        (FakeBehaviour::DrainsOnShutdown, false),
     ] {
         let ran = Arc::new(Mutex::new(false));
         let r = ran.clone();
@@ -278,8 +185,8 @@ async fn shutdown_hooks_run_even_when_no_worker_started() {
             });
             Ok::<_, BoxError>(())
         };
-        let err = stack(configure, Fake::new(behaviour))
-            .oneshot(invocation(Duration::from_secs(60)))
+        let err = stack(configure, FakeBackend::with_behaviour(behaviour))
+            .oneshot(testing::invocation_in(Duration::from_secs(60)))
             .await
             .unwrap_err();
         assert!(*ran.lock().unwrap(), "the hook did not run after: {err}");
@@ -288,10 +195,13 @@ async fn shutdown_hooks_run_even_when_no_worker_started() {
 
 #[tokio::test(start_paused = true)]
 async fn a_worker_error_fails_the_invocation() {
-    let err = stack(with_queue, Fake::new(Behaviour::StopsWithError))
-        .oneshot(invocation(Duration::from_secs(60)))
-        .await
-        .unwrap_err();
+    let err = stack(
+        with_queue,
+        FakeBackend::with_behaviour(FakeBehaviour::StopsWithError),
+    )
+    .oneshot(testing::invocation_in(Duration::from_secs(60)))
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("poll failed"), "{err}");
     assert!(
         !err.downcast_ref::<LambdaWorkerError>()
@@ -324,8 +234,8 @@ async fn hooks_run_in_order_survive_errors_and_panics_and_then_teardown() {
             }))
         }
     });
-    stack(configure, Fake::new(Behaviour::DrainsOnShutdown))
-        .oneshot(invocation(Duration::from_secs(30)))
+    stack(configure, FakeBackend::new())
+        .oneshot(testing::invocation_in(Duration::from_secs(30)))
         .await
         .unwrap();
     assert_eq!(*log.lock().unwrap(), ["hook1", "hook3", "teardown"]);
@@ -342,8 +252,8 @@ async fn a_hook_that_overruns_is_abandoned_and_the_answer_still_beats_the_deadli
         });
         Ok::<_, BoxError>(())
     };
-    stack(configure, Fake::new(Behaviour::DrainsOnShutdown))
-        .oneshot(invocation(Duration::from_secs(30)))
+    stack(configure, FakeBackend::new())
+        .oneshot(testing::invocation_in(Duration::from_secs(30)))
         .await
         .unwrap();
     let elapsed = start.elapsed();
@@ -370,12 +280,12 @@ async fn nothing_leaks_between_invocations() {
         c.add_shutdown_hook(|| Ok::<_, BoxError>(()));
         Ok::<_, BoxError>(())
     };
-    let mut svc = stack(configure, Fake::new(Behaviour::DrainsOnShutdown));
+    let mut svc = stack(configure, FakeBackend::new());
     for _ in 0..3 {
         svc.ready()
             .await
             .unwrap()
-            .call(invocation(Duration::from_secs(20)))
+            .call(testing::invocation_in(Duration::from_secs(20)))
             .await
             .unwrap();
     }
@@ -384,9 +294,9 @@ async fn nothing_leaks_between_invocations() {
 
 #[tokio::test(start_paused = true)]
 async fn the_stop_signal_begins_the_graceful_shutdown_at_once() {
-    let fake = Fake::new(Behaviour::DrainsOnShutdown);
+    let fake = FakeBackend::new();
     let (trigger, signal) = crate::StopSignal::new();
-    let mut inv = invocation(Duration::from_secs(60));
+    let mut inv = testing::invocation_in(Duration::from_secs(60));
     inv.stop = signal;
     let start = Instant::now();
     let stopping = async {
@@ -426,76 +336,37 @@ impl WorkerBackend for Unreachable {
 
 #[tokio::test(start_paused = true)]
 async fn the_backends_own_diagnosis_is_answered_as_it_is() {
-    let err =
-        crate::default_stack_with(version(), with_queue, Unreachable, StaticEnvironment::new())
-            .oneshot(invocation(Duration::from_secs(60)))
-            .await
-            .unwrap_err();
+    let err = WorkerStack::new(version(), with_queue)
+        .backend(Unreachable)
+        .environment(StaticEnvironment::new())
+        .build()
+        .oneshot(testing::invocation_in(Duration::from_secs(60)))
+        .await
+        .unwrap_err();
     let e = err.downcast_ref::<LambdaWorkerError>().unwrap();
     assert_eq!(e.error_type(), "TemporalLambdaWorker.ServerUnreachable");
     assert!(e.to_string().contains("http://x:7233/"), "{e}");
 }
 
-mod tls_rule {
-    //! An API key turns TLS on wherever it was set, unless TLS was explicitly disabled.
+mod tls_rule_wherever_the_key_was_set {
+    //! The TLS rule (`LambdaWorkerConfig::secure_connection`, unit-tested where it lives)
+    //! holds wherever the key was set: the worker service applies it after every layer and
+    //! the configure callback. An API key turns TLS on, unless TLS was explicitly disabled.
     use super::*;
-    use crate::{ApiKeySecretLayer, InvocationStep, NoSecretResolver, StepLayer};
+    use crate::layers::{ApiKeySecretLayer, InvocationStep, NoSecretResolver, StepLayer};
+    use crate::log_capture::warnings_of;
     use tower::ServiceBuilder;
-
-    struct Dir(std::path::PathBuf);
-    impl Dir {
-        fn with_file(tag: &str, name: &str, text: &str) -> Self {
-            let p = std::env::temp_dir().join(format!("tlw-tls-{tag}-{}", std::process::id()));
-            std::fs::create_dir_all(&p).unwrap();
-            std::fs::write(p.join(name), text).unwrap();
-            Self(p)
-        }
-        fn path(&self, name: &str) -> String {
-            self.0.join(name).to_str().unwrap().to_owned()
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    /// Log lines written while `f` runs (WARN and above).
-    async fn logs_of<F: std::future::Future>(f: F) -> (F::Output, String) {
-        #[derive(Clone, Default)]
-        struct Buf(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Buf {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let buf = Buf::default();
-        let b = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::WARN)
-            .with_ansi(false)
-            .with_writer(move || b.clone())
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
-        let out = f.await;
-        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-        (out, text)
-    }
 
     /// Runs one invocation through the default stack in `env` (with `extra` above
     /// the configure layer, as a user's own layer sits) and returns what the backend
     /// was asked to connect to.
-    async fn connection_for<C: crate::Configure>(
+    async fn connection_for<C: crate::ConfigureCallback>(
         env: StaticEnvironment,
         configure: C,
         key_layer: Option<StepLayer<SetKey>>,
         secret_layer: bool,
-    ) -> SeenConnection {
-        let fake = Fake::new(Behaviour::DrainsOnShutdown);
+    ) -> FakeSession {
+        let fake = FakeBackend::new();
         // The user's layers where the insertion point puts them: right after config
         // loading.
         let theirs = ServiceBuilder::new()
@@ -504,12 +375,15 @@ mod tls_rule {
                     .then(|| ApiKeySecretLayer::with_environment(NoSecretResolver, env.clone())),
             )
             .option_layer(key_layer);
-        let svc =
-            crate::stack_with_connection_layer(version(), configure, fake.clone(), env, theirs);
-        svc.oneshot(invocation(Duration::from_secs(30)))
+        let svc = WorkerStack::new(version(), configure)
+            .backend(fake.clone())
+            .environment(env)
+            .layer(theirs)
+            .build();
+        svc.oneshot(testing::invocation_in(Duration::from_secs(30)))
             .await
             .unwrap();
-        fake.connections.lock().unwrap()[0].clone()
+        fake.sessions()[0].clone()
     }
 
     /// A user's own layer that sets the key.
@@ -522,10 +396,10 @@ mod tls_rule {
         }
     }
 
-    fn assert_tls(seen: &SeenConnection, host: &str, key: &str) {
-        assert_eq!(seen.0, format!("https://{host}/"), "{seen:?}");
-        assert!(seen.1, "TLS is on: {seen:?}");
-        assert_eq!(seen.2.as_deref(), Some(key));
+    fn assert_tls(seen: &FakeSession, host: &str, key: &str) {
+        assert_eq!(seen.target, format!("https://{host}/"), "{seen:?}");
+        assert!(seen.tls, "TLS is on: {seen:?}");
+        assert!(seen.api_key_is(key), "{seen:?}");
     }
 
     fn env(address: &str) -> StaticEnvironment {
@@ -546,13 +420,16 @@ mod tls_rule {
 
     #[tokio::test(start_paused = true)]
     async fn a_key_from_the_profile_turns_tls_on() {
-        let dir = Dir::with_file(
-            "profile",
+        let dir = testing::TempDir::new();
+        dir.write(
             "temporal.toml",
             "[profile.default]\naddress = \"ns.tmprl.cloud:7233\"\napi_key = \"from-file\"\n",
         );
         let seen = connection_for(
-            StaticEnvironment::new().with_var("TEMPORAL_CONFIG_FILE", dir.path("temporal.toml")),
+            StaticEnvironment::new().with_var(
+                "TEMPORAL_CONFIG_FILE",
+                dir.path().join("temporal.toml").to_str().unwrap(),
+            ),
             with_queue,
             None,
             false,
@@ -563,9 +440,13 @@ mod tls_rule {
 
     #[tokio::test(start_paused = true)]
     async fn a_key_from_the_api_key_secret_layer_turns_tls_on() {
-        let dir = Dir::with_file("secret", "key", "from-secret\n");
+        let dir = testing::TempDir::new();
+        dir.write("key", "from-secret\n");
         let seen = connection_for(
-            env("ns.tmprl.cloud:7233").with_var("TEMPORAL_API_KEY_FILE", dir.path("key")),
+            env("ns.tmprl.cloud:7233").with_var(
+                "TEMPORAL_API_KEY_FILE",
+                dir.path().join("key").to_str().unwrap(),
+            ),
             with_queue,
             None,
             true,
@@ -598,63 +479,60 @@ mod tls_rule {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_connection_layer_inserted_in_the_default_stack_keeps_its_key() {
-        let fake = Fake::new(Behaviour::DrainsOnShutdown);
-        crate::stack_with_connection_layer(
-            version(),
-            with_queue,
-            fake.clone(),
-            env("ns.tmprl.cloud:7233"),
-            StepLayer::from_step(SetKey),
-        )
-        .oneshot(invocation(Duration::from_secs(30)))
-        .await
-        .unwrap();
-        let seen = fake.connections.lock().unwrap()[0].clone();
+    async fn a_layer_added_to_the_worker_stack_keeps_its_key() {
+        let fake = FakeBackend::new();
+        WorkerStack::new(version(), with_queue)
+            .backend(fake.clone())
+            .environment(env("ns.tmprl.cloud:7233"))
+            .layer(StepLayer::from_step(SetKey))
+            .build()
+            .oneshot(testing::invocation_in(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        let seen = fake.sessions()[0].clone();
         assert_tls(&seen, "ns.tmprl.cloud:7233", "from-a-layer");
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_connection_layer_wrapped_around_the_default_stack_is_an_error_not_a_lost_key() {
-        let fake = Fake::new(Behaviour::DrainsOnShutdown);
+    async fn a_layer_wrapped_around_the_worker_stack_is_an_error_not_a_lost_key() {
+        let fake = FakeBackend::new();
         let svc = ServiceBuilder::new()
             .layer(StepLayer::from_step(SetKey))
-            .service(crate::default_stack_with(
-                version(),
-                with_queue,
-                fake.clone(),
-                env("ns.tmprl.cloud:7233"),
-            ));
+            .service(
+                WorkerStack::new(version(), with_queue)
+                    .backend(fake.clone())
+                    .environment(env("ns.tmprl.cloud:7233"))
+                    .build(),
+            );
         let err = svc
-            .oneshot(invocation(Duration::from_secs(30)))
+            .oneshot(testing::invocation_in(Duration::from_secs(30)))
             .await
             .unwrap_err();
         let e = err.downcast_ref::<LambdaWorkerError>().unwrap();
         assert_eq!(e.error_type(), "TemporalLambdaWorker.LayerOrder");
-        assert!(
-            e.to_string()
-                .contains("default_stack_with_connection_layer"),
-            "{e}"
-        );
-        assert!(fake.connections.lock().unwrap().is_empty());
+        assert!(e.to_string().contains("WorkerStack::layer"), "{e}");
+        assert!(fake.sessions().is_empty());
     }
 
     #[tokio::test(start_paused = true)]
     async fn no_key_no_tls() {
-        let (seen, logs) = logs_of(connection_for(
+        let (seen, logs) = warnings_of(connection_for(
             env("127.0.0.1:7233"),
             with_queue,
             None,
             false,
         ))
         .await;
-        assert_eq!(seen, ("http://127.0.0.1:7233/".into(), false, None));
+        assert_eq!(
+            (seen.target.as_str(), seen.tls, seen.api_key_set),
+            ("http://127.0.0.1:7233/", false, false)
+        );
         assert_eq!(logs, "");
     }
 
     #[tokio::test(start_paused = true)]
     async fn tls_disabled_by_the_environment_keeps_it_off_with_one_warning() {
-        let (seen, logs) = logs_of(connection_for(
+        let (seen, logs) = warnings_of(connection_for(
             env("127.0.0.1:7233").with_var("TEMPORAL_TLS", "false"),
             with_queue,
             Some(StepLayer::from_step(SetKey)),
@@ -662,13 +540,10 @@ mod tls_rule {
         ))
         .await;
         assert_eq!(
-            seen,
-            (
-                "http://127.0.0.1:7233/".into(),
-                false,
-                Some("from-a-layer".into())
-            )
+            (seen.target.as_str(), seen.tls),
+            ("http://127.0.0.1:7233/", false)
         );
+        assert!(seen.api_key_is("from-a-layer"), "{seen:?}");
         assert_eq!(logs.lines().count(), 1, "{logs}");
         assert!(logs.contains("API key"), "{logs}");
         assert!(logs.contains("TEMPORAL_TLS=false"), "{logs}");
@@ -680,23 +555,27 @@ mod tls_rule {
 
     #[tokio::test(start_paused = true)]
     async fn tls_disabled_in_the_profile_keeps_it_off_with_one_warning() {
-        let dir = Dir::with_file(
-            "disabled",
+        let dir = testing::TempDir::new();
+        dir.write(
             "temporal.toml",
             "[profile.default]\naddress = \"127.0.0.1:7233\"\napi_key = \"k\"\n\
              [profile.default.tls]\ndisabled = true\n",
         );
-        let (seen, logs) = logs_of(connection_for(
-            StaticEnvironment::new().with_var("TEMPORAL_CONFIG_FILE", dir.path("temporal.toml")),
+        let (seen, logs) = warnings_of(connection_for(
+            StaticEnvironment::new().with_var(
+                "TEMPORAL_CONFIG_FILE",
+                dir.path().join("temporal.toml").to_str().unwrap(),
+            ),
             with_queue,
             None,
             false,
         ))
         .await;
         assert_eq!(
-            seen,
-            ("http://127.0.0.1:7233/".into(), false, Some("k".into()))
+            (seen.target.as_str(), seen.tls),
+            ("http://127.0.0.1:7233/", false)
         );
+        assert!(seen.api_key_is("k"), "{seen:?}");
         assert_eq!(logs.lines().count(), 1, "{logs}");
         assert!(logs.contains("tls.disabled = true"), "{logs}");
     }

@@ -137,7 +137,7 @@ impl ServerlessLoop {
                 "no worker of {deployment}/{build_id} polled task queue {task_queue} (the \
                  version has {polled:?}): the bootstrap polls as another deployment, build id \
                  or task queue; its log line `worker polling task_queue=… deployment=… \
-                 build_id=…` says which (see the README's troubleshooting)"
+                 build_id=…` says which (see docs/local-loop.md, troubleshooting)"
             ));
         }
         Ok(())
@@ -151,7 +151,7 @@ impl ServerlessLoop {
             .map_err(|e| {
                 format!(
                     "could not make {deployment}/{build_id} current (did the bootstrap poll as \
-                     that version? see the README's troubleshooting): {e}"
+                     that version? see docs/local-loop.md, troubleshooting): {e}"
                 )
             })
     }
