@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # The main job: Temporal's Worker Controller invoking the `hello` Lambda bootstrap through the
-# local Lambda control plane, against a local Temporal dev server (README: "The serverless
-# loop on your machine"). Args: lambda-local's options (--workflows N, --timeout SECS, …).
+# local Lambda control plane, against a local Temporal dev server (docs/local-loop.md). Args: lambda-local's options (--workflows N, --timeout SECS, …).
 # Each step says what it does and how long it took; cargo shows its own progress.
 set -euo pipefail
 cd "$(dirname "$0")/.."
