@@ -13,6 +13,9 @@ blocks=$(mktemp -d)
 trap 'rm -rf "$blocks"' EXIT
 awk -v dir="$blocks" '/^```sh$/ {n++; f=1; next} /^```$/ {f=0; next} f {print > (dir "/" n ".sh")}' docs/deploy.md
 closed=127.0.0.1:9
+# One attempt per command: the verdict is the CLI's parsing, and its retries against the
+# closed port only waited (2 min 14 s of the check's 2 min 17 s).
+export AWS_MAX_ATTEMPTS=1
 
 # The verdict goes to stderr: a command whose output the guide captures (`VERSION_ARN=$(aws
 # … --query FunctionArn --output text)`) gets what AWS would print there: a qualified ARN.

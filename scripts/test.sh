@@ -6,9 +6,11 @@
 # through the local serverless loop), and the deploy guide's commands checked against their
 # CLIs. Each step prints how long it took, and the total at the end.
 #
-# The builds that share nothing with the test build (the packaged crates, the release zips)
-# run in the background at the lowest CPU priority, from the end of clippy: they take the
-# CPU the integration tests leave while they wait on their servers, and none from them.
+# The release zips share nothing with the test build: they build in the background at the
+# lowest CPU priority from the start, taking the CPU the other steps leave (a crate that
+# compiles on one core, the integration tests waiting on their servers) and none from them.
+# The package check shares the workspace's target dir (the dependencies clippy checked are
+# reused), so it runs in the foreground, right after clippy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$SECONDS
@@ -24,13 +26,8 @@ step fmt cargo fmt --all -- --check
 # One feature set for every step, so the SDK builds once: the default plus `otel`. The
 # default build alone (no `otel`) is built by lambda-build.sh.
 features=(--features temporal-lambda-worker/otel)
-step clippy cargo clippy --workspace --all-targets "${features[@]}" --quiet -- -D warnings
 
 background_builds() {
-  # The packages are type-checked as a user's build sees them (default features, only
-  # their own dependencies), so they share no artifact with the test build: their own
-  # target dir (scripts/package-check.sh says why a check and not cargo's full verify).
-  step package bash scripts/package-check.sh
   step lambda-build bash scripts/lambda-build.sh --build
 }
 background_log=$(mktemp)
@@ -45,6 +42,9 @@ finish_background() { # waits for the background builds; shows their output
   return "$status"
 }
 trap 'kill "$background" 2>/dev/null || true' EXIT
+
+step clippy cargo clippy --workspace --all-targets "${features[@]}" --quiet -- -D warnings
+step package bash scripts/package-check.sh
 
 step tests env TLW_QUIET_BOOTSTRAP=1 cargo test --workspace "${features[@]}"
 step doc env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps "${features[@]}" --quiet
