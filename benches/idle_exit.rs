@@ -1,16 +1,30 @@
-//! Idle exit through the real serverless loop (issue 14): the dev server's Worker
+//! Idle exit through the real serverless loop (issues 14 and 20): the dev server's Worker
 //! Controller invokes the `hello` function through the local control plane (as
-//! `scripts/hello.sh` runs it), for a sparse stream of workflows and for a burst, with
-//! `TEMPORAL_IDLE_SHUTDOWN_SECS` unset (off) and set. Prints, per run: billed seconds (the
-//! sum of invocation durations, hand-out → answer), invocations, cold starts, workflow
-//! start → close latency (median, p95, max) and workflows not completed. Asserts nothing.
+//! `scripts/hello.sh` runs it), for a suite of workloads, once per value of
+//! `TEMPORAL_IDLE_SHUTDOWN_SECS`. Prints, per run: billed seconds (the sum of invocation
+//! durations, hand-out → answer) and billed seconds per workflow, invocations, cold starts,
+//! workflow start → close latency (median, p95, max; the workflows the bench started, not
+//! their children) and workflows not completed. Asserts nothing.
+//!
+//! The workloads (`TLW_BENCH_SCENARIOS`, comma-separated; default all but `burst`):
+//! - `sparse`: a `HelloWorkflow` (one activity) every 10 s, 12 of them;
+//! - `chain`: a `ChainWorkflow` of 5 activities one after another, every 10 s, 6 of them;
+//! - `timers`: a `TimerWorkflow` (activity, timer of 0.5, 1 or 3 s, activity), every 10 s, 6;
+//! - `signal`: a `WhichBuildWorkflow` waiting for a signal sent 1–5 s after its start, then
+//!   an activity, every 10 s, 6;
+//! - `even300`: 300 `HelloWorkflow`s arriving evenly over 10 s;
+//! - `parent`: a `ParentWorkflow` running 3 child `HelloWorkflow`s one after another, every
+//!   10 s, 6;
+//! - `burst`: 300 `HelloWorkflow`s at once.
 //!
 //! Run: `cargo bench --bench idle_exit` (the debug `hello`; build it first with
 //! `cargo build --workspace --examples`), or `TLW_BENCH_BOOTSTRAP=path`. Knobs:
 //! `TLW_BENCH_IDLE` (comma-separated values of `TEMPORAL_IDLE_SHUTDOWN_SECS` to compare,
-//! `off` for none; default `off,2`), `TLW_BENCH_TIMEOUT_SECS` (the function's timeout, 60), `TLW_BENCH_SPARSE`
-//! (workflows of the sparse stream, 12, one every `TLW_BENCH_SPARSE_EVERY_SECS`, 10),
-//! `TLW_BENCH_BURST` (workflows of the burst, 300), `TLW_BENCH_CONCURRENCY` (10).
+//! `off` for none; default `off,2`), `TLW_BENCH_TIMEOUT_SECS` (the function's timeout, 60),
+//! `TLW_BENCH_SPARSE` (workflows of the sparse stream, 12), `TLW_BENCH_EVERY_SECS` (the gap
+//! between the starts of the spaced workloads, 10), `TLW_BENCH_SPACED` (workflows of each
+//! other spaced workload, 6), `TLW_BENCH_BURST` (workflows of the burst and of `even300`,
+//! 300), `TLW_BENCH_CONCURRENCY` (10).
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -30,6 +44,7 @@ fn bootstrap() -> PathBuf {
 struct Row {
     idle: String,
     scenario: &'static str,
+    workflows: usize,
     billed: f64,
     invocations: usize,
     cold_starts: usize,
@@ -52,6 +67,92 @@ async fn start_workflows(server: &Arc<DevServer>, queue: &str, ids: Vec<String>)
         .await;
 }
 
+/// Starts one workflow of `kind` (and, for `signal`, sends its signal 1–5 s later).
+async fn start_one(server: &Arc<DevServer>, queue: &str, kind: &str, id: &str, i: usize) {
+    let started = match kind {
+        "chain" => {
+            server
+                .start_workflow("ChainWorkflow", queue, id, Some("5"))
+                .await
+        }
+        "timers" => {
+            let millis = ["500", "1000", "3000"][i % 3];
+            server
+                .start_workflow("TimerWorkflow", queue, id, Some(millis))
+                .await
+        }
+        "signal" => {
+            let r = server
+                .start_workflow("WhichBuildWorkflow", queue, id, Some("true"))
+                .await;
+            let (server, id) = (server.clone(), id.to_owned());
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(1 + (i % 5) as u64)).await;
+                if let Err(e) = server.signal(&id, "proceed").await {
+                    eprintln!("could not signal {id}: {e}");
+                }
+            });
+            r
+        }
+        "parent" => {
+            server
+                .start_workflow("ParentWorkflow", queue, id, Some("3"))
+                .await
+        }
+        _ => server.start_hello(queue, id, "Idle").await,
+    };
+    if let Err(e) = started {
+        eprintln!("could not start {id}: {e}");
+    }
+}
+
+/// Starts the workflows of `scenario`, paced as it says; their ids.
+async fn start_scenario(
+    server: &Arc<DevServer>,
+    queue: &str,
+    scenario: &str,
+    name: &str,
+) -> Vec<String> {
+    let every = Duration::from_secs(env_or("TLW_BENCH_EVERY_SECS", 10));
+    let ids = |n: usize| -> Vec<String> { (0..n).map(|i| format!("wf-{name}-{i}")).collect() };
+    match scenario {
+        "burst" => {
+            let ids = ids(env_or("TLW_BENCH_BURST", 300));
+            start_workflows(server, queue, ids.clone()).await;
+            ids
+        }
+        "even300" => {
+            // Evenly over 10 s: a batch of 10 every 10 s / (n / 10).
+            let ids = ids(env_or("TLW_BENCH_BURST", 300));
+            let batches = ids.len().div_ceil(10).max(1);
+            let gap = Duration::from_secs(10) / batches as u32;
+            let mut next = tokio::time::Instant::now();
+            for batch in ids.chunks(10) {
+                tokio::time::sleep_until(next).await;
+                next += gap;
+                start_workflows(server, queue, batch.to_vec()).await;
+            }
+            ids
+        }
+        kind => {
+            let n = if kind == "sparse" {
+                env_or("TLW_BENCH_SPARSE", 12)
+            } else {
+                env_or("TLW_BENCH_SPACED", 6)
+            };
+            let ids = ids(n);
+            let mut next = tokio::time::Instant::now();
+            for (i, id) in ids.iter().enumerate() {
+                tokio::time::sleep_until(next).await;
+                next += every;
+                start_one(server, queue, kind, id, i).await;
+            }
+            tokio::time::sleep_until(next).await;
+            ids
+        }
+    }
+}
+
 async fn run(idle: &str, scenario: &'static str, tag: usize) -> Row {
     let timeout = Duration::from_secs(env_or("TLW_BENCH_TIMEOUT_SECS", 60));
     let name = format!("idle{tag}");
@@ -63,6 +164,8 @@ async fn run(idle: &str, scenario: &'static str, tag: usize) -> Row {
         .env("TEMPORAL_TASK_QUEUE", &queue)
         .env("HELLO_DEPLOYMENT_NAME", &deployment)
         .env("AWS_LAMBDA_LOG_LEVEL", "WARN")
+        // The bench registers the function's unqualified ARN (one build, never upgraded).
+        .env("TEMPORAL_ALLOW_UNPUBLISHED_CODE", "1")
         .timeout(timeout)
         .concurrency(env_or("TLW_BENCH_CONCURRENCY", 10))
         .task_root(&root);
@@ -80,24 +183,7 @@ async fn run(idle: &str, scenario: &'static str, tag: usize) -> Row {
         })
         .await;
     let before = plane.stats(&name).attempts.len();
-    let ids: Vec<String> = match scenario {
-        "sparse" => {
-            let n: usize = env_or("TLW_BENCH_SPARSE", 12);
-            let every = Duration::from_secs(env_or("TLW_BENCH_SPARSE_EVERY_SECS", 10));
-            let ids: Vec<String> = (0..n).map(|i| format!("wf-{name}-{i}")).collect();
-            for id in &ids {
-                start_workflows(&server, &queue, vec![id.clone()]).await;
-                tokio::time::sleep(every).await;
-            }
-            ids
-        }
-        _ => {
-            let n: usize = env_or("TLW_BENCH_BURST", 300);
-            let ids: Vec<String> = (0..n).map(|i| format!("wf-{name}-{i}")).collect();
-            start_workflows(&server, &queue, ids.clone()).await;
-            ids
-        }
-    };
+    let ids = start_scenario(&server, &queue, scenario, &name).await;
     // Every workflow closed (or 5 minutes), then every invocation answered.
     let query = format!("TaskQueue='{queue}' AND ExecutionStatus='Running'");
     for _ in 0..600 {
@@ -123,20 +209,23 @@ async fn run(idle: &str, scenario: &'static str, tag: usize) -> Row {
         })
         .map(|d| d.as_secs_f64())
         .sum();
+    let started: std::collections::HashSet<&String> = ids.iter().collect();
     let latencies: Vec<f64> = workflow_times(
         &server,
         &format!("TaskQueue='{queue}' AND ExecutionStatus='Completed'"),
     )
     .await
     .unwrap_or_default()
-    .values()
-    .map(|(start, close)| close - start)
+    .iter()
+    .filter(|(id, _)| started.contains(id))
+    .map(|(_, (start, close))| close - start)
     .collect();
     drop(plane);
     let _ = std::fs::remove_dir_all(&root);
     Row {
         idle: idle.to_owned(),
         scenario,
+        workflows: ids.len(),
         billed,
         invocations: attempts.len(),
         cold_starts: attempts.iter().filter(|a| a.cold_start).count(),
@@ -154,17 +243,23 @@ async fn main() {
         env_or("TLW_BENCH_TIMEOUT_SECS", 60)
     );
     println!(
-        "| idle exit | scenario | billed s | invocations | cold starts | latency median s | p95 s | max s | not completed |"
+        "| idle exit | scenario | billed s | billed s per workflow | invocations | cold starts | latency median s | p95 s | max s | not completed |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let scenarios = std::env::var("TLW_BENCH_SCENARIOS")
+        .unwrap_or_else(|_| "sparse,chain,timers,signal,even300,parent".into());
     let mut tag = 0;
-    for scenario in ["sparse", "burst"] {
+    for scenario in scenarios.split(',') {
+        let scenario = SCENARIOS
+            .into_iter()
+            .find(|k| *k == scenario.trim())
+            .unwrap_or_else(|| panic!("unknown scenario {scenario}: one of {SCENARIOS:?}"));
         for idle in idles.split(',') {
             tag += 1;
             let r = run(idle.trim(), scenario, tag).await;
             let at = |p: f64| percentile(&r.latencies, p);
             println!(
-                "| {} | {} | {:.1} | {} | {} | {:.2} | {:.2} | {:.2} | {} |",
+                "| {} | {} | {:.1} | {:.2} | {} | {} | {:.2} | {:.2} | {:.2} | {} |",
                 if r.idle == "off" {
                     "off".to_owned()
                 } else {
@@ -172,6 +267,7 @@ async fn main() {
                 },
                 r.scenario,
                 r.billed,
+                r.billed / r.workflows.max(1) as f64,
                 r.invocations,
                 r.cold_starts,
                 at(0.5),
@@ -182,3 +278,7 @@ async fn main() {
         }
     }
 }
+
+const SCENARIOS: [&str; 7] = [
+    "sparse", "chain", "timers", "signal", "even300", "parent", "burst",
+];

@@ -7,15 +7,20 @@ use std::time::Duration;
 use temporalio_common::{RetryPolicy, worker::WorkerDeploymentVersion};
 use temporalio_macros::{activities, workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityOptions, SyncWorkflowContext, WorkerOptions, WorkflowContext, WorkflowResult,
+    ActivityOptions, ChildWorkflowOptions, SyncWorkflowContext, WorkerOptions, WorkflowContext,
+    WorkflowResult,
     activities::{ActivityContext, ActivityError},
     error::WorkflowRegistrationError,
 };
 
 /// Registers [`HelloWorkflow`], [`SlowHelloWorkflow`], [`SlowHelloOnceWorkflow`],
-/// [`WhichBuildWorkflow`] and [`GreetingActivities`].
+/// [`WhichBuildWorkflow`], the workload suite's [`ChainWorkflow`], [`TimerWorkflow`] and
+/// [`ParentWorkflow`], and [`GreetingActivities`].
 pub fn register(worker: &mut WorkerOptions) -> Result<(), WorkflowRegistrationError> {
     worker.register_workflow::<HelloWorkflow>()?;
+    worker.register_workflow::<ChainWorkflow>()?;
+    worker.register_workflow::<TimerWorkflow>()?;
+    worker.register_workflow::<ParentWorkflow>()?;
     worker.register_workflow::<WhichBuildWorkflow>()?;
     worker.register_workflow::<SlowHelloWorkflow>()?;
     worker.register_workflow::<SlowHelloOnceWorkflow>()?;
@@ -49,6 +54,88 @@ impl HelloWorkflow {
             )
             .await?;
         Ok(greeting)
+    }
+}
+
+fn greet_options() -> ActivityOptions {
+    ActivityOptions::start_to_close_timeout(Duration::from_secs(10))
+}
+
+/// Greets `links` times, one activity after another (the workload suite's chain: each
+/// activity's task comes a workflow task after the previous one ended).
+#[workflow]
+#[derive(Default)]
+pub struct ChainWorkflow;
+
+#[workflow_methods]
+impl ChainWorkflow {
+    #[run]
+    pub async fn run(ctx: &mut WorkflowContext<Self>, links: u32) -> WorkflowResult<String> {
+        let mut last = String::new();
+        for i in 0..links {
+            last = ctx
+                .execute_activity(
+                    GreetingActivities::greet,
+                    format!("link {i}"),
+                    greet_options(),
+                )
+                .await?;
+        }
+        Ok(last)
+    }
+}
+
+/// Greets, waits `millis` milliseconds on a durable timer, greets again (the workload
+/// suite's timer: the next task comes when the timer fires, seconds later).
+#[workflow]
+#[derive(Default)]
+pub struct TimerWorkflow;
+
+#[workflow_methods]
+impl TimerWorkflow {
+    #[run]
+    pub async fn run(ctx: &mut WorkflowContext<Self>, millis: u64) -> WorkflowResult<String> {
+        ctx.execute_activity(
+            GreetingActivities::greet,
+            "before".to_owned(),
+            greet_options(),
+        )
+        .await?;
+        ctx.timer(Duration::from_millis(millis)).await;
+        let after = ctx
+            .execute_activity(
+                GreetingActivities::greet,
+                "after".to_owned(),
+                greet_options(),
+            )
+            .await?;
+        Ok(after)
+    }
+}
+
+/// Runs `children` [`HelloWorkflow`] children one after another (the workload suite's
+/// parent: each child's tasks, then the parent's next one).
+#[workflow]
+#[derive(Default)]
+pub struct ParentWorkflow;
+
+#[workflow_methods]
+impl ParentWorkflow {
+    #[run]
+    pub async fn run(ctx: &mut WorkflowContext<Self>, children: u32) -> WorkflowResult<String> {
+        let parent = ctx.info().workflow_id().to_owned();
+        let mut last = String::new();
+        for i in 0..children {
+            let child = ctx
+                .start_child_workflow(
+                    HelloWorkflow::run,
+                    format!("child {i}"),
+                    ChildWorkflowOptions::workflow_id(format!("{parent}-child-{i}")),
+                )
+                .await?;
+            last = child.result().await?;
+        }
+        Ok(last)
     }
 }
 
