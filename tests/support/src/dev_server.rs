@@ -40,12 +40,40 @@ pub struct DevServer {
     child: Child,
     /// `127.0.0.1:PORT`.
     pub address: String,
+    /// Where its stderr goes (removed on drop).
+    log: PathBuf,
+}
+
+/// Why a start failed: the server exited (a port was taken: worth another try) or never
+/// served.
+enum Exit {
+    Early(String),
+    Timeout(String),
 }
 
 impl DevServer {
-    /// Starts a dev server on a free loopback port and waits until it serves.
+    /// Starts a dev server on a free loopback port and waits until it serves. A port can be
+    /// taken between `free_port` returning it and the server binding it (the parallel tests
+    /// bind ports all the time): then it starts again on other ports, up to 3 times.
     pub fn start() -> Self {
-        Self::start_on(free_port(), &[], &[])
+        Self::start_on_first_free(std::iter::repeat_with(free_port).take(3), &[], &[])
+    }
+
+    /// Starts a dev server on the first of `ports` it can bind; panics with the last
+    /// server's own error when none works.
+    pub fn start_on_first_free(
+        ports: impl IntoIterator<Item = u16>,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Self {
+        let mut failed = Vec::new();
+        for port in ports {
+            match Self::try_start_on(port, env, args) {
+                Ok(server) => return server,
+                Err(e) => failed.push(e),
+            }
+        }
+        panic!("{}", failed.join("; then "))
     }
 
     /// Starts a dev server on `port` whose Worker Controller is on and sends every AWS call
@@ -71,9 +99,34 @@ impl DevServer {
     }
 
     /// Starts a dev server on `port` with extra environment and arguments, and waits until
-    /// it serves.
+    /// it serves. Its HTTP and metrics ports are picked here; when the server exits before
+    /// serving (one of them was taken meanwhile), it starts again on two others, up to 3
+    /// times. Panics with the server's own error when it cannot serve on `port`.
     pub fn start_on(port: u16, env: &[(&str, &str)], args: &[&str]) -> Self {
+        Self::try_start_on(port, env, args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_start_on(port: u16, env: &[(&str, &str)], args: &[&str]) -> Result<Self, String> {
+        let mut failed = String::new();
+        for _ in 0..3 {
+            match Self::spawn_and_wait(port, env, args) {
+                Ok(server) => return Ok(server),
+                Err(Exit::Early(e)) => failed = e,
+                Err(Exit::Timeout(e)) => return Err(e),
+            }
+        }
+        Err(failed)
+    }
+
+    fn spawn_and_wait(port: u16, env: &[(&str, &str)], args: &[&str]) -> Result<Self, Exit> {
         let address = format!("127.0.0.1:{port}");
+        // The server's stderr, for the error when it exits or never serves.
+        let log = std::env::temp_dir().join(format!(
+            "tlw-dev-server-{}-{port}-{}.log",
+            std::process::id(),
+            free_port()
+        ));
+        let stderr = std::fs::File::create(&log).map_err(|e| Exit::Timeout(e.to_string()))?;
         let child = Command::new(temporal_cli())
             .args([
                 "server",
@@ -94,12 +147,28 @@ impl DevServer {
             .args(args)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("start `temporal server start-dev`");
-        let server = Self { child, address };
+        let mut server = Self {
+            child,
+            address,
+            log: log.clone(),
+        };
+        let said = || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().rev().take(5).collect();
+            lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        };
         let start = Instant::now();
         loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(Exit::Early(format!(
+                    "the dev server on {} exited ({status}) before serving: {}",
+                    server.address,
+                    said()
+                )));
+            }
             let ready = server
                 .command(&[
                     "operator",
@@ -111,12 +180,15 @@ impl DevServer {
                 .output()
                 .is_ok_and(|o| o.status.success());
             if ready {
-                return server;
+                return Ok(server);
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "the dev server did not start within 60s"
-            );
+            if start.elapsed() > Duration::from_secs(60) {
+                return Err(Exit::Timeout(format!(
+                    "the dev server on {} did not start within 60 s: {}",
+                    server.address,
+                    said()
+                )));
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -496,6 +568,7 @@ impl Drop for DevServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
@@ -524,5 +597,50 @@ fn collect_task_queue_names(v: &serde_json::Value, out: &mut Vec<String>) {
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn panic_text(f: impl FnOnce() -> DevServer + std::panic::UnwindSafe) -> String {
+        let payload = std::panic::catch_unwind(f)
+            .err()
+            .expect("the start should fail");
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default()
+    }
+
+    /// A port `free_port` returned that another process bound first is a taken port: the
+    /// server cannot bind it and exits. That is said at once, with the server's own words,
+    /// not as a timeout a minute later.
+    #[test]
+    fn start_moves_on_to_another_port_when_its_port_is_taken() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let server = DevServer::start_on_first_free([port, free_port()], &[], &[]);
+        assert_ne!(server.address, format!("127.0.0.1:{port}"));
+        let listed = server
+            .command(&["operator", "namespace", "list"])
+            .output()
+            .unwrap();
+        assert!(listed.status.success(), "{listed:?}");
+    }
+
+    #[test]
+    fn a_server_that_cannot_bind_its_port_is_reported_with_its_own_error() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let text = panic_text(move || DevServer::start_on(port, &[], &[]));
+        assert!(text.contains("exited"), "{text}");
+        assert!(text.contains(&port.to_string()), "{text}");
+        assert!(
+            text.to_lowercase().contains("address already in use"),
+            "the server's own error: {text}"
+        );
     }
 }
