@@ -16,11 +16,14 @@ pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 /// The debug build of example `name` in the workspace's target dir (build it first with
 /// `cargo build --workspace --examples`).
 pub fn debug_example(name: &str) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
+    let path = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"))
         .join("debug/examples")
-        .join(name)
+        .join(name);
+    // Absolute: the bootstrap is started from its own task root (a relative
+    // CARGO_TARGET_DIR would name nothing there).
+    std::path::absolute(&path).unwrap_or(path)
 }
 
 /// A dev server started with the extra `temporal server start-dev` arguments in
