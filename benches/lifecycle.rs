@@ -19,12 +19,12 @@ use std::{
     collections::HashMap,
     path::{Path, PathBuf},
     process::Command,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use temporal_lambda_worker_testkit::{
     Answer, Bootstrap, DevServer, RuntimeApi,
-    bench::{percentile, system_secs, workflow_times},
+    bench::{percentile, start_hellos, system_secs, wait_for_count, workflow_times},
 };
 
 const ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:bench";
@@ -147,13 +147,12 @@ fn report_us(a: &Answer, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {key} in {:?}", a.outcome))
 }
 
+/// The completed `HelloWorkflow`s of the bench's task queue.
+const COMPLETED: &str =
+    "TaskQueue='tq-bench' AND WorkflowType='HelloWorkflow' AND ExecutionStatus='Completed'";
+
 async fn completed(server: &DevServer) -> usize {
-    server
-        .count_workflows(
-            "TaskQueue='tq-bench' AND WorkflowType='HelloWorkflow' AND ExecutionStatus='Completed'",
-        )
-        .await
-        .unwrap()
+    server.count_workflows(COMPLETED).await.unwrap()
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -286,25 +285,9 @@ async fn main() {
         let ids: Vec<String> = (0..QUEUED)
             .map(|i| format!("tp-{}-{run}-{i}", std::process::id()))
             .collect();
-        for chunk in ids.chunks(10) {
-            let starts = chunk
-                .iter()
-                .map(|id| server.start_hello("tq-bench", id, "throughput"));
-            for r in futures::future::join_all(starts).await {
-                r.unwrap();
-            }
-        }
+        start_hellos(&server, "tq-bench", &ids, "throughput").await;
         let pending = f.api.submit(b"", Duration::from_secs(40));
-        let watch = async {
-            let start = Instant::now();
-            loop {
-                let done = completed(&server).await - before;
-                if done >= QUEUED || start.elapsed() > Duration::from_secs(33) {
-                    return (done, SystemTime::now());
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        };
+        let watch = wait_for_count(&server, COMPLETED, before, QUEUED, Duration::from_secs(33));
         let (a, (done, at)) = tokio::join!(pending.answer(), watch);
         let secs = ms(a.handed_out, at) / 1e3;
         rates.push(done as f64 / secs);

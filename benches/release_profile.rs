@@ -20,7 +20,7 @@ use std::{
 
 use temporal_lambda_worker_testkit::{
     Bootstrap, DevServer, RuntimeApi,
-    bench::{env_or, percentile},
+    bench::{env_or, percentile, start_hellos, wait_for_count},
 };
 
 const ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:profile";
@@ -129,14 +129,9 @@ fn polling_at(a: &temporal_lambda_worker_testkit::Answer) -> SystemTime {
     UNIX_EPOCH + Duration::from_micros(us)
 }
 
-async fn completed(server: &DevServer) -> usize {
-    server
-        .count_workflows(
-            "TaskQueue='tq-profile' AND WorkflowType='HelloWorkflow' AND ExecutionStatus='Completed'",
-        )
-        .await
-        .unwrap()
-}
+/// The completed `HelloWorkflow`s of the bench's task queue.
+const COMPLETED: &str =
+    "TaskQueue='tq-profile' AND WorkflowType='HelloWorkflow' AND ExecutionStatus='Completed'";
 
 /// One cold start of `c`: exec → the worker polling, in ms. The default idle exit ends the
 /// invocation about 2 s later.
@@ -169,30 +164,14 @@ async fn burst(
         .register_version(&api, "dep-profile", "build-1")
         .await
         .unwrap();
-    let before = completed(server).await;
+    let before = server.count_workflows(COMPLETED).await.unwrap();
     let ids: Vec<String> = (0..QUEUED)
         .map(|i| format!("profile-{}-{run}-{i}", std::process::id()))
         .collect();
-    for chunk in ids.chunks(10) {
-        let starts = chunk
-            .iter()
-            .map(|id| server.start_hello("tq-profile", id, "profile"));
-        for r in futures::future::join_all(starts).await {
-            r.unwrap();
-        }
-    }
+    start_hellos(server, "tq-profile", &ids, "profile").await;
     let cpu = process_cpu_secs(process.pid(), ticks);
     let pending = api.submit(b"", Duration::from_secs(40));
-    let watch = async {
-        let start = Instant::now();
-        loop {
-            let done = completed(server).await - before;
-            if done >= QUEUED || start.elapsed() > Duration::from_secs(33) {
-                return (done, SystemTime::now());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
+    let watch = wait_for_count(server, COMPLETED, before, QUEUED, Duration::from_secs(33));
     let (a, (done, at)) = tokio::join!(pending.answer(), watch);
     let cpu = process_cpu_secs(process.pid(), ticks) - cpu;
     let secs = at

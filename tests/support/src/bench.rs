@@ -90,6 +90,36 @@ pub async fn workflow_times(
         .collect())
 }
 
+/// Starts a `HelloWorkflow` (input `name`) on `queue` for each of `ids`, ten at a time;
+/// panics when one cannot be started.
+pub async fn start_hellos(server: &DevServer, queue: &str, ids: &[String], name: &str) {
+    for chunk in ids.chunks(10) {
+        let starts = chunk.iter().map(|id| server.start_hello(queue, id, name));
+        for r in futures_util::future::join_all(starts).await {
+            r.unwrap();
+        }
+    }
+}
+
+/// Waits until `query` counts `before + n` workflows, or `limit` passed: how many of the
+/// `n` it counted, and when (polled every 100 ms).
+pub async fn wait_for_count(
+    server: &DevServer,
+    query: &str,
+    before: usize,
+    n: usize,
+    limit: std::time::Duration,
+) -> (usize, std::time::SystemTime) {
+    let start = std::time::Instant::now();
+    loop {
+        let done = server.count_workflows(query).await.unwrap() - before;
+        if done >= n || start.elapsed() > limit {
+            return (done, std::time::SystemTime::now());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// Seconds since the epoch of `t`.
 pub fn system_secs(t: std::time::SystemTime) -> f64 {
     t.duration_since(std::time::UNIX_EPOCH)
