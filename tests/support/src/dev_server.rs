@@ -56,24 +56,26 @@ impl DevServer {
     /// taken between `free_port` returning it and the server binding it (the parallel tests
     /// bind ports all the time): then it starts again on other ports, up to 3 times.
     pub fn start() -> Self {
-        Self::start_on_first_free(std::iter::repeat_with(free_port).take(3), &[], &[])
+        Self::start_on_first_free(std::iter::repeat_with(free_port), &[], &[])
     }
 
-    /// Starts a dev server on the first of `ports` it can bind; panics with the last
-    /// server's own error when none works.
+    /// Starts a dev server on the first of `ports` where it serves, trying at most 3; each
+    /// try picks fresh HTTP and metrics ports. Panics with the last server's own error when
+    /// none serves, or at once when one never answers.
     pub fn start_on_first_free(
         ports: impl IntoIterator<Item = u16>,
         env: &[(&str, &str)],
         args: &[&str],
     ) -> Self {
-        let mut failed = Vec::new();
-        for port in ports {
-            match Self::try_start_on(port, env, args) {
+        let mut failed = String::from("no port to try");
+        for port in ports.into_iter().take(3) {
+            match Self::spawn_and_wait(port, env, args) {
                 Ok(server) => return server,
-                Err(e) => failed.push(e),
+                Err(Exit::Early(e)) => failed = e,
+                Err(Exit::Timeout(e)) => panic!("{e}"),
             }
         }
-        panic!("{}", failed.join("; then "))
+        panic!("{failed}")
     }
 
     /// Starts a dev server on `port` whose Worker Controller is on and sends every AWS call
@@ -103,28 +105,17 @@ impl DevServer {
     /// serving (one of them was taken meanwhile), it starts again on two others, up to 3
     /// times. Panics with the server's own error when it cannot serve on `port`.
     pub fn start_on(port: u16, env: &[(&str, &str)], args: &[&str]) -> Self {
-        Self::try_start_on(port, env, args).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    fn try_start_on(port: u16, env: &[(&str, &str)], args: &[&str]) -> Result<Self, String> {
-        let mut failed = String::new();
-        for _ in 0..3 {
-            match Self::spawn_and_wait(port, env, args) {
-                Ok(server) => return Ok(server),
-                Err(Exit::Early(e)) => failed = e,
-                Err(Exit::Timeout(e)) => return Err(e),
-            }
-        }
-        Err(failed)
+        Self::start_on_first_free(std::iter::repeat(port), env, args)
     }
 
     fn spawn_and_wait(port: u16, env: &[(&str, &str)], args: &[&str]) -> Result<Self, Exit> {
         let address = format!("127.0.0.1:{port}");
         // The server's stderr, for the error when it exits or never serves.
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let log = std::env::temp_dir().join(format!(
-            "tlw-dev-server-{}-{port}-{}.log",
+            "tlw-dev-server-{}-{}.log",
             std::process::id(),
-            free_port()
+            STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         let stderr = std::fs::File::create(&log).map_err(|e| Exit::Timeout(e.to_string()))?;
         let child = Command::new(temporal_cli())
