@@ -47,33 +47,73 @@ pub(crate) fn fingerprint(options: &ConnectionOptions) -> u64 {
     h.finish()
 }
 
-/// Holds at most one connection, keyed by the [`fingerprint`] of its options.
+/// The idle connections for one [`fingerprint`], each lent to one session at a time.
+///
+/// The SDK refuses a second worker for the same namespace, task queue and build on one
+/// connection (its `ClientWorkerSet`), so sessions that overlap (a managed instance's
+/// concurrent invocations) each need a connection of their own. A session takes one
+/// ([`take`](Self::take), or connects when none is idle) and gives it back when its worker
+/// has stopped. One invocation at a time keeps one connection, as before: it is taken,
+/// then given back.
 #[derive(Debug)]
 pub(crate) struct ConnectionCache<C> {
-    current: Option<(u64, C)>,
+    /// The fingerprint the idle connections were made for.
+    key: Option<u64>,
+    idle: Vec<C>,
+    /// Bumped by [`invalidate`](Self::invalidate): a connection lent before is not taken
+    /// back.
+    generation: u64,
 }
 
 impl<C> Default for ConnectionCache<C> {
     fn default() -> Self {
-        Self { current: None }
+        Self {
+            key: None,
+            idle: Vec::new(),
+            generation: 0,
+        }
     }
 }
 
-impl<C: Clone> ConnectionCache<C> {
-    /// The cached connection, when it was made from options with this fingerprint.
-    pub(crate) fn get(&self, key: u64) -> Option<C> {
-        match &self.current {
-            Some((k, c)) if *k == key => Some(c.clone()),
-            _ => None,
+/// What a session must show to give its connection back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Lease {
+    key: u64,
+    generation: u64,
+}
+
+impl<C> ConnectionCache<C> {
+    /// An idle connection made from options with this fingerprint, if any, and the lease
+    /// to give it (or the one made instead) back with. Options that changed drop the idle
+    /// connections made from the old ones.
+    pub(crate) fn take(&mut self, key: u64) -> (Option<C>, Lease) {
+        if self.key != Some(key) {
+            self.key = Some(key);
+            self.idle.clear();
+        }
+        let lease = Lease {
+            key,
+            generation: self.generation,
+        };
+        (self.idle.pop(), lease)
+    }
+    /// Keeps `connection` for the next session, unless the cache was invalidated or the
+    /// options changed since it was lent.
+    pub(crate) fn give_back(&mut self, lease: Lease, connection: C) {
+        if lease.generation == self.generation && self.key == Some(lease.key) {
+            self.idle.push(connection);
         }
     }
-    /// Keeps `connection` (replacing any other).
-    pub(crate) fn put(&mut self, key: u64, connection: C) {
-        self.current = Some((key, connection));
-    }
-    /// Drops the connection, so the next session reconnects.
+    /// Drops every idle connection, and those lent now when they come back: the next
+    /// sessions reconnect.
     pub(crate) fn invalidate(&mut self) {
-        self.current = None;
+        self.generation += 1;
+        self.idle.clear();
+    }
+    /// How many connections are idle.
+    #[cfg(test)]
+    fn idle(&self) -> usize {
+        self.idle.len()
     }
 }
 
@@ -122,15 +162,67 @@ mod tests {
     }
 
     #[test]
-    fn cache_reuses_only_for_the_same_key_and_forgets_when_invalidated() {
+    fn one_session_at_a_time_reuses_one_connection() {
         let mut cache = ConnectionCache::default();
-        assert_eq!(cache.get(1), None);
-        cache.put(1, "conn-a");
-        assert_eq!(cache.get(1), Some("conn-a"));
-        assert_eq!(cache.get(2), None);
-        cache.put(2, "conn-b");
-        assert_eq!(cache.get(1), None);
+        let (none, lease) = cache.take(1);
+        assert_eq!(none, None, "nothing is cached before the first session");
+        cache.give_back(lease, "conn-a");
+        for _ in 0..3 {
+            let (conn, lease) = cache.take(1);
+            assert_eq!(conn, Some("conn-a"));
+            cache.give_back(lease, conn.unwrap());
+        }
+        assert_eq!(cache.idle(), 1);
+    }
+
+    #[test]
+    fn overlapping_sessions_each_get_a_connection_of_their_own() {
+        let mut cache = ConnectionCache::default();
+        let (_, lease) = cache.take(1);
+        cache.give_back(lease, "conn-a");
+        let (first, first_lease) = cache.take(1);
+        let (second, second_lease) = cache.take(1);
+        assert_eq!(first, Some("conn-a"));
+        assert_eq!(
+            second, None,
+            "the one connection is lent: the second session connects"
+        );
+        cache.give_back(second_lease, "conn-b");
+        cache.give_back(first_lease, "conn-a");
+        let (a, _) = cache.take(1);
+        let (b, _) = cache.take(1);
+        assert_eq!([a, b], [Some("conn-a"), Some("conn-b")]);
+    }
+
+    #[test]
+    fn changed_options_and_an_invalidation_drop_the_connections() {
+        let mut cache = ConnectionCache::default();
+        let (_, lease) = cache.take(1);
+        cache.give_back(lease, "conn-a");
+        let (other, lease_2) = cache.take(2);
+        assert_eq!(
+            other, None,
+            "a connection made from other options is not reused"
+        );
+        assert_eq!(cache.idle(), 0, "and it is dropped");
+        cache.give_back(lease, "conn-a");
+        assert_eq!(
+            cache.idle(),
+            0,
+            "a connection of the old options is not taken back"
+        );
+        cache.give_back(lease_2, "conn-b");
+        let (lent, lease) = cache.take(2);
+        assert_eq!(lent, Some("conn-b"));
+        let (_, lease_c) = cache.take(2);
+        cache.give_back(lease_c, "conn-c");
         cache.invalidate();
-        assert_eq!(cache.get(2), None);
+        assert_eq!(cache.idle(), 0);
+        cache.give_back(lease, "conn-b");
+        assert_eq!(
+            cache.take(2).0,
+            None,
+            "a connection lent before the invalidation is not taken back"
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! Serving a stack on the Lambda Runtime API.
 //!
 //! The loop (`run_loop`) asks `next` for an invocation ([`crate::runtime_api`]), hands it
-//! to the stack through [`InvocationHandler`] and posts the answer, one at a time:
+//! to the stack through [`InvocationHandler`] and posts the answer, one at a time; with
+//! `AWS_LAMBDA_MAX_CONCURRENCY=N` (a Lambda Managed Instance) `N` such loops run at once
+//! (`run_loops`), sharing the stack, the stop signal and the recycle decision:
 //! - any body is accepted: Temporal's Worker Controller invokes the function with an
 //!   *empty* payload, and a body that is not JSON is handed on as a JSON string (empty →
 //!   `null`);
@@ -32,16 +34,45 @@ use crate::{
     runtime_api::{INVALID_INVOCATION, Next, RuntimeApi, runtime_api_uri},
 };
 
-/// Shared between the handler and [`RecycleLayer`]: why the process must be recycled.
+/// Shared by the handlers of every loop: why the process must be recycled (the first
+/// reason given).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct RecycleSignal(Arc<Mutex<Option<String>>>);
 
 impl RecycleSignal {
     fn set(&self, why: String) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(why);
     }
-    fn take(&self) -> Option<String> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Set once a loop ends (the process is recycled, or the Runtime API kept failing): the
+/// other loops take no further invocation, and a loop waiting in `next` stops waiting.
+#[derive(Clone, Debug)]
+struct Closing(Arc<watch::Sender<bool>>);
+
+impl Default for Closing {
+    fn default() -> Self {
+        Self(Arc::new(watch::channel(false).0))
+    }
+}
+
+impl Closing {
+    fn close(&self) {
+        self.0.send_replace(true);
+    }
+    fn is_closed(&self) -> bool {
+        *self.0.borrow()
+    }
+    /// Resolves once closed.
+    async fn closed(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|closed| *closed).await;
     }
 }
 
@@ -160,7 +191,8 @@ impl std::fmt::Display for Recycling {
 
 impl std::error::Error for Recycling {}
 
-/// Invocations in flight (0 or 1), shared by the loop and `serve` (for SIGTERM).
+/// Invocations in flight (at most one per loop), shared by the loops and `serve` (for
+/// SIGTERM).
 #[derive(Clone, Debug)]
 struct LoopCounts {
     in_flight: Arc<watch::Sender<usize>>,
@@ -210,9 +242,35 @@ const LAMBDA_VARIABLES: [&str; 4] = [
     "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
 ];
 
+/// How many invocations one execution environment of a Lambda Managed Instance takes at
+/// once; unset on Lambda's default (one invocation at a time per environment).
+pub(crate) const MAX_CONCURRENCY_VAR: &str = "AWS_LAMBDA_MAX_CONCURRENCY";
+
+/// How many invocations to serve at once: [`MAX_CONCURRENCY_VAR`], 1 when it is unset or
+/// at most 1 (as `lambda_runtime` does). A value that is not a whole number is an error
+/// naming it.
+pub(crate) fn max_concurrency(env: &dyn Environment) -> Result<usize, String> {
+    let Some(value) = env.var(MAX_CONCURRENCY_VAR) else {
+        return Ok(1);
+    };
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(1);
+    }
+    match value.parse::<u32>() {
+        Ok(n) => Ok(usize::try_from(n.max(1)).unwrap_or(usize::MAX)),
+        Err(_) => Err(format!(
+            "the Lambda environment is broken: {MAX_CONCURRENCY_VAR} is {value:?}, not a \
+             whole number of invocations. Lambda sets it for a function on a capacity \
+             provider (Lambda Managed Instances); unset it, or set a number, elsewhere"
+        )),
+    }
+}
+
 /// Checks the Lambda environment before `lambda_runtime` reads it: the message names the
 /// variable that is missing or invalid.
 pub(crate) fn check_lambda_environment(env: &dyn Environment) -> Result<(), String> {
+    max_concurrency(env)?;
     for name in LAMBDA_VARIABLES {
         let value = env.var(name).unwrap_or_default();
         let problem = if value.trim().is_empty() {
@@ -277,15 +335,19 @@ const SIGTERM_ANSWER_WITHIN: Duration = Duration::from_millis(300);
 
 /// Serves `stack` on the Lambda Runtime API at `AWS_LAMBDA_RUNTIME_API`.
 ///
+/// - One invocation at a time; on a Lambda Managed Instance, up to
+///   `AWS_LAMBDA_MAX_CONCURRENCY` at once (that many loops of `next` → the stack → the
+///   answer, each invocation with its own worker, deadline and summary line).
 /// - A missing or invalid Lambda variable (`AWS_LAMBDA_RUNTIME_API`,
 ///   `AWS_LAMBDA_FUNCTION_NAME`, `AWS_LAMBDA_FUNCTION_VERSION`,
 ///   `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`) is reported to `/runtime/init/error` with a
 ///   message naming it, and returned as the error (no panic).
 /// - A failed Runtime API request is retried up to 3 times in a row (100, 200, 400 ms
 ///   apart, one warning each) before the error is returned.
-/// - SIGTERM (or SIGINT) logs one line, makes a polling worker begin its graceful
-///   shutdown, gives the invocation in flight up to 300 ms to answer, and returns `Ok`.
-/// - After a process-poisoning error was answered, returns that error.
+/// - SIGTERM (or SIGINT) logs one line, makes every polling worker begin its graceful
+///   shutdown, gives the invocations in flight up to 300 ms to answer, and returns `Ok`.
+/// - After a process-poisoning error was answered, takes no further invocation, lets the
+///   others in flight finish and answer, and returns that error.
 ///
 /// Return its result from `main`, so the process exits (non-zero on an error).
 pub async fn serve<S>(stack: S) -> Result<(), BoxError>
@@ -299,9 +361,16 @@ where
         report_init_error(&ProcessEnvironment, &message).await;
         return Err(message.into());
     }
+    let loops = max_concurrency(&ProcessEnvironment)?;
+    if loops > 1 {
+        tracing::info!(
+            loops,
+            "{MAX_CONCURRENCY_VAR}={loops}: serving up to {loops} invocations at once"
+        );
+    }
     let (trigger, stop) = StopSignal::new();
     let counts = LoopCounts::default();
-    let run = run_loop(stack, stop, counts.clone());
+    let run = run_loops(stack, stop, counts.clone(), loops);
     tokio::pin!(run);
     let signal = stop_requested();
     tokio::select! {
@@ -324,7 +393,12 @@ where
                 .await;
                 if answered.is_err() {
                     tracing::warn!(
-                        "the invocation in flight had not answered {}ms after {name}",
+                        in_flight = counts.in_flight(),
+                        "{} had not answered {}ms after {name}",
+                        match counts.in_flight() {
+                            1 => "the invocation in flight".to_owned(),
+                            n => format!("{n} invocations in flight"),
+                        },
                         SIGTERM_ANSWER_WITHIN.as_millis()
                     );
                 }
@@ -355,10 +429,16 @@ async fn stop_requested() -> &'static str {
     std::future::pending().await
 }
 
-/// Serves invocations one at a time until the process must end: `next`, the stack, the
-/// answer. A failed Runtime API request is retried (see [`serve`]); a run of failures
-/// ends with the first invocation served.
-async fn run_loop<S>(stack: S, stop: StopSignal, counts: LoopCounts) -> Result<(), BoxError>
+/// Serves invocations in `loops` loops at once until the process must end. The first loop
+/// to end closes the others: each answers the invocation it holds, then stops; one waiting
+/// in `next` stops waiting. After a recycling error the result is that error, else the
+/// first loop's error.
+async fn run_loops<S>(
+    stack: S,
+    stop: StopSignal,
+    counts: LoopCounts,
+    loops: usize,
+) -> Result<(), BoxError>
 where
     S: Service<Invocation, Error = BoxError> + Clone + Send + 'static,
     S::Future: Send,
@@ -366,10 +446,48 @@ where
 {
     let api = RuntimeApi::from_env(&ProcessEnvironment)?;
     let recycle = RecycleSignal::default();
-    let mut handler = InvocationHandler::new(stack, recycle.clone(), stop);
+    let closing = Closing::default();
+    let runs = (0..loops).map(|_| {
+        let handler = InvocationHandler::new(stack.clone(), recycle.clone(), stop.clone());
+        async {
+            let ended = run_loop(&api, handler, &counts, &closing).await;
+            closing.close();
+            ended
+        }
+    });
+    let ended = futures_util::future::join_all(runs).await;
+    if let Some(why) = recycle.get() {
+        return Err(Recycling(why).into());
+    }
+    ended.into_iter().find(Result::is_err).unwrap_or(Ok(()))
+}
+
+/// One loop: `next`, the stack, the answer, until the process is recycled or `closing` is
+/// set. A failed Runtime API request is retried (see [`serve`]); a run of failures ends
+/// with the first invocation served.
+async fn run_loop<S>(
+    api: &RuntimeApi,
+    mut handler: InvocationHandler<S>,
+    counts: &LoopCounts,
+    closing: &Closing,
+) -> Result<(), BoxError>
+where
+    S: Service<Invocation, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Response: Serialize + Send + 'static,
+{
     let mut failures = 0;
     loop {
-        match serve_next(&api, &mut handler, &counts).await {
+        let served = tokio::select! {
+            biased;
+            () = closing.closed() => return Ok(()),
+            served = api.next() => served,
+        };
+        let served = match served {
+            Ok(next) => serve_next(api, next, &mut handler, counts).await,
+            Err(e) => Err(e),
+        };
+        match served {
             Ok(()) => failures = 0,
             Err(error) => {
                 // The error and its causes ("client error (Connect): tcp connect error: …").
@@ -392,16 +510,17 @@ where
                 tokio::time::sleep(delay).await;
             }
         }
-        if let Some(why) = recycle.take() {
-            return Err(Recycling(why).into());
+        if handler.recycle.get().is_some() || closing.is_closed() {
+            return Ok(());
         }
     }
 }
 
-/// One invocation: `next`, the stack's answer (or the error of an invocation whose
-/// headers could not be read), posted.
+/// One invocation `next` handed out: the stack's answer (or the error of an invocation
+/// whose headers could not be read), posted.
 async fn serve_next<S>(
     api: &RuntimeApi,
+    next: Next,
     handler: &mut InvocationHandler<S>,
     counts: &LoopCounts,
 ) -> Result<(), BoxError>
@@ -410,7 +529,6 @@ where
     S::Future: Send,
     S::Response: Serialize + Send + 'static,
 {
-    let next = api.next().await?;
     let _in_flight = InFlight::new(counts);
     let answer = match &next.context {
         Ok(context) => handler.answer(&next, context.clone()).await,
@@ -499,6 +617,39 @@ mod tests {
             .with_var("AWS_LAMBDA_FUNCTION_NAME", "f")
             .with_var("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
             .with_var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+    }
+
+    #[test]
+    fn the_managed_instance_concurrency_is_read_and_a_bad_value_named() {
+        assert_eq!(
+            max_concurrency(&lambda_env()),
+            Ok(1),
+            "unset: one at a time"
+        );
+        for (value, loops) in [("", 1), ("0", 1), ("1", 1), ("4", 4), (" 16 ", 16)] {
+            let env = lambda_env().with_var(MAX_CONCURRENCY_VAR, value);
+            assert_eq!(max_concurrency(&env), Ok(loops), "{value:?}");
+        }
+        for bad in ["four", "-2", "2.5"] {
+            let env = lambda_env().with_var(MAX_CONCURRENCY_VAR, bad);
+            let e = check_lambda_environment(&env).unwrap_err();
+            assert!(
+                e.starts_with(&format!(
+                    "the Lambda environment is broken: {MAX_CONCURRENCY_VAR} is \"{bad}\", not a \
+                     whole number"
+                )),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_first_recycling_reason_is_kept() {
+        let recycle = RecycleSignal::default();
+        assert_eq!(recycle.get(), None);
+        recycle.set("the first poisoned session".into());
+        recycle.set("a second one".into());
+        assert_eq!(recycle.get().as_deref(), Some("the first poisoned session"));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! The SDK's `Worker::run` future is not `Send` (workflows run in a `LocalSet`), while
 //! tower stacks and `lambda_runtime` want `Send` futures. This is handled once, here: a
 //! thread running a current-thread Tokio runtime and a `LocalSet` owns the SDK runtime,
-//! the cached connection and every worker. The stack sends it a job over a channel and
+//! the cached connections and every worker (sessions that overlap run side by side there,
+//! each on a connection of its own: see `connection_cache.rs`). The stack sends it a job over a channel and
 //! gets back a `Send` [`RunningWorker`] (a shutdown handle and a completion receiver).
 //! A worker stuck on that thread cannot stop the stack's own task from answering the
 //! Runtime API before the deadline.
@@ -155,14 +156,11 @@ async fn host_session(
     let key = fingerprint(&session.connection);
     let session_target = session.connection.target.to_string();
     let connecting = std::time::Instant::now();
-    let cached = host.connections.borrow().get(key);
+    let (cached, lease) = host.connections.borrow_mut().take(key);
     let (connection, reused) = match cached {
         Some(c) => (c, true),
         None => match Connection::connect(session.connection).await {
-            Ok(c) => {
-                host.connections.borrow_mut().put(key, c.clone());
-                (c, false)
-            }
+            Ok(c) => (c, false),
             Err(e) => {
                 tracing::debug!(error = ?e, "connecting to Temporal failed (full detail)");
                 let _ = reply.send(Err(connect_failure(&e).into()));
@@ -181,6 +179,10 @@ async fn host_session(
     let mut worker = match worker {
         Ok(w) => w,
         Err(e) => {
+            // The options were refused, not the connection: keep it.
+            host.connections
+                .borrow_mut()
+                .give_back(lease, registered_on);
             let _ = reply.send(Err(e));
             return;
         }
@@ -231,8 +233,12 @@ async fn host_session(
     };
     deregister(&registered_on, instance);
     if result.is_err() {
-        // The connection may be what broke: make the next invocation reconnect.
+        // The connection may be what broke: make the next invocations reconnect.
         host.connections.borrow_mut().invalidate();
+    } else {
+        host.connections
+            .borrow_mut()
+            .give_back(lease, registered_on);
     }
     let _ = done_tx.send(result);
 }

@@ -60,7 +60,7 @@ async fn an_api_key_set_by_a_layer_never_crosses_the_wire_in_plaintext() {
     );
 }
 
-fn read(log: &std::path::Path) -> String {
+pub(crate) fn read(log: &std::path::Path) -> String {
     std::fs::read_to_string(log).unwrap_or_default()
 }
 
@@ -310,7 +310,7 @@ fn json_lines(text: &str, message: &str) -> Vec<serde_json::Value> {
 }
 
 /// The fields of the `invocation summary` line of invocation `request_id` in `text`.
-fn summary_fields(text: &str, request_id: &str) -> serde_json::Value {
+pub(crate) fn summary_fields(text: &str, request_id: &str) -> serde_json::Value {
     json_lines(text, "invocation summary")
         .into_iter()
         .find(|s| s["fields"]["request_id"] == request_id)
@@ -320,16 +320,16 @@ fn summary_fields(text: &str, request_id: &str) -> serde_json::Value {
 
 /// A dev server, a Runtime API and the `hello` bootstrap logging JSON to a file, polling
 /// as `dep-{tag}` on `tq-{tag}` with `env` added, its version registered and current.
-struct HelloSetup {
-    server: std::sync::Arc<temporal_lambda_worker_testkit::DevServer>,
-    api: RuntimeApi,
-    log: std::path::PathBuf,
-    _bootstrap: Bootstrap,
+pub(crate) struct HelloSetup {
+    pub(crate) server: std::sync::Arc<temporal_lambda_worker_testkit::DevServer>,
+    pub(crate) api: RuntimeApi,
+    pub(crate) log: std::path::PathBuf,
+    pub(crate) bootstrap: Bootstrap,
     _root: TempDir,
 }
 
 impl HelloSetup {
-    async fn start(tag: &str, env: &[(&str, &str)]) -> Self {
+    pub(crate) async fn start(tag: &str, env: &[(&str, &str)]) -> Self {
         let server = std::sync::Arc::new(
             tokio::task::spawn_blocking(temporal_lambda_worker_testkit::DevServer::start)
                 .await
@@ -363,7 +363,7 @@ impl HelloSetup {
             server,
             api,
             log,
-            _bootstrap: bootstrap,
+            bootstrap,
             _root: root,
         }
     }
