@@ -51,31 +51,6 @@ impl RecycleSignal {
     }
 }
 
-/// Set once a loop ends (the process is recycled, or the Runtime API kept failing): the
-/// other loops take no further invocation, and a loop waiting in `next` stops waiting.
-#[derive(Clone, Debug)]
-struct Closing(Arc<watch::Sender<bool>>);
-
-impl Default for Closing {
-    fn default() -> Self {
-        Self(Arc::new(watch::channel(false).0))
-    }
-}
-
-impl Closing {
-    fn close(&self) {
-        self.0.send_replace(true);
-    }
-    fn is_closed(&self) -> bool {
-        *self.0.borrow()
-    }
-    /// Resolves once closed.
-    async fn closed(&self) {
-        let mut rx = self.0.subscribe();
-        let _ = rx.wait_for(|closed| *closed).await;
-    }
-}
-
 /// Adapts a stack of `Service<Invocation>` to `lambda_runtime`'s handler.
 #[derive(Clone, Debug)]
 pub(crate) struct InvocationHandler<S> {
@@ -392,10 +367,11 @@ where
                 })
                 .await;
                 if answered.is_err() {
+                    let in_flight = counts.in_flight();
                     tracing::warn!(
-                        in_flight = counts.in_flight(),
+                        in_flight,
                         "{} had not answered {}ms after {name}",
-                        match counts.in_flight() {
+                        match in_flight {
                             1 => "the invocation in flight".to_owned(),
                             n => format!("{n} invocations in flight"),
                         },
@@ -446,12 +422,14 @@ where
 {
     let api = RuntimeApi::from_env(&ProcessEnvironment)?;
     let recycle = RecycleSignal::default();
-    let closing = Closing::default();
+    // Set once a loop ends (the process is recycled, or the Runtime API kept failing): the
+    // other loops take no further invocation, and one waiting in `next` stops waiting.
+    let (close, closing) = StopSignal::new();
     let runs = (0..loops).map(|_| {
         let handler = InvocationHandler::new(stack.clone(), recycle.clone(), stop.clone());
         async {
             let ended = run_loop(&api, handler, &counts, &closing).await;
-            closing.close();
+            close.stop();
             ended
         }
     });
@@ -469,7 +447,7 @@ async fn run_loop<S>(
     api: &RuntimeApi,
     mut handler: InvocationHandler<S>,
     counts: &LoopCounts,
-    closing: &Closing,
+    closing: &StopSignal,
 ) -> Result<(), BoxError>
 where
     S: Service<Invocation, Error = BoxError> + Clone + Send + 'static,
@@ -480,7 +458,7 @@ where
     loop {
         let served = tokio::select! {
             biased;
-            () = closing.closed() => return Ok(()),
+            () = closing.stopped() => return Ok(()),
             served = api.next() => served,
         };
         let served = match served {
@@ -510,7 +488,7 @@ where
                 tokio::time::sleep(delay).await;
             }
         }
-        if handler.recycle.get().is_some() || closing.is_closed() {
+        if handler.recycle.get().is_some() || closing.is_stopped() {
             return Ok(());
         }
     }
