@@ -150,21 +150,32 @@ pub(crate) fn normalize_payload(body: &[u8]) -> Option<Vec<u8>> {
     Some(serde_json::to_vec(&value).expect("a JSON value serializes"))
 }
 
-/// The error that ends the run loop so the process is recycled.
-#[derive(Debug)]
-struct Recycling(String);
+/// The error `serve` ends with: the process must exit. Its `Debug` is its message, so
+/// the `Error: …` line Rust prints when `main` returns it reads as words, not as a struct.
+struct ProcessExit(String);
 
-impl std::fmt::Display for Recycling {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exiting so Lambda starts a fresh process (the invocation was answered): {}",
-            self.0
-        )
+impl ProcessExit {
+    /// After a process-poisoning error was answered.
+    fn recycling(why: &str) -> Self {
+        Self(format!(
+            "exiting so Lambda starts a fresh process (the invocation was answered): {why}"
+        ))
     }
 }
 
-impl std::error::Error for Recycling {}
+impl std::fmt::Display for ProcessExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Debug for ProcessExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ProcessExit {}
 
 /// Invocations in flight (at most one per loop), shared by the loops and `serve` (for
 /// SIGTERM).
@@ -334,9 +345,9 @@ where
     if let Err(message) = check_lambda_environment(&ProcessEnvironment) {
         tracing::error!("{message}");
         report_init_error(&ProcessEnvironment, &message).await;
-        return Err(message.into());
+        return Err(ProcessExit(message).into());
     }
-    let loops = max_concurrency(&ProcessEnvironment)?;
+    let loops = max_concurrency(&ProcessEnvironment).map_err(ProcessExit)?;
     if loops > 1 {
         tracing::info!(
             loops,
@@ -420,7 +431,12 @@ where
     S::Future: Send,
     S::Response: Serialize + Send + 'static,
 {
-    let api = RuntimeApi::from_env(&ProcessEnvironment)?;
+    let api = RuntimeApi::from_env(&ProcessEnvironment).map_err(|e| {
+        ProcessExit(format!(
+            "the Lambda Runtime API client could not be made: {}",
+            crate::temporal::causes(e.as_ref())
+        ))
+    })?;
     let recycle = RecycleSignal::default();
     // Set once a loop ends (the process is recycled, or the Runtime API kept failing): the
     // other loops take no further invocation, and one waiting in `next` stops waiting.
@@ -435,7 +451,7 @@ where
     });
     let ended = futures_util::future::join_all(runs).await;
     if let Some(why) = recycle.get() {
-        return Err(Recycling(why).into());
+        return Err(ProcessExit::recycling(&why).into());
     }
     ended.into_iter().find(Result::is_err).unwrap_or(Ok(()))
 }
@@ -472,10 +488,10 @@ where
                 let error = crate::temporal::causes(error.as_ref());
                 failures += 1;
                 if failures > RUNTIME_API_RETRIES {
-                    return Err(format!(
+                    return Err(ProcessExit(format!(
                         "the Lambda Runtime API failed {failures} times in a row; exiting so \
                          Lambda starts a fresh process: {error}"
-                    )
+                    ))
                     .into());
                 }
                 let delay = RUNTIME_API_BACKOFF * 2u32.pow(failures - 1);
@@ -567,6 +583,18 @@ const PANIC_ERROR_TYPE: &str = "TemporalLambdaWorker.Panic";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_exit_error_prints_its_message_as_debug_for_main() {
+        // `main` returning the error prints `Error: {:?}`.
+        let e: BoxError = ProcessExit::recycling("the worker did not drain").into();
+        assert_eq!(
+            format!("{e:?}"),
+            "exiting so Lambda starts a fresh process (the invocation was answered): the \
+             worker did not drain"
+        );
+        assert_eq!(format!("{e:?}"), e.to_string());
+    }
 
     #[test]
     fn any_body_becomes_json() {

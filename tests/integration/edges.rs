@@ -288,6 +288,11 @@ async fn a_broken_lambda_environment_posts_an_init_error_naming_the_variable() {
             "{name}: {code:?}: {text}"
         );
         assert!(!text.contains("panicked"), "{name}: {text}");
+        // The exit line Rust prints for `main`'s error is words, not a quoted Debug string.
+        assert!(
+            text.contains("Error: the Lambda environment is broken: "),
+            "{name}: {text}"
+        );
         let errors = api.init_errors();
         let last = errors
             .last()
@@ -325,7 +330,7 @@ pub(crate) struct HelloSetup {
     pub(crate) api: RuntimeApi,
     pub(crate) log: std::path::PathBuf,
     pub(crate) bootstrap: Bootstrap,
-    _root: TempDir,
+    pub(crate) root: TempDir,
 }
 
 impl HelloSetup {
@@ -364,7 +369,7 @@ impl HelloSetup {
             api,
             log,
             bootstrap,
-            _root: root,
+            root,
         }
     }
 }
