@@ -25,18 +25,20 @@ struct Loop {
 
 impl Loop {
     /// The loop for function `name`: the hello bootstrap polling `tq-{name}` as deployment
-    /// `dep-{name}`, version `build-1` current, and the registering invocation over.
-    async fn start(name: &'static str, concurrency: usize, extra_env: &[(&str, &str)]) -> Self {
+    /// `dep-{name}`, version `build-1` current, and the registering invocation over;
+    /// `function` sets the rest of the function's configuration.
+    async fn start(
+        name: &'static str,
+        function: impl FnOnce(FunctionSpec) -> FunctionSpec,
+    ) -> Self {
         let root = TempDir::new(name);
-        let mut spec = FunctionSpec::new(name, hello_binary())
-            .env("TEMPORAL_TASK_QUEUE", &format!("tq-{name}"))
-            .env("HELLO_DEPLOYMENT_NAME", &format!("dep-{name}"))
-            .timeout(TIMEOUT)
-            .concurrency(concurrency)
-            .task_root(&root.0);
-        for (k, v) in extra_env {
-            spec = spec.env(k, v);
-        }
+        let spec = function(
+            FunctionSpec::new(name, hello_binary())
+                .env("TEMPORAL_TASK_QUEUE", &format!("tq-{name}"))
+                .env("HELLO_DEPLOYMENT_NAME", &format!("dep-{name}"))
+                .timeout(TIMEOUT)
+                .task_root(&root.0),
+        );
         let ServerlessLoop { plane, server, .. } = ServerlessLoop::start(
             spec,
             &format!("dep-{name}"),
@@ -85,7 +87,7 @@ impl Loop {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_invokes_the_function_for_waiting_tasks() {
-    let lp = Loop::start("loop", 2, &[]).await;
+    let lp = Loop::start("loop", |f| f.concurrency(2)).await;
 
     // (a) No worker is polling; starting a workflow makes the server invoke the function.
     let before = lp.idle().await;
@@ -132,6 +134,48 @@ async fn the_server_invokes_the_function_for_waiting_tasks() {
     }
 }
 
+/// A Lambda Managed Instance: one execution environment taking up to four invocations at
+/// once (`AWS_LAMBDA_MAX_CONCURRENCY=4`), invoked by the Worker Controller as tasks wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_managed_instance_environment_serves_the_servers_invocations_four_at_a_time() {
+    let lp = Loop::start("loop-lmi", |f| f.concurrency(1).per_environment(4)).await;
+    let before = lp.idle().await.attempts.len();
+    let ids: Vec<String> = (0..20).map(|i| format!("wf-lmi-{i}")).collect();
+    futures::future::join_all(ids.iter().map(|id| lp.run_workflow(id))).await;
+    let after = lp.idle().await;
+    assert_eq!(after.processes_started, 1, "one environment: {after:?}");
+    let attempts = &after.attempts[before..];
+    for a in attempts {
+        let body = a.answer.response();
+        assert!(a.answer.slack() > 0.0, "answered late: {a:?}");
+        assert_eq!(
+            body["identity"],
+            format!(
+                "{}@{}",
+                a.answer.request_id,
+                FunctionSpec::new("loop-lmi", "").arn()
+            ),
+            "{body}"
+        );
+    }
+    // The server's invocations overlapped in the one process.
+    let most_at_once = attempts
+        .iter()
+        .map(|a| {
+            attempts
+                .iter()
+                .filter(|b| b.answer.handed_out <= a.answer.handed_out)
+                .filter(|b| b.answer.answered_at > a.answer.handed_out)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(
+        (2..=4).contains(&most_at_once),
+        "{most_at_once} invocations at once in one environment: {attempts:#?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invocation_answered_with_an_error_is_retried() {
     let dir = TempDir::new("flaky-config");
@@ -139,7 +183,7 @@ async fn an_invocation_answered_with_an_error_is_retried() {
     let good = "[profile.default]\n"; // the address comes from TEMPORAL_ADDRESS
     std::fs::write(&file, good).unwrap();
     let file_s = file.to_str().unwrap().to_owned();
-    let lp = Loop::start("flaky", 1, &[("TEMPORAL_CONFIG_FILE", &file_s)]).await;
+    let lp = Loop::start("flaky", |f| f.env("TEMPORAL_CONFIG_FILE", &file_s)).await;
     let seen = lp.idle().await.attempts.len();
 
     // The function now fails at config loading; once the test sees that error answer it

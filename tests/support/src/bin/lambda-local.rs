@@ -9,7 +9,8 @@
 //! | `--function-name NAME` (the Lambda function's name, in its ARN and log lines) | `hello` |
 //! | `--workflows N` | 2 |
 //! | `--timeout SECS` (the function's) | 15 |
-//! | `--concurrency N` | 2 |
+//! | `--concurrency N` (execution environments at most) | 2 |
+//! | `--per-environment N` (invocations one environment takes at once, as on a Lambda Managed Instance: `AWS_LAMBDA_MAX_CONCURRENCY`) | 1 |
 //! | `--task-queue Q` (also given to the bootstrap as `TEMPORAL_TASK_QUEUE`) | `hello-task-queue` |
 //! | `--deployment D`, `--build-id B` (the version the server invokes the function for) | `hello-app`, `build-1` |
 //! | `--workflow-type T`, `--input JSON` (the workflows started) | `HelloWorkflow`, `"Temporal #i"` |
@@ -35,7 +36,7 @@ use temporal_lambda_worker_testkit::{FunctionSpec, Outcome, ServerlessLoop, upgr
 
 const EXTERNAL_ID: &str = "local-external-id";
 const USAGE: &str = "usage: lambda-local BOOTSTRAP [--function-name NAME] [--workflows N] \
-     [--timeout SECS] [--concurrency N] [--task-queue Q] [--deployment D] [--build-id B] \
+     [--timeout SECS] [--concurrency N] [--per-environment N] [--task-queue Q] [--deployment D] [--build-id B] \
      [--workflow-type T] [--input JSON] [--env K=V]... [--serve] | lambda-local BOOTSTRAP \
      [--timeout SECS] (--upgrade | --upgrade-unqualified)";
 const HELP: &str = "\
@@ -48,6 +49,8 @@ Options (default):
   --workflows N         workflows to start, one after another (2)
   --timeout SECS        the function's timeout (15)
   --concurrency N       execution environments at most (2)
+  --per-environment N   invocations one environment takes at once, as on a Lambda Managed
+                        Instance (AWS_LAMBDA_MAX_CONCURRENCY=N for the bootstrap) (1)
   --task-queue Q        the task queue, also TEMPORAL_TASK_QUEUE of the bootstrap (hello-task-queue)
   --deployment D        the worker deployment the server invokes the function for (hello-app)
   --build-id B          its build id (build-1)
@@ -74,6 +77,7 @@ struct Args {
     workflows: usize,
     timeout: u64,
     concurrency: usize,
+    per_environment: usize,
     task_queue: String,
     deployment: String,
     build_id: String,
@@ -93,6 +97,7 @@ fn args_from(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, Str
         workflows: 2,
         timeout: 15,
         concurrency: 2,
+        per_environment: 1,
         task_queue: "hello-task-queue".into(),
         deployment: "hello-app".into(),
         build_id: "build-1".into(),
@@ -117,6 +122,9 @@ fn args_from(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, Str
             "--workflows" => args.workflows = number(it.next(), "--workflows")? as usize,
             "--timeout" => args.timeout = number(it.next(), "--timeout")?,
             "--concurrency" => args.concurrency = number(it.next(), "--concurrency")? as usize,
+            "--per-environment" => {
+                args.per_environment = number(it.next(), "--per-environment")? as usize
+            }
             "--task-queue" => args.task_queue = value(it.next(), "--task-queue")?,
             "--deployment" => args.deployment = value(it.next(), "--deployment")?,
             "--build-id" => args.build_id = value(it.next(), "--build-id")?,
@@ -206,11 +214,17 @@ async fn run(args: Args) -> Result<(), String> {
     let spec = spec
         .timeout(Duration::from_secs(args.timeout))
         .concurrency(args.concurrency)
+        .per_environment(args.per_environment)
         .task_root(&task_root);
+    let per_environment = match args.per_environment {
+        0 | 1 => String::new(),
+        n => format!(", {n} invocations at once per environment"),
+    };
     println!(
-        "starting the local Lambda control plane (function {}, timeout {}s, concurrency {}) \
-         and the Temporal dev server with the Worker Controller; creating version \
-         {deployment}/{build_id} backed by the function (the server invokes it once)…",
+        "starting the local Lambda control plane (function {}, timeout {}s, concurrency \
+         {}{per_environment}) and the Temporal dev server with the Worker Controller; \
+         creating version {deployment}/{build_id} backed by the function (the server \
+         invokes it once)…",
         spec.arn(),
         args.timeout,
         args.concurrency
@@ -347,8 +361,12 @@ mod tests {
             "EMPTY=",
             "--workflows",
             "0",
+            "--per-environment",
+            "4",
         ])
         .unwrap();
+        assert_eq!(a.per_environment, 4);
+        assert_eq!(parse(&["b"]).unwrap().per_environment, 1);
         assert_eq!(a.function, "orders-worker");
         assert_eq!(parse(&["b"]).unwrap().function, "hello");
         assert_eq!(a.task_queue, "orders");

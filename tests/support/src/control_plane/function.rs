@@ -36,6 +36,11 @@ pub struct FunctionSpec {
     pub timeout: Duration,
     /// At most this many processes (execution environments) at once.
     pub concurrency: usize,
+    /// Invocations one process takes at once: 1 on Lambda's default; on a Lambda Managed
+    /// Instance, the capacity provider configuration's
+    /// `PerExecutionEnvironmentMaxConcurrency`, given to the process as
+    /// `AWS_LAMBDA_MAX_CONCURRENCY`.
+    pub per_environment: usize,
     /// `LAMBDA_TASK_ROOT` and working directory of the processes.
     pub task_root: PathBuf,
     /// Where every process's stdout and stderr are appended (what CloudWatch Logs would
@@ -53,6 +58,7 @@ impl FunctionSpec {
             env: Vec::new(),
             timeout: Duration::from_secs(15),
             concurrency: 1,
+            per_environment: 1,
             task_root: std::env::current_dir().unwrap_or_else(|_| std::env::temp_dir()),
             log: None,
         }
@@ -73,6 +79,14 @@ impl FunctionSpec {
     /// Sets the concurrency limit.
     pub fn concurrency(mut self, concurrency: usize) -> Self {
         self.concurrency = concurrency.max(1);
+        self
+    }
+
+    /// Lets each process take up to `n` invocations at once, as a Lambda Managed Instance's
+    /// execution environment does (`AWS_LAMBDA_MAX_CONCURRENCY=n`); a new process starts
+    /// only when those running hold `n` each.
+    pub fn per_environment(mut self, n: usize) -> Self {
+        self.per_environment = n.max(1);
         self
     }
 
@@ -213,7 +227,10 @@ impl Environments {
             }
             None => true,
         });
-        let wanted = self.busy().min(self.spec.concurrency);
+        let wanted = self
+            .busy()
+            .div_ceil(self.spec.per_environment)
+            .min(self.spec.concurrency);
         let mut started = false;
         while st.processes.len() < wanted {
             match self.spawn() {
@@ -242,10 +259,14 @@ impl Environments {
     /// (`AWS_LAMBDA_FUNCTION_VERSION` is the version's number or `$LATEST`, as on Lambda).
     fn spawn(&self) -> std::io::Result<Bootstrap> {
         let stream = format!("2026/12/02/[{}]local", self.version);
+        let per_environment = self.spec.per_environment.to_string();
         let mut env: Vec<(&str, &str)> = vec![
             ("AWS_LAMBDA_FUNCTION_VERSION", &self.version),
             ("AWS_LAMBDA_LOG_STREAM_NAME", &stream),
         ];
+        if self.spec.per_environment > 1 {
+            env.push(("AWS_LAMBDA_MAX_CONCURRENCY", &per_environment));
+        }
         env.extend(self.spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let mut cmd = Bootstrap::command(
             &self.spec.binary,
@@ -280,6 +301,20 @@ impl Environments {
 
     /// `GetFunction`'s `Configuration` (and `PublishVersion`'s answer).
     pub(super) fn configuration(&self) -> serde_json::Value {
+        let mut configuration = self.default_configuration();
+        if self.spec.per_environment > 1 {
+            configuration["CapacityProviderConfig"] = serde_json::json!({
+                "LambdaManagedInstancesCapacityProviderConfig": {
+                    "CapacityProviderArn":
+                        format!("arn:aws:lambda:{REGION}:{ACCOUNT}:capacity-provider:local"),
+                    "PerExecutionEnvironmentMaxConcurrency": self.spec.per_environment,
+                }
+            });
+        }
+        configuration
+    }
+
+    fn default_configuration(&self) -> serde_json::Value {
         serde_json::json!({
             "FunctionName": self.spec.name,
             "FunctionArn": self.arn(),

@@ -552,21 +552,27 @@ mod tests {
     /// and answers `{"pid": …}` with what it was handed and its Lambda environment, or an
     /// error when the payload is `fail`.
     const PY_BOOTSTRAP: &str = r#"
-import json, os, time, urllib.request
+import json, os, threading, time, urllib.request
 base = "http://%s/2018-06-01/runtime/invocation" % os.environ["AWS_LAMBDA_RUNTIME_API"]
-while True:
-    with urllib.request.urlopen(base + "/next") as r:
-        rid = r.headers["Lambda-Runtime-Aws-Request-Id"]
-        arn = r.headers["Lambda-Runtime-Invoked-Function-Arn"]
-        payload = r.read()
-    time.sleep(float(os.environ.get("WORK_SECS", "0")))
-    if payload == b"fail":
-        kind, body = "error", {"errorType": "Test.Failed", "errorMessage": "asked to fail"}
-    else:
-        kind, body = "response", {"pid": os.getpid(), "arn": arn, "payload": payload.decode(),
-            "version": os.environ["AWS_LAMBDA_FUNCTION_VERSION"], "build": os.environ.get("BUILD")}
-    req = urllib.request.Request("%s/%s/%s" % (base, rid, kind), json.dumps(body).encode(), method="POST")
-    urllib.request.urlopen(req).read()
+def serve():
+    while True:
+        with urllib.request.urlopen(base + "/next") as r:
+            rid = r.headers["Lambda-Runtime-Aws-Request-Id"]
+            arn = r.headers["Lambda-Runtime-Invoked-Function-Arn"]
+            payload = r.read()
+        time.sleep(float(os.environ.get("WORK_SECS", "0")))
+        if payload == b"fail":
+            kind, body = "error", {"errorType": "Test.Failed", "errorMessage": "asked to fail"}
+        else:
+            kind, body = "response", {"pid": os.getpid(), "arn": arn, "payload": payload.decode(),
+                "version": os.environ["AWS_LAMBDA_FUNCTION_VERSION"], "build": os.environ.get("BUILD")}
+        req = urllib.request.Request("%s/%s/%s" % (base, rid, kind), json.dumps(body).encode(), method="POST")
+        urllib.request.urlopen(req).read()
+# As a managed instance's runtime does: that many loops at once.
+loops = [threading.Thread(target=serve, daemon=True)
+         for _ in range(int(os.environ.get("AWS_LAMBDA_MAX_CONCURRENCY") or 1))]
+for t in loops: t.start()
+for t in loops: t.join()
 "#;
 
     /// The script, runnable with `env_clear` (an absolute interpreter path in its shebang).
@@ -658,6 +664,56 @@ while True:
         let (status, body) = invoke("fail").await;
         assert_eq!(status, 200);
         assert!(body.contains("asked to fail"), "{body}");
+        drop(plane);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_managed_instance_environment_takes_its_share_of_invocations_before_another_starts() {
+        let dir = std::env::temp_dir().join(format!("tlw-cp-lmi-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let spec = FunctionSpec::new("py", py_bootstrap(&dir))
+            .env("WORK_SECS", "1")
+            .concurrency(2)
+            .per_environment(3)
+            .timeout(Duration::from_secs(10))
+            .task_root(&dir);
+        let plane = ControlPlane::start(vec![spec], ControlPlaneOptions::default())
+            .await
+            .unwrap();
+        let addr = plane.addr;
+        let invoke = || request(addr, "POST /2015-03-31/functions/py/invocations", "");
+        let pids = |answers: Vec<(u16, String)>| {
+            let mut pids = std::collections::HashMap::<u64, usize>::new();
+            for (status, body) in answers {
+                assert_eq!(status, 200, "{body}");
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                *pids.entry(v["pid"].as_u64().unwrap()).or_default() += 1;
+            }
+            let mut counts: Vec<usize> = pids.into_values().collect();
+            counts.sort();
+            counts
+        };
+
+        // Three at once: one process takes them all.
+        let answers = futures_util::future::join_all((0..3).map(|_| invoke())).await;
+        assert_eq!(pids(answers), vec![3]);
+        let s = plane.stats("py");
+        assert_eq!((s.processes_started, s.peak_processes), (1, 1), "{s:?}");
+        // Five at once: a second process starts for the two the first has no room for.
+        let answers = futures_util::future::join_all((0..5).map(|_| invoke())).await;
+        assert_eq!(pids(answers), vec![2, 3]);
+        assert_eq!(plane.stats("py").processes_started, 2);
+        // GetFunction says how many invocations an environment takes.
+        let (status, body) = request(addr, "GET /2015-03-31/functions/py", "").await;
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v["Configuration"]["CapacityProviderConfig"]["LambdaManagedInstancesCapacityProviderConfig"]
+                ["PerExecutionEnvironmentMaxConcurrency"],
+            3,
+            "{v}"
+        );
         drop(plane);
         let _ = std::fs::remove_dir_all(&dir);
     }
