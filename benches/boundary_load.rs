@@ -15,6 +15,9 @@
 //! (comma-separated) in turn, each against the dev server started as today's tests start
 //! it. Knobs: `TLW_BENCH_WORKFLOWS` (300), `TLW_BENCH_PROCESSES` (2),
 //! `TLW_BENCH_TIMEOUT_SECS` (9: a 2 s polling window after the 7 s shutdown buffer),
+//! `TLW_BENCH_PER_PROCESS` (1: invocations each process takes at once, as on a Lambda
+//! Managed Instance, `AWS_LAMBDA_MAX_CONCURRENCY`; each round then makes processes × that
+//! many invocations at once),
 //! `TLW_BENCH_ENV` (more variables for the bootstraps), `TLW_BENCH_SERVER_ARGS` (more
 //! `temporal server start-dev` arguments), `TLW_BENCH_LOG_DIR`/`TLW_BENCH_LOG_LEVEL`.
 
@@ -143,6 +146,8 @@ fn tree_cpu_secs(pid: u32) -> f64 {
 async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
     let workflows: usize = env_or("TLW_BENCH_WORKFLOWS", 300);
     let processes: usize = env_or("TLW_BENCH_PROCESSES", 2);
+    let per_process: usize = env_or("TLW_BENCH_PER_PROCESS", 1usize).max(1);
+    let per_process_var = per_process.to_string();
     let timeout = Duration::from_secs_f64(env_or("TLW_BENCH_TIMEOUT_SECS", 9.0));
     // `TLW_BENCH_LOG_DIR`: keep each bootstrap's log there (JSON), at `TLW_BENCH_LOG_LEVEL`
     // (a `RUST_LOG` filter).
@@ -161,6 +166,9 @@ async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
         // Every invocation polls its whole window (the idle exit is on by default).
         ("TEMPORAL_IDLE_SHUTDOWN_SECS", "off"),
     ];
+    if per_process > 1 {
+        env.push(("AWS_LAMBDA_MAX_CONCURRENCY", &per_process_var));
+    }
     // `TLW_BENCH_ENV="K=V K2=V2"`: more variables for the bootstraps.
     let extra = std::env::var("TLW_BENCH_ENV").unwrap_or_default();
     env.extend(extra.split_whitespace().filter_map(|kv| kv.split_once('=')));
@@ -192,7 +200,8 @@ async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
         .await
         .unwrap();
     println!(
-        "{}: {workflows} workflows, {processes} processes, {:.1} s invocations",
+        "{}: {workflows} workflows, {processes} processes × {per_process} invocations at \
+         once, {:.1} s invocations",
         binary.display(),
         timeout.as_secs_f64()
     );
@@ -216,8 +225,10 @@ async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
     while server.count_workflows(&running).await.unwrap_or(usize::MAX) > 0
         && begin.elapsed().as_secs() < 300
     {
-        let answers =
-            futures::future::join_all((0..processes).map(|_| api.invoke(b"", timeout))).await;
+        let answers = futures::future::join_all(
+            (0..processes * per_process).map(|_| api.invoke(b"", timeout)),
+        )
+        .await;
         invocations += answers.len();
         failed += answers
             .iter()

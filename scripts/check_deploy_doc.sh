@@ -32,6 +32,7 @@ aws() {
   case "$query" in
     FunctionArn) echo "$FUNCTION_ARN:1" ;;
     Version) echo 1 ;;
+    CapacityProvider.CapacityProviderArn) echo "arn:aws:lambda:$AWS_REGION:$ACCOUNT_ID:capacity-provider:$CAPACITY_PROVIDER" ;;
   esac
 }
 temporal() {
