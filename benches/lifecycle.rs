@@ -18,13 +18,15 @@
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    process::Command,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use temporal_lambda_worker_testkit::{
     Answer, Bootstrap, DevServer, RuntimeApi,
-    bench::{percentile, start_hellos, system_secs, wait_for_count, workflow_times},
+    bench::{
+        percentile, release_example, start_hellos, status_kib, system_secs, wait_for_count,
+        workflow_times,
+    },
 };
 
 const ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:bench";
@@ -62,41 +64,6 @@ fn summary(v: &[f64], unit: &str) -> String {
         percentile(v, 1.0),
         v.len()
     )
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
-}
-
-fn build_bootstrap() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--profile",
-            "bench",
-            "--example",
-            "hello",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("run cargo build");
-    assert!(
-        status.success(),
-        "cargo build --release --example hello failed"
-    );
-    target_dir().join("release/examples/hello")
-}
-
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 struct Function {
@@ -162,7 +129,7 @@ async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` and the like: nothing to list
     }
-    let binary = build_bootstrap();
+    let binary = release_example("hello");
     let size = std::fs::metadata(&binary).unwrap().len();
     let server = tokio::task::spawn_blocking(DevServer::start).await.unwrap();
     println!(
@@ -208,7 +175,7 @@ async fn main() {
         }
         idle_slack.push(a.slack() * 1e3);
     }
-    let rss = peak_rss_kib(f.process.pid());
+    let rss = status_kib(f.process.pid(), "VmHWM");
     println!(
         "\n2. warm overhead, handed out → worker polling (invocations 2..{WARM_INVOCATIONS}):"
     );

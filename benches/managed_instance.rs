@@ -15,15 +15,11 @@
 //! timeouts, are `boundary_load`'s (`TLW_BENCH_PROCESSES=1 TLW_BENCH_PER_PROCESS=4` against
 //! `TLW_BENCH_PROCESSES=4`).
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
-};
+use std::{path::Path, time::Duration};
 
 use temporal_lambda_worker_testkit::{
     Bootstrap, DevServer, RuntimeApi,
-    bench::{bootstraps_or, dev_server_from_env, env_or, percentile},
+    bench::{bootstraps_or, dev_server_from_env, env_or, percentile, release_example, status_kib},
 };
 
 const ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:bench";
@@ -32,40 +28,11 @@ const INVOCATION: Duration = Duration::from_secs(9);
 /// When VmRSS is read after the hand-out: every worker of the round is polling by then.
 const READ_AFTER: Duration = Duration::from_millis(1500);
 
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
-fn release_bootstrap() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--profile",
-            "bench",
-            "--example",
-            "hello",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("run cargo build");
-    assert!(status.success(), "cargo build --example hello failed");
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
-        .join("release/examples/hello")
-}
-
 /// `k` invocations at once; VmRSS of `pid` while all poll; whether every one answered.
 async fn hold(api: &RuntimeApi, pid: u32, k: usize) -> (u64, bool) {
     let pending: Vec<_> = (0..k).map(|_| api.submit(b"", INVOCATION)).collect();
     tokio::time::sleep(READ_AFTER).await;
-    let rss = rss_kib(pid).unwrap_or(0);
+    let rss = status_kib(pid, "VmRSS").unwrap_or(0);
     let answers = futures::future::join_all(pending.into_iter().map(|p| p.answer())).await;
     let ok = answers.iter().all(|a| {
         matches!(
@@ -104,7 +71,7 @@ async fn measure(binary: &Path, server: &DevServer, n: usize, rounds: usize, tag
         .await
         .unwrap();
     println!("{} (AWS_LAMBDA_MAX_CONCURRENCY={n})", binary.display());
-    let idle = rss_kib(process.pid()).unwrap_or(0);
+    let idle = status_kib(process.pid(), "VmRSS").unwrap_or(0);
     // Warm-up: 4N workflows queued, then rounds of N invocations at once until all closed,
     // so N connections exist and every worker's first allocations are made.
     for i in 0..4 * n {
@@ -127,7 +94,7 @@ async fn measure(binary: &Path, server: &DevServer, n: usize, rounds: usize, tag
     println!(
         "  VmRSS idle after start-up {:.2} MiB, idle after the warm-up {:.2} MiB",
         idle as f64 / 1024.0,
-        rss_kib(process.pid()).unwrap_or(0) as f64 / 1024.0
+        status_kib(process.pid(), "VmRSS").unwrap_or(0) as f64 / 1024.0
     );
     let mut medians = Vec::new();
     for k in 1..=n {
@@ -168,7 +135,7 @@ async fn measure(binary: &Path, server: &DevServer, n: usize, rounds: usize, tag
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let binaries = bootstraps_or(release_bootstrap);
+    let binaries = bootstraps_or(|| release_example("hello"));
     let n: usize = env_or("TLW_BENCH_CONCURRENCY", 8usize).max(1);
     let rounds: usize = env_or("TLW_BENCH_ROUNDS", 3usize).max(1);
     let server = dev_server_from_env().await;

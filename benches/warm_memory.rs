@@ -15,47 +15,20 @@
 //! (a bootstrap without the idle exit polls until deadline − 7 s: 3 s each).
 
 use std::{
-    path::{Path, PathBuf},
-    process::Command,
+    path::Path,
     time::{Duration, Instant},
 };
 
 use temporal_lambda_worker_testkit::{
     Bootstrap, DevServer, RuntimeApi,
-    bench::{bootstraps_or, dev_server_from_env, env_or, percentile, system_secs, workflow_times},
+    bench::{
+        bootstraps_or, dev_server_from_env, env_or, percentile, release_example, status_kib,
+        system_secs, workflow_times,
+    },
 };
 
 const ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:bench";
 const CHECKPOINTS: [usize; 8] = [1, 25, 50, 100, 200, 300, 400, 525];
-
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
-fn release_bootstrap() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--profile",
-            "bench",
-            "--example",
-            "hello",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("run cargo build");
-    assert!(status.success(), "cargo build --example hello failed");
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
-        .join("release/examples/hello")
-}
 
 async fn measure(binary: &Path, server: &DevServer, n: usize, tag: usize) {
     let api = RuntimeApi::start(ARN).await.unwrap();
@@ -129,7 +102,7 @@ async fn measure(binary: &Path, server: &DevServer, n: usize, tag: usize) {
             failed += 1;
         }
         if CHECKPOINTS.contains(&i) || i == n {
-            let rss = rss_kib(process.pid()).unwrap_or(0);
+            let rss = status_kib(process.pid(), "VmRSS").unwrap_or(0);
             println!(
                 "  after {i:4} invocations: VmRSS {:7.2} MiB  ({:.0} s)",
                 rss as f64 / 1024.0,
@@ -198,7 +171,7 @@ async fn server_side_split(
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let binaries = bootstraps_or(release_bootstrap);
+    let binaries = bootstraps_or(|| release_example("hello"));
     let n: usize = env_or("TLW_BENCH_INVOCATIONS", 525);
     // `TLW_BENCH_SERVER_ARGS`: more `temporal server start-dev` arguments (dynamic config).
     let server = dev_server_from_env().await;

@@ -137,3 +137,35 @@ pub fn percentile(values: &[f64], p: f64) -> f64 {
         n => sorted[((n - 1) as f64 * p).round() as usize],
     }
 }
+
+/// The release build of example `name` (the `bench` profile, which is the release one),
+/// built first: what the end-to-end benchmarks measure by default.
+pub fn release_example(name: &str) -> PathBuf {
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--quiet", "--profile", "bench", "--example", name])
+        .current_dir(&workspace)
+        .status()
+        .expect("run cargo build");
+    assert!(
+        status.success(),
+        "cargo build --profile bench --example {name} failed"
+    );
+    let path = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"))
+        .join("release/examples")
+        .join(name);
+    std::path::absolute(&path).unwrap_or(path)
+}
+
+/// A memory figure of process `pid` from `/proc/PID/status`, in KiB: `"VmRSS"` (now) or
+/// `"VmHWM"` (its peak).
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
