@@ -29,7 +29,7 @@ use std::{
 };
 
 use temporal_lambda_worker_testkit::{
-    Bootstrap, DevServer, Outcome, RuntimeApi,
+    Bootstrap, DevServer, Outcome, RuntimeApi, TempDir,
     bench::{bootstraps_or, debug_example, dev_server_from_env, env_or, epoch_secs},
 };
 
@@ -154,8 +154,7 @@ async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
     let log_dir = std::env::var_os("TLW_BENCH_LOG_DIR").map(PathBuf::from);
     let log_level = std::env::var("TLW_BENCH_LOG_LEVEL").unwrap_or_else(|_| "warn".into());
     let api = RuntimeApi::start(ARN).await.unwrap();
-    let root = std::env::temp_dir().join(format!("tlw-bench-load-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&root).unwrap();
+    let root = TempDir::new(&format!("bench-load-{tag}"));
     let queue = format!("tq-load-{tag}");
     let deployment = format!("dep-load-{tag}");
     let mut env = vec![
@@ -186,11 +185,11 @@ async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
                     binary,
                     &api.address(),
                     &name,
-                    &root,
+                    root.path(),
                     &env,
                     &dir.join(format!("{tag}-{name}.log")),
                 ),
-                None => Bootstrap::start(binary, &api.address(), &name, &root, &env),
+                None => Bootstrap::start(binary, &api.address(), &name, root.path(), &env),
             }
             .unwrap()
         })
@@ -301,7 +300,6 @@ async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
     for (kind, n) in &timeouts {
         println!("    {n:4}  {kind}");
     }
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

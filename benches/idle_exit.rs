@@ -29,7 +29,7 @@
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use temporal_lambda_worker_testkit::{
-    DevServer, FunctionSpec, ServerlessLoop,
+    DevServer, FunctionSpec, ServerlessLoop, TempDir,
     bench::{debug_example, env_or, percentile, workflow_times},
 };
 
@@ -158,8 +158,7 @@ async fn run(idle: &str, scenario: &'static str, tag: usize) -> Row {
     let name = format!("idle{tag}");
     let queue = format!("tq-{name}");
     let deployment = format!("dep-{name}");
-    let root = std::env::temp_dir().join(format!("tlw-bench-idle-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&root).unwrap();
+    let root = TempDir::new(&format!("bench-idle-{tag}"));
     let mut spec = FunctionSpec::new(&name, bootstrap())
         .env("TEMPORAL_TASK_QUEUE", &queue)
         .env("HELLO_DEPLOYMENT_NAME", &deployment)
@@ -168,7 +167,7 @@ async fn run(idle: &str, scenario: &'static str, tag: usize) -> Row {
         .env("TEMPORAL_ALLOW_UNPUBLISHED_CODE", "1")
         .timeout(timeout)
         .concurrency(env_or("TLW_BENCH_CONCURRENCY", 10))
-        .task_root(&root);
+        .task_root(root.path());
     // Always set: unset is the 2 s default, not off.
     spec = spec.env("TEMPORAL_IDLE_SHUTDOWN_SECS", idle);
     let ServerlessLoop { plane, server, .. } =
@@ -221,7 +220,6 @@ async fn run(idle: &str, scenario: &'static str, tag: usize) -> Row {
     .map(|(_, (start, close))| close - start)
     .collect();
     drop(plane);
-    let _ = std::fs::remove_dir_all(&root);
     Row {
         idle: idle.to_owned(),
         scenario,

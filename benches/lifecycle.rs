@@ -17,12 +17,12 @@
 //! (7, the per-layer cost, is `cargo bench --bench layers`.)
 use std::{
     collections::HashMap,
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use temporal_lambda_worker_testkit::{
-    Answer, Bootstrap, DevServer, RuntimeApi,
+    Answer, Bootstrap, DevServer, RuntimeApi, TempDir,
     bench::{
         percentile, release_example, start_hellos, status_kib, system_secs, wait_for_count,
         workflow_times,
@@ -69,21 +69,21 @@ fn summary(v: &[f64], unit: &str) -> String {
 struct Function {
     api: RuntimeApi,
     process: Bootstrap,
-    root: PathBuf,
+    /// Removed once the process is gone (fields drop in order).
+    _root: TempDir,
     started_at: SystemTime,
 }
 
 impl Function {
     async fn start(binary: &Path, server: &DevServer, tag: &str) -> Self {
         let api = RuntimeApi::start(ARN).await.unwrap();
-        let root = std::env::temp_dir().join(format!("tlw-bench-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&root).unwrap();
+        let root = TempDir::new(&format!("bench-{tag}"));
         let started_at = SystemTime::now();
         let process = Bootstrap::start(
             binary,
             &api.address(),
             "bench",
-            &root,
+            root.path(),
             &[
                 ("TEMPORAL_ADDRESS", &server.address),
                 ("TEMPORAL_TASK_QUEUE", "tq-bench"),
@@ -96,15 +96,9 @@ impl Function {
         Self {
             api,
             process,
-            root,
+            _root: root,
             started_at,
         }
-    }
-}
-
-impl Drop for Function {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.root);
     }
 }
 

@@ -18,7 +18,7 @@
 use std::{path::Path, time::Duration};
 
 use temporal_lambda_worker_testkit::{
-    Bootstrap, DevServer, RuntimeApi,
+    Bootstrap, DevServer, RuntimeApi, TempDir,
     bench::{bootstraps_or, dev_server_from_env, env_or, percentile, release_example, status_kib},
 };
 
@@ -45,8 +45,7 @@ async fn hold(api: &RuntimeApi, pid: u32, k: usize) -> (u64, bool) {
 
 async fn measure(binary: &Path, server: &DevServer, n: usize, rounds: usize, tag: usize) {
     let api = RuntimeApi::start(ARN).await.unwrap();
-    let root = std::env::temp_dir().join(format!("tlw-bench-mi-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&root).unwrap();
+    let root = TempDir::new(&format!("bench-mi-{tag}"));
     let queue = format!("tq-mi-{tag}");
     let deployment = format!("dep-mi-{tag}");
     let concurrency = n.to_string();
@@ -54,7 +53,7 @@ async fn measure(binary: &Path, server: &DevServer, n: usize, rounds: usize, tag
         binary,
         &api.address(),
         "bench",
-        &root,
+        root.path(),
         &[
             ("TEMPORAL_ADDRESS", &server.address),
             ("TEMPORAL_TASK_QUEUE", &queue),
@@ -130,7 +129,6 @@ async fn measure(binary: &Path, server: &DevServer, n: usize, rounds: usize, tag
         );
     }
     drop(process);
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -19,7 +19,7 @@ use std::{
 };
 
 use temporal_lambda_worker_testkit::{
-    Bootstrap, DevServer, RuntimeApi,
+    Bootstrap, DevServer, RuntimeApi, TempDir,
     bench::{env_or, percentile, start_hellos, wait_for_count},
 };
 
@@ -236,23 +236,22 @@ async fn main() {
     }
 
     let server = tokio::task::spawn_blocking(DevServer::start).await.unwrap();
-    let root = std::env::temp_dir().join(format!("tlw-profile-{}", std::process::id()));
+    let root = TempDir::new("profile");
     for round in 0..rounds {
         for c in candidates.iter_mut() {
-            let dir = root.join(format!("{}-{round}", c.name));
+            let dir = root.path().join(format!("{}-{round}", c.name));
             c.cold_ms.push(cold_start(c, &server, &dir).await);
         }
     }
     for round in 0..rounds.div_ceil(4) {
         for c in candidates.iter_mut() {
-            let dir = root.join(format!("{}-burst-{round}", c.name));
+            let dir = root.path().join(format!("{}-burst-{round}", c.name));
             let run = format!("{}-{round}", c.name);
             let (rate, cpu) = burst(c, &server, &dir, &run, ticks).await;
             c.rates.push(rate);
             c.cpu_ms_per_workflow.push(cpu);
         }
     }
-    let _ = std::fs::remove_dir_all(&root);
     println!("\nat run time (rounds interleaved across the candidates):");
     for c in &candidates {
         println!("{}:", c.name);

@@ -20,7 +20,7 @@ use std::{
 };
 
 use temporal_lambda_worker_testkit::{
-    Bootstrap, DevServer, RuntimeApi,
+    Bootstrap, DevServer, RuntimeApi, TempDir,
     bench::{
         bootstraps_or, dev_server_from_env, env_or, percentile, release_example, status_kib,
         system_secs, workflow_times,
@@ -32,15 +32,14 @@ const CHECKPOINTS: [usize; 8] = [1, 25, 50, 100, 200, 300, 400, 525];
 
 async fn measure(binary: &Path, server: &DevServer, n: usize, tag: usize) {
     let api = RuntimeApi::start(ARN).await.unwrap();
-    let root = std::env::temp_dir().join(format!("tlw-bench-mem-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&root).unwrap();
+    let root = TempDir::new(&format!("bench-mem-{tag}"));
     let queue = format!("tq-mem-{tag}");
     let deployment = format!("dep-mem-{tag}");
     let process = Bootstrap::start(
         binary,
         &api.address(),
         "bench",
-        &root,
+        root.path(),
         &[
             ("TEMPORAL_ADDRESS", &server.address),
             ("TEMPORAL_TASK_QUEUE", &queue),
@@ -134,7 +133,6 @@ async fn measure(binary: &Path, server: &DevServer, n: usize, tag: usize) {
         );
         server_side_split(server, &queue, &handed_out).await;
     }
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// Splits the warm path with the server's own times: hand-out → the server accepted the

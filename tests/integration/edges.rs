@@ -17,7 +17,7 @@ async fn an_api_key_set_by_a_layer_never_crosses_the_wire_in_plaintext() {
     let wire = WireRecorder::start().await.unwrap();
     let api = RuntimeApi::start(ARN).await.unwrap();
     let root = TempDir::new("wire");
-    let key_file = root.0.join("api-key");
+    let key_file = root.path().join("api-key");
     std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
     // `custom_layer` sets the key through ApiKeySecretLayer; the environment has no
     // TEMPORAL_API_KEY and no TLS setting, so nothing but the rule turns TLS on.
@@ -25,7 +25,7 @@ async fn an_api_key_set_by_a_layer_never_crosses_the_wire_in_plaintext() {
         &example_binary("custom_layer"),
         &api.address(),
         "hello",
-        &root.0,
+        root.path(),
         &[
             ("TEMPORAL_ADDRESS", wire.address()),
             ("TEMPORAL_API_KEY_FILE", key_file.to_str().unwrap()),
@@ -83,12 +83,12 @@ async fn sigterm_while_polling_begins_the_graceful_shutdown_and_exits_cleanly() 
         .unwrap();
     let api = RuntimeApi::start(ARN).await.unwrap();
     let root = TempDir::new("sigterm");
-    let log = root.0.join("bootstrap.log");
+    let log = root.path().join("bootstrap.log");
     let mut bootstrap = Bootstrap::start_logging_to(
         &crate::hello_binary(),
         &api.address(),
         "hello",
-        &root.0,
+        root.path(),
         &[
             ("TEMPORAL_ADDRESS", &server.address),
             ("TEMPORAL_TASK_QUEUE", "tq-sigterm"),
@@ -166,8 +166,8 @@ async fn a_failed_next_request_is_retried_and_the_process_goes_on_serving() {
     let api = RuntimeApi::start(ARN).await.unwrap();
     api.reset_next_requests(1);
     let root = TempDir::new("reset");
-    let log = root.0.join("bootstrap.log");
-    let mut bootstrap = start_without_temporal(&api, &root.0, &log);
+    let log = root.path().join("bootstrap.log");
+    let mut bootstrap = start_without_temporal(&api, root.path(), &log);
     // Nothing listens at the Temporal address: an error answered quickly, which is all
     // this test needs of an invocation.
     let answer = tokio::time::timeout(
@@ -191,8 +191,8 @@ async fn a_failed_next_request_is_retried_and_the_process_goes_on_serving() {
 async fn a_malformed_next_answer_is_answered_or_logged_and_the_process_goes_on_serving() {
     let api = RuntimeApi::start(ARN).await.unwrap();
     let root = TempDir::new("malformed-next");
-    let log = root.0.join("bootstrap.log");
-    let mut bootstrap = start_without_temporal(&api, &root.0, &log);
+    let log = root.path().join("bootstrap.log");
+    let mut bootstrap = start_without_temporal(&api, root.path(), &log);
     let no_deadline = api.submit_without(b"", Duration::from_secs(5), "Lambda-Runtime-Deadline-Ms");
     let no_deadline = no_deadline.answer().await;
     let text = read(&log);
@@ -234,12 +234,12 @@ async fn a_runtime_api_that_keeps_failing_ends_the_process_cleanly_after_three_r
     let api = RuntimeApi::start(ARN).await.unwrap();
     api.reset_next_requests(100);
     let root = TempDir::new("resets");
-    let log = root.0.join("bootstrap.log");
+    let log = root.path().join("bootstrap.log");
     let mut bootstrap = Bootstrap::start_logging_to(
         &crate::hello_binary(),
         &api.address(),
         "hello",
-        &root.0,
+        root.path(),
         &[("RUST_LOG", "info")],
         &log,
     )
@@ -263,12 +263,12 @@ async fn a_broken_lambda_environment_posts_an_init_error_naming_the_variable() {
         ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", Some("lots")),
     ] {
         let root = TempDir::new(&format!("env-{name}"));
-        let log = root.0.join("bootstrap.log");
+        let log = root.path().join("bootstrap.log");
         let mut cmd = Bootstrap::command(
             &crate::hello_binary(),
             &api.address(),
             "hello",
-            &root.0,
+            root.path(),
             &[],
             Some(&log),
         )
@@ -342,7 +342,7 @@ impl HelloSetup {
         );
         let api = RuntimeApi::start(ARN).await.unwrap();
         let root = TempDir::new(tag);
-        let log = root.0.join("bootstrap.log");
+        let log = root.path().join("bootstrap.log");
         let (queue, deployment) = (format!("tq-{tag}"), format!("dep-{tag}"));
         let mut all = vec![
             ("TEMPORAL_ADDRESS", server.address.as_str()),
@@ -355,7 +355,7 @@ impl HelloSetup {
             &crate::hello_binary(),
             &api.address(),
             "hello",
-            &root.0,
+            root.path(),
             &all,
             &log,
         )
@@ -424,12 +424,12 @@ async fn idle_exit_ends_the_invocation_after_the_work_and_the_summary_line_says_
 async fn each_failure_is_logged_once_without_colour() {
     let api = RuntimeApi::start(ARN).await.unwrap();
     let root = TempDir::new("once");
-    let log = root.0.join("bootstrap.log");
+    let log = root.path().join("bootstrap.log");
     let _bootstrap = Bootstrap::start_logging_to(
         &crate::hello_binary(),
         &api.address(),
         "hello",
-        &root.0,
+        root.path(),
         &[("TEMPORAL_ADDRESS", "127.0.0.1:1")],
         &log,
     )

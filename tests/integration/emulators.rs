@@ -99,7 +99,7 @@ async fn cargo_lambda_watch_polls_and_a_queued_workflow_completes() {
     let server = tokio::task::spawn_blocking(DevServer::start).await.unwrap();
     let port = free_port();
     let dir = TempDir::new("watch");
-    let log = std::fs::File::create(dir.0.join("watch.log")).unwrap();
+    let log = std::fs::File::create(dir.path().join("watch.log")).unwrap();
     let mut cmd = Command::new("cargo");
     cmd.args([
         "lambda",
@@ -154,7 +154,7 @@ async fn cargo_lambda_watch_polls_and_a_queued_workflow_completes() {
     tokio::time::timeout(Duration::from_secs(120), up)
         .await
         .expect("cargo lambda watch listens");
-    let watch_log = || std::fs::read_to_string(dir.0.join("watch.log")).unwrap_or_default();
+    let watch_log = || std::fs::read_to_string(dir.path().join("watch.log")).unwrap_or_default();
 
     // The first invocation (which waits for the example to start) polls as
     // dep-watch/build-1, so the server knows that version; then it is made current.

@@ -37,30 +37,7 @@ pub(crate) fn example_binary(name: &str) -> PathBuf {
     p
 }
 
-pub(crate) struct TempDir(pub(crate) PathBuf);
-impl TempDir {
-    /// A directory of this test process named after `tag`, which must be unique among the
-    /// tests: they run in parallel, and one's drop would remove the other's files.
-    pub(crate) fn new(tag: &str) -> Self {
-        static TAGS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-        let mut tags = TAGS.lock().unwrap_or_else(|p| p.into_inner());
-        assert!(
-            !tags.iter().any(|t| t == tag),
-            "TempDir tag {tag:?} is used by another test"
-        );
-        tags.push(tag.to_owned());
-        drop(tags);
-        let p = std::env::temp_dir().join(format!("tlw-it-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub(crate) use temporal_lambda_worker_testkit::TempDir;
 
 fn assert_polled_until_the_buffer(answer: &temporal_lambda_worker_testkit::Answer) {
     let slack = answer.slack();
@@ -80,7 +57,7 @@ async fn workflows_complete_in_invocations_of_one_warm_process() {
         &hello_binary(),
         &api.address(),
         "hello",
-        &root.0,
+        root.path(),
         &[
             ("TEMPORAL_ADDRESS", &server.address),
             ("TEMPORAL_TASK_QUEUE", "tq-happy"),
@@ -133,14 +110,14 @@ async fn each_fault_fails_only_its_invocation_and_the_process_goes_on() {
     let server = tokio::task::spawn_blocking(DevServer::start).await.unwrap();
     let api = RuntimeApi::start(ARN).await.unwrap();
     let root = TempDir::new("faults");
-    let file = root.0.join("temporal.toml");
+    let file = root.path().join("temporal.toml");
     let good = format!("[profile.default]\naddress = \"{}\"\n", server.address);
     std::fs::write(&file, &good).unwrap();
     let mut bootstrap = Bootstrap::start(
         &hello_binary(),
         &api.address(),
         "hello",
-        &root.0,
+        root.path(),
         &[
             ("TEMPORAL_TASK_QUEUE", "tq-faults"),
             // Polling until the buffer, which these tests follow (the idle exit is on by
@@ -209,7 +186,7 @@ async fn an_empty_deployment_name_fails_every_invocation_clearly() {
         &hello_binary(),
         &api.address(),
         "hello",
-        &root.0,
+        root.path(),
         &[
             ("TEMPORAL_ADDRESS", "127.0.0.1:1"),
             ("HELLO_DEPLOYMENT_NAME", ""),
@@ -242,7 +219,7 @@ async fn the_warm_process_recovers_when_the_server_comes_back() {
         &hello_binary(),
         &api.address(),
         "hello",
-        &root.0,
+        root.path(),
         &[
             ("TEMPORAL_ADDRESS", &address),
             ("TEMPORAL_TASK_QUEUE", "tq-restart"),

@@ -29,7 +29,7 @@ async fn spans_and_worker_metrics_reach_the_collector_before_the_answer() {
         &example_binary("otel"),
         &api.address(),
         "hello",
-        &root.0,
+        root.path(),
         &[
             ("TEMPORAL_ADDRESS", &server.address),
             ("TEMPORAL_TASK_QUEUE", "tq-otel"),
@@ -135,12 +135,12 @@ async fn with_the_collector_down_the_invocation_answers_in_time_with_one_warning
     let endpoint = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
     let root = TempDir::new("otel-down");
-    let log = root.0.join("bootstrap.log");
+    let log = root.path().join("bootstrap.log");
     let _bootstrap = Bootstrap::start_logging_to(
         &example_binary("otel"),
         &api.address(),
         "hello",
-        &root.0,
+        root.path(),
         &[
             ("TEMPORAL_ADDRESS", &server.address),
             ("TEMPORAL_TASK_QUEUE", "tq-otel-down"),

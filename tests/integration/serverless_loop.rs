@@ -37,7 +37,7 @@ impl Loop {
                 .env("TEMPORAL_TASK_QUEUE", &format!("tq-{name}"))
                 .env("HELLO_DEPLOYMENT_NAME", &format!("dep-{name}"))
                 .timeout(TIMEOUT)
-                .task_root(&root.0),
+                .task_root(root.path()),
         );
         let ServerlessLoop { plane, server, .. } = ServerlessLoop::start(
             spec,
@@ -179,7 +179,7 @@ async fn one_managed_instance_environment_serves_the_servers_invocations_four_at
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invocation_answered_with_an_error_is_retried() {
     let dir = TempDir::new("flaky-config");
-    let file = dir.0.join("temporal.toml");
+    let file = dir.path().join("temporal.toml");
     let good = "[profile.default]\n"; // the address comes from TEMPORAL_ADDRESS
     std::fs::write(&file, good).unwrap();
     let file_s = file.to_str().unwrap().to_owned();
@@ -233,7 +233,7 @@ async fn start_error(name: &'static str, env: &[(&str, &str)]) -> Option<String>
         .env("TEMPORAL_TASK_QUEUE", &format!("tq-{name}"))
         .env("HELLO_DEPLOYMENT_NAME", &format!("dep-{name}"))
         .timeout(TIMEOUT)
-        .task_root(&root.0);
+        .task_root(root.path());
     for (k, v) in env {
         spec = spec.env(k, v);
     }
@@ -278,7 +278,7 @@ async fn a_bootstrap_polling_as_another_version_stops_the_loop_naming_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_build_ships_as_its_own_lambda_version() {
     let dir = TempDir::new("upgrade-published");
-    let scenario = upgrade::scenario_in(&dir.0, &hello_binary(), TIMEOUT);
+    let scenario = upgrade::scenario_in(dir.path(), &hello_binary(), TIMEOUT);
     let mut said = Vec::new();
     let ran = upgrade::run_published(&scenario, &mut |line| said.push(line)).await;
     let log = std::fs::read_to_string(&scenario.log).unwrap_or_default();
@@ -301,7 +301,7 @@ async fn a_second_build_ships_as_its_own_lambda_version() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unqualified_arn_strands_pinned_workflows_and_the_log_says_why() {
     let dir = TempDir::new("upgrade-unqualified");
-    let scenario = upgrade::scenario_in(&dir.0, &hello_binary(), TIMEOUT);
+    let scenario = upgrade::scenario_in(dir.path(), &hello_binary(), TIMEOUT);
     let mut said = Vec::new();
     let stranded = upgrade::run_unqualified(&scenario, &mut |line| said.push(line))
         .await

@@ -23,6 +23,7 @@ mod http;
 pub mod otlp;
 pub mod runtime_api;
 pub mod serverless_loop;
+mod temp_dir;
 pub mod upgrade;
 pub mod wire;
 
@@ -32,4 +33,5 @@ pub use dev_server::{DevServer, temporal_cli};
 pub use otlp::{OtlpReceiver, ReceivedMetric, ReceivedSpan};
 pub use runtime_api::{Answer, Outcome, Pending, RuntimeApi};
 pub use serverless_loop::ServerlessLoop;
+pub use temp_dir::TempDir;
 pub use wire::WireRecorder;

@@ -591,13 +591,12 @@ for t in loops: t.join()
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn runs_processes_like_lambda_within_the_concurrency_limit() {
-        let dir = std::env::temp_dir().join(format!("tlw-cp-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let spec = FunctionSpec::new("py", py_bootstrap(&dir))
+        let dir = crate::TempDir::new("cp");
+        let spec = FunctionSpec::new("py", py_bootstrap(dir.path()))
             .env("WORK_SECS", "1")
             .concurrency(2)
             .timeout(Duration::from_secs(10))
-            .task_root(&dir);
+            .task_root(dir.path());
         let plane = ControlPlane::start(
             vec![spec],
             ControlPlaneOptions {
@@ -665,19 +664,17 @@ for t in loops: t.join()
         assert_eq!(status, 200);
         assert!(body.contains("asked to fail"), "{body}");
         drop(plane);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_managed_instance_environment_takes_its_share_of_invocations_before_another_starts() {
-        let dir = std::env::temp_dir().join(format!("tlw-cp-lmi-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let spec = FunctionSpec::new("py", py_bootstrap(&dir))
+        let dir = crate::TempDir::new("cp-lmi");
+        let spec = FunctionSpec::new("py", py_bootstrap(dir.path()))
             .env("WORK_SECS", "1")
             .concurrency(2)
             .per_environment(3)
             .timeout(Duration::from_secs(10))
-            .task_root(&dir);
+            .task_root(dir.path());
         let plane = ControlPlane::start(vec![spec], ControlPlaneOptions::default())
             .await
             .unwrap();
@@ -715,18 +712,16 @@ for t in loops: t.join()
             "{v}"
         );
         drop(plane);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn publishes_versions_that_run_in_their_own_environments() {
-        let dir = std::env::temp_dir().join(format!("tlw-cp-versions-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let spec = FunctionSpec::new("py", py_bootstrap(&dir))
+        let dir = crate::TempDir::new("cp-versions");
+        let spec = FunctionSpec::new("py", py_bootstrap(dir.path()))
             .env("BUILD", "one")
             .concurrency(2)
             .timeout(Duration::from_secs(10))
-            .task_root(&dir);
+            .task_root(dir.path());
         let plane = ControlPlane::start(vec![spec], ControlPlaneOptions::default())
             .await
             .unwrap();
@@ -843,7 +838,6 @@ for t in loops: t.join()
         let (status, _) = request(addr, "POST /2015-03-31/functions/py:1/invocations", "").await;
         assert_eq!(status, 404);
         drop(plane);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]
