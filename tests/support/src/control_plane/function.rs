@@ -301,21 +301,7 @@ impl Environments {
 
     /// `GetFunction`'s `Configuration` (and `PublishVersion`'s answer).
     pub(super) fn configuration(&self) -> serde_json::Value {
-        let mut configuration = self.default_configuration();
-        if self.spec.per_environment > 1 {
-            configuration["CapacityProviderConfig"] = serde_json::json!({
-                "LambdaManagedInstancesCapacityProviderConfig": {
-                    "CapacityProviderArn":
-                        format!("arn:aws:lambda:{REGION}:{ACCOUNT}:capacity-provider:local"),
-                    "PerExecutionEnvironmentMaxConcurrency": self.spec.per_environment,
-                }
-            });
-        }
-        configuration
-    }
-
-    fn default_configuration(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut configuration = serde_json::json!({
             "FunctionName": self.spec.name,
             "FunctionArn": self.arn(),
             "Runtime": "provided.al2023",
@@ -328,7 +314,17 @@ impl Environments {
             "LastUpdateStatus": "Successful",
             "PackageType": "Zip",
             "Architectures": [std::env::consts::ARCH.replace("aarch64", "arm64")],
-        })
+        });
+        if self.spec.per_environment > 1 {
+            configuration["CapacityProviderConfig"] = serde_json::json!({
+                "LambdaManagedInstancesCapacityProviderConfig": {
+                    "CapacityProviderArn":
+                        format!("arn:aws:lambda:{REGION}:{ACCOUNT}:capacity-provider:local"),
+                    "PerExecutionEnvironmentMaxConcurrency": self.spec.per_environment,
+                }
+            });
+        }
+        configuration
     }
 }
 
