@@ -30,7 +30,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use temporal_lambda_worker_testkit::{
     DevServer, FunctionSpec, ServerlessLoop, TempDir,
-    bench::{debug_example, env_or, percentile, workflow_times},
+    bench::{debug_example, env_or, epoch_secs, percentile, workflow_times},
 };
 
 const EXTERNAL_ID: &str = "bench-external-id";
@@ -170,6 +170,12 @@ async fn run(idle: &str, scenario: &'static str, tag: usize) -> Row {
         .task_root(root.path());
     // Always set: unset is the 2 s default, not off.
     spec = spec.env("TEMPORAL_IDLE_SHUTDOWN_SECS", idle);
+    if let Some(dir) = std::env::var_os("TLW_BENCH_LOGS") {
+        // Every bootstrap's log, at INFO, in DIR/<run>.log.
+        let file = PathBuf::from(dir).join(format!("{name}-{scenario}.log"));
+        spec.set_env("AWS_LAMBDA_LOG_LEVEL", "INFO");
+        spec = spec.log_to(file);
+    }
     let ServerlessLoop { plane, server, .. } =
         ServerlessLoop::start(spec, &deployment, "build-1", EXTERNAL_ID, &queue)
             .await
@@ -219,6 +225,9 @@ async fn run(idle: &str, scenario: &'static str, tag: usize) -> Row {
     .filter(|(id, _)| started.contains(id))
     .map(|(_, (start, close))| close - start)
     .collect();
+    if std::env::var_os("TLW_BENCH_SLOWEST").is_some() {
+        explain_slowest(&server, &queue, &started).await;
+    }
     drop(plane);
     Row {
         idle: idle.to_owned(),
@@ -229,6 +238,43 @@ async fn run(idle: &str, scenario: &'static str, tag: usize) -> Row {
         cold_starts: attempts.iter().filter(|a| a.cold_start).count(),
         lost: ids.len() - latencies.len(),
         latencies,
+    }
+}
+
+/// With `TLW_BENCH_SLOWEST` set: the slowest completed workflow's history on stderr, one
+/// event per line with its time from the workflow's start (where a long tail comes from).
+async fn explain_slowest(
+    server: &DevServer,
+    queue: &str,
+    started: &std::collections::HashSet<&String>,
+) {
+    let query = format!("TaskQueue='{queue}' AND ExecutionStatus='Completed'");
+    let times = workflow_times(server, &query).await.unwrap_or_default();
+    let Some((id, (start, close))) = times
+        .iter()
+        .filter(|(id, _)| started.contains(id))
+        .max_by(|a, b| (a.1.1 - a.1.0).total_cmp(&(b.1.1 - b.1.0)))
+    else {
+        return;
+    };
+    eprintln!("slowest: {id}, {:.2} s", close - start);
+    let history = server.history(id).await.unwrap_or_default();
+    for e in history["events"].as_array().into_iter().flatten() {
+        let at = e["eventTime"]
+            .as_str()
+            .and_then(epoch_secs)
+            .unwrap_or(*start);
+        let attributes = e
+            .as_object()
+            .and_then(|o| o.iter().find(|(k, _)| k.ends_with("Attributes")))
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_default();
+        let detail: String = attributes.chars().take(160).collect();
+        eprintln!(
+            "  {:>7.3} s  {}  {detail}",
+            at - start,
+            e["eventType"].as_str().unwrap_or("?")
+        );
     }
 }
 

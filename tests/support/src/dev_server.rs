@@ -80,7 +80,23 @@ impl DevServer {
 
     /// Starts a dev server on `port` whose Worker Controller is on and sends every AWS call
     /// to `aws_endpoint_url` (a [`ControlPlane`](crate::ControlPlane)), with test credentials.
+    ///
+    /// `TLW_DEV_SERVER_DYNAMIC_CONFIG` adds dynamic config values, `;`-separated
+    /// (`frontend.enableCancelWorkerPollsOnShutdown=true`, say), for benches that compare
+    /// server settings.
     pub fn start_with_worker_controller(port: u16, aws_endpoint_url: &str) -> Self {
+        let extra = std::env::var("TLW_DEV_SERVER_DYNAMIC_CONFIG").unwrap_or_default();
+        let mut args = vec![
+            "--dynamic-config-value",
+            "workercontroller.enabled=true",
+            "--dynamic-config-value",
+            r#"workercontroller.compute_providers.enabled=["aws-lambda"]"#,
+            "--dynamic-config-value",
+            r#"workercontroller.scaling_algorithms.enabled=["no-sync"]"#,
+        ];
+        for value in extra.split(';').map(str::trim).filter(|v| !v.is_empty()) {
+            args.extend(["--dynamic-config-value", value]);
+        }
         Self::start_on(
             port,
             &[
@@ -89,14 +105,7 @@ impl DevServer {
                 ("AWS_SECRET_ACCESS_KEY", "test"),
                 ("AWS_REGION", crate::control_plane::REGION),
             ],
-            &[
-                "--dynamic-config-value",
-                "workercontroller.enabled=true",
-                "--dynamic-config-value",
-                r#"workercontroller.compute_providers.enabled=["aws-lambda"]"#,
-                "--dynamic-config-value",
-                r#"workercontroller.scaling_algorithms.enabled=["no-sync"]"#,
-            ],
+            &args,
         )
     }
 
