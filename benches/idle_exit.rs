@@ -20,7 +20,8 @@
 //! Run: `cargo bench --bench idle_exit` (the debug `hello`; build it first with
 //! `cargo build --workspace --examples`), or `TLW_BENCH_BOOTSTRAP=path`. Knobs:
 //! `TLW_BENCH_IDLE` (comma-separated values of `TEMPORAL_IDLE_SHUTDOWN_SECS` to compare,
-//! `off` for none; default `off,2`), `TLW_BENCH_TIMEOUT_SECS` (the function's timeout, 60),
+//! `off` for none, each optionally `+` a value of `TEMPORAL_IDLE_SHUTDOWN_SETTLED_SECS`:
+//! `2+off`, `2+0.1`; default `off,2+off,2`), `TLW_BENCH_TIMEOUT_SECS` (the function's timeout, 60),
 //! `TLW_BENCH_SPARSE` (workflows of the sparse stream, 12), `TLW_BENCH_EVERY_SECS` (the gap
 //! between the starts of the spaced workloads, 10), `TLW_BENCH_SPACED` (workflows of each
 //! other spaced workload, 6), `TLW_BENCH_BURST` (workflows of the burst and of `even300`,
@@ -168,8 +169,15 @@ async fn run(idle: &str, scenario: &'static str, tag: usize) -> Row {
         .timeout(timeout)
         .concurrency(env_or("TLW_BENCH_CONCURRENCY", 10))
         .task_root(root.path());
-    // Always set: unset is the 2 s default, not off.
-    spec = spec.env("TEMPORAL_IDLE_SHUTDOWN_SECS", idle);
+    // `WINDOW[+SETTLED]`. The window is always set: unset is the 2 s default, not off; the
+    // settled wait only when given (unset: the library's default).
+    let (window, settled) = idle
+        .split_once('+')
+        .map_or((idle, None), |(w, s)| (w, Some(s)));
+    spec = spec.env("TEMPORAL_IDLE_SHUTDOWN_SECS", window);
+    if let Some(settled) = settled {
+        spec = spec.env("TEMPORAL_IDLE_SHUTDOWN_SETTLED_SECS", settled);
+    }
     if let Some(dir) = std::env::var_os("TLW_BENCH_LOGS") {
         // Every bootstrap's log, at INFO, in DIR/<run>.log.
         let file = PathBuf::from(dir).join(format!("{name}-{scenario}.log"));
@@ -280,7 +288,7 @@ async fn explain_slowest(
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let idles = std::env::var("TLW_BENCH_IDLE").unwrap_or_else(|_| "off,2".into());
+    let idles = std::env::var("TLW_BENCH_IDLE").unwrap_or_else(|_| "off,2+off,2".into());
     println!(
         "idle exit through the serverless loop: {}, function timeout {} s",
         bootstrap().display(),
@@ -304,11 +312,7 @@ async fn main() {
             let at = |p: f64| percentile(&r.latencies, p);
             println!(
                 "| {} | {} | {:.1} | {:.2} | {} | {} | {:.2} | {:.2} | {:.2} | {} |",
-                if r.idle == "off" {
-                    "off".to_owned()
-                } else {
-                    format!("{} s", r.idle)
-                },
+                idle_label(&r.idle),
                 r.scenario,
                 r.billed,
                 r.billed / r.workflows.max(1) as f64,
@@ -320,6 +324,26 @@ async fn main() {
                 r.lost
             );
         }
+    }
+}
+
+/// `off`, `2 s` (the window, the default settled wait), `2 s, settled 0.2 s` or `2 s,
+/// settled off`.
+fn idle_label(idle: &str) -> String {
+    let (window, settled) = idle
+        .split_once('+')
+        .map_or((idle, None), |(w, s)| (w, Some(s)));
+    let secs = |v: &str| {
+        if v == "off" {
+            "off".to_owned()
+        } else {
+            format!("{v} s")
+        }
+    };
+    match settled {
+        _ if window == "off" => "off".to_owned(),
+        None => secs(window),
+        Some(s) => format!("{}, settled {}", secs(window), secs(s)),
     }
 }
 

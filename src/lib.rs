@@ -99,6 +99,7 @@ mod stack;
 mod tasks;
 mod temporal;
 pub mod testing;
+mod waits;
 pub mod worker_service;
 
 pub use lambda::serve;

@@ -27,6 +27,8 @@ use temporalio_sdk::{
 };
 use tokio::{sync::Notify, time::Instant};
 
+use crate::waits::Waits;
+
 /// Task counts of one session.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TaskCounts {
@@ -68,9 +70,27 @@ pub(crate) const DEFERRED_ERROR_TYPE: &str = "TemporalLambdaWorker.ActivityDefer
 /// again.
 const RETRY_MARGIN: Duration = Duration::from_secs(1);
 
+/// The idle exit: leave after `window` with no task in flight, or after the shorter
+/// `settled` once nothing this worker ran expects a task soon ([`Waits`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct IdleExit {
+    pub(crate) window: Duration,
+    pub(crate) settled: Option<Duration>,
+}
+
+/// Why the idle exit left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum IdleReason {
+    /// The whole window passed with no task in flight.
+    Window,
+    /// The settled wait passed and nothing expected a task.
+    Settled,
+}
+
 #[derive(Debug)]
 struct State {
     in_flight: usize,
+    waits: Waits,
     workflows: HashSet<String>,
     /// Since when nothing has been in flight (`None` while something is).
     idle_since: Option<Instant>,
@@ -93,6 +113,7 @@ impl Default for TaskActivity {
         Self {
             state: Arc::new(Mutex::new(State {
                 in_flight: 0,
+                waits: Waits::default(),
                 workflows: HashSet::new(),
                 idle_since: Some(Instant::now()),
                 idle_before: Duration::ZERO,
@@ -229,16 +250,37 @@ impl TaskActivity {
         s.idle_before + s.idle_since.map_or(Duration::ZERO, |t| t.elapsed())
     }
 
-    /// Resolves once no task has been in flight for `quiet`.
-    pub async fn quiet_for(&self, quiet: Duration) {
+    /// When the idle exit leaves as things stand, and why; `None` while a task is in
+    /// flight. Never later than `window` after the last task ended.
+    fn exit_at(&self, exit: IdleExit) -> Option<(Instant, IdleReason)> {
+        let s = self.lock();
+        let since = s.idle_since?;
+        let by_window = since + exit.window;
+        let Some(settled) = exit.settled else {
+            return Some((by_window, IdleReason::Window));
+        };
+        let now = Instant::now();
+        let at = match s.waits.expected_until(now, exit.window) {
+            None => since + settled,
+            Some(until) => (since + settled).max((until + settled).min(by_window)),
+        };
+        Some(if at < by_window {
+            (at, IdleReason::Settled)
+        } else {
+            (by_window, IdleReason::Window)
+        })
+    }
+
+    /// Resolves when the idle exit leaves: no task in flight for `exit.window`, or for
+    /// `exit.settled` with nothing expected.
+    pub(crate) async fn idle_exit(&self, exit: IdleExit) -> IdleReason {
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let idle_since = self.lock().idle_since;
-            match idle_since {
-                Some(since) => tokio::select! {
-                    () = tokio::time::sleep_until(since + quiet) => return,
+            match self.exit_at(exit) {
+                Some((at, why)) => tokio::select! {
+                    () = tokio::time::sleep_until(at) => return why,
                     () = &mut changed => {}
                 },
                 None => changed.await,
@@ -261,16 +303,24 @@ impl WorkerInterceptor for WorkflowWatch {
         &self,
         activation: &WorkflowActivation,
     ) -> Result<(), anyhow::Error> {
-        if !activation.is_only_eviction()
-            && self.0.lock().workflows.insert(activation.run_id.clone())
-        {
+        let begins = {
+            let mut s = self.0.lock();
+            s.waits.activation(activation, Instant::now());
+            !activation.is_only_eviction() && s.workflows.insert(activation.run_id.clone())
+        };
+        if begins {
             self.0.begin();
         }
         Ok(())
     }
 
     async fn on_workflow_activation_completion(&self, completion: &WorkflowActivationCompletion) {
-        if self.0.lock().workflows.remove(&completion.run_id) {
+        let ends = {
+            let mut s = self.0.lock();
+            s.waits.completion(completion, Instant::now());
+            s.workflows.remove(&completion.run_id)
+        };
+        if ends {
             let ok = completion.status.as_ref().is_some_and(|s| s.is_success());
             self.0.end(TaskKind::Workflow, ok);
         }
@@ -391,7 +441,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn quiet_for_waits_for_a_quiet_stretch_after_the_last_task() {
+    async fn the_idle_window_waits_for_a_quiet_stretch_after_the_last_task() {
         let a = TaskActivity::default();
         a.polling_started();
         let start = Instant::now();
@@ -402,10 +452,78 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(5)).await;
             b.end(TaskKind::Activity, true);
         });
-        a.quiet_for(Duration::from_secs(2)).await;
+        let exit = IdleExit {
+            window: Duration::from_secs(2),
+            settled: None,
+        };
+        assert_eq!(a.idle_exit(exit).await, IdleReason::Window);
         // Busy from 1 s to 6 s, then 2 s quiet.
         assert_eq!(start.elapsed(), Duration::from_secs(8));
         work.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_settled_exit_leaves_early_only_once_nothing_is_expected() {
+        use crate::waits::fixtures::{
+            activation, complete, completion, resolved, schedule, start, timer,
+        };
+        const MS: fn(u64) -> Duration = Duration::from_millis;
+        let exit = IdleExit {
+            window: Duration::from_secs(2),
+            settled: Some(MS(200)),
+        };
+        let tasks = TaskActivity::default();
+        let watch = WorkflowWatch(tasks.clone());
+        tasks.polling_started();
+        // A workflow's first task schedules an activity, whose result comes 1 s later and
+        // completes the workflow: settled 200 ms after that, not a window after.
+        let t0 = Instant::now();
+        watch
+            .on_workflow_activation(&activation("r1", vec![start("wf-1", None)]))
+            .await
+            .unwrap();
+        watch
+            .on_workflow_activation_completion(&completion("r1", vec![schedule(1)]))
+            .await;
+        let result = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            watch
+                .on_workflow_activation(&activation("r1", vec![resolved(1)]))
+                .await
+                .unwrap();
+            watch
+                .on_workflow_activation_completion(&completion("r1", vec![complete()]))
+                .await;
+        };
+        let (why, ()) = tokio::join!(tasks.idle_exit(exit), result);
+        assert_eq!((why, t0.elapsed()), (IdleReason::Settled, MS(1200)));
+
+        // An activity whose result never comes: the whole window.
+        let t1 = Instant::now();
+        watch
+            .on_workflow_activation(&activation("r2", vec![start("wf-2", None)]))
+            .await
+            .unwrap();
+        watch
+            .on_workflow_activation_completion(&completion("r2", vec![schedule(1)]))
+            .await;
+        assert_eq!(tasks.idle_exit(exit).await, IdleReason::Window);
+        assert_eq!(t1.elapsed(), Duration::from_secs(2));
+
+        // A timer due in 500 ms on a fresh worker: waited for, then settled.
+        let tasks = TaskActivity::default();
+        let watch = WorkflowWatch(tasks.clone());
+        tasks.polling_started();
+        let t2 = Instant::now();
+        watch
+            .on_workflow_activation(&activation("r3", vec![start("wf-3", None)]))
+            .await
+            .unwrap();
+        watch
+            .on_workflow_activation_completion(&completion("r3", vec![timer(1, MS(500))]))
+            .await;
+        assert_eq!(tasks.idle_exit(exit).await, IdleReason::Settled);
+        assert_eq!(t2.elapsed(), MS(700));
     }
 
     #[tokio::test(start_paused = true)]

@@ -52,6 +52,16 @@ pub struct LambdaWorkerConfig {
     /// 2 s ([`DEFAULT_IDLE_SHUTDOWN`](crate::DEFAULT_IDLE_SHUTDOWN)) when that is unset;
     /// configure may change it. `None`: poll until `deadline − buffer`.
     pub idle_shutdown: Option<Duration>,
+    /// With the idle exit on, begin the graceful shutdown sooner, after this long with no
+    /// task in flight, once the worker has settled: none of the workflows it ran waits on
+    /// an activity, a child workflow, a Nexus operation, a signal or cancellation of another
+    /// workflow, or a timer that fires within `idle_shutdown`, and no stream of new
+    /// workflows is reaching it (two within `idle_shutdown`). `LoadConfigLayer` sets it from
+    /// `TEMPORAL_IDLE_SHUTDOWN_SETTLED_SECS` (decimal seconds; `off` or `0`: `None`), and
+    /// to [`DEFAULT_IDLE_SHUTDOWN_SETTLED`](crate::DEFAULT_IDLE_SHUTDOWN_SETTLED) when that
+    /// is unset; configure may change it. `None`: always wait the whole `idle_shutdown`.
+    /// The policy and its measurements: `docs/operations.md`, "Idle exit".
+    pub idle_shutdown_settled: Option<Duration>,
     /// The longest an activity of this worker is expected to run. When set, an activity
     /// task that could not finish before the worker's drain ends (shutdown moment +
     /// graceful shutdown timeout) is not run in this invocation. It is handed back (failed
@@ -134,6 +144,7 @@ impl Default for LambdaWorkerConfig {
                 .build(),
             shutdown_deadline_buffer: None,
             idle_shutdown: None,
+            idle_shutdown_settled: None,
             longest_activity: None,
             versioning_behavior: VersioningBehavior::Pinned,
             warn_unpublished_code: true,
@@ -276,6 +287,7 @@ impl fmt::Debug for LambdaWorkerConfig {
                 &self.effective_shutdown_deadline_buffer(),
             )
             .field("idle_shutdown", &self.idle_shutdown)
+            .field("idle_shutdown_settled", &self.idle_shutdown_settled)
             .field("longest_activity", &self.longest_activity)
             .field("versioning_behavior", &self.versioning_behavior)
             .field("warn_unpublished_code", &self.warn_unpublished_code)

@@ -50,8 +50,9 @@ pub use identity::{WorkerIdentity, WorkerIdentityLayer, WorkerIdentityStep};
 pub use invocation::{Invocation, StopSignal, StopTrigger};
 pub use lambda_defaults::{LambdaDefaults, LambdaDefaultsLayer, LambdaDefaultsStep};
 pub use load_config::{
-    ALLOW_UNPUBLISHED_CODE_VAR, DEFAULT_IDLE_SHUTDOWN, IDLE_SHUTDOWN_VAR, LONGEST_ACTIVITY_VAR,
-    LoadConfig, LoadConfigLayer, LoadConfigStep,
+    ALLOW_UNPUBLISHED_CODE_VAR, DEFAULT_IDLE_SHUTDOWN, DEFAULT_IDLE_SHUTDOWN_SETTLED,
+    IDLE_SHUTDOWN_SETTLED_VAR, IDLE_SHUTDOWN_VAR, LONGEST_ACTIVITY_VAR, LoadConfig,
+    LoadConfigLayer, LoadConfigStep,
 };
 pub use secrets::{ApiKeySecret, ApiKeySecretLayer, NoSecretResolver, SecretResolver};
 pub use step::{InvocationStep, Step, StepLayer};

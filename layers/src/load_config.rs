@@ -32,6 +32,14 @@ use crate::{
 
 /// The variable that sets the idle exit: decimal seconds with no task in flight, or `off`.
 pub const IDLE_SHUTDOWN_VAR: &str = "TEMPORAL_IDLE_SHUTDOWN_SECS";
+/// The variable that sets the settled idle exit
+/// ([`LambdaWorkerConfig::idle_shutdown_settled`](crate::LambdaWorkerConfig::idle_shutdown_settled)):
+/// decimal seconds, or `off`.
+pub const IDLE_SHUTDOWN_SETTLED_VAR: &str = "TEMPORAL_IDLE_SHUTDOWN_SETTLED_SECS";
+/// The settled idle exit when `TEMPORAL_IDLE_SHUTDOWN_SETTLED_SECS` is unset, chosen from
+/// the workload suite of `benches/idle_exit` (`benches/RESULTS.md`).
+pub const DEFAULT_IDLE_SHUTDOWN_SETTLED: std::time::Duration =
+    std::time::Duration::from_millis(200);
 /// `1` or `true`: no warning about unpublished code
 /// ([`LambdaWorkerConfig::warn_unpublished_code`](crate::LambdaWorkerConfig::warn_unpublished_code)).
 pub const ALLOW_UNPUBLISHED_CODE_VAR: &str = "TEMPORAL_ALLOW_UNPUBLISHED_CODE";
@@ -187,6 +195,17 @@ impl InvocationStep for LoadConfigStep {
                     "set it to off to poll until the shutdown buffer",
                 )?
                 .unwrap_or(DEFAULT_IDLE_SHUTDOWN),
+            ),
+        };
+        inv.config.idle_shutdown_settled = match self.env.var(IDLE_SHUTDOWN_SETTLED_VAR) {
+            Some(v) if matches!(v.trim(), "off" | "0") => None,
+            settled => Some(
+                Self::seconds(
+                    IDLE_SHUTDOWN_SETTLED_VAR,
+                    settled,
+                    "set it to off to always wait the whole idle exit",
+                )?
+                .unwrap_or(DEFAULT_IDLE_SHUTDOWN_SETTLED),
             ),
         };
         if let Some(longest) = Self::seconds(
@@ -471,6 +490,30 @@ mod tests {
         );
         assert!(
             text.contains("TEMPORAL_IDLE_SHUTDOWN_SECS is \"soon\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_settled_idle_exit_comes_from_the_environment_and_a_bad_value_is_named() {
+        let settled =
+            |env: StaticEnvironment| load(env).map(|inv| inv.config.idle_shutdown_settled);
+        let var = |v: &str| StaticEnvironment::new().with_var(IDLE_SHUTDOWN_SETTLED_VAR, v);
+        assert_eq!(
+            settled(var("0.5")).unwrap(),
+            Some(std::time::Duration::from_millis(500))
+        );
+        assert_eq!(
+            settled(StaticEnvironment::new()).unwrap(),
+            Some(DEFAULT_IDLE_SHUTDOWN_SETTLED)
+        );
+        for off in ["off", "0"] {
+            assert_eq!(settled(var(off)).unwrap(), None, "{off:?}");
+        }
+        let (_, text) = config_error(settled(var("-1")).unwrap_err());
+        assert!(
+            text.contains("TEMPORAL_IDLE_SHUTDOWN_SETTLED_SECS is \"-1\"")
+                && text.contains("off to always wait the whole idle exit"),
             "{text}"
         );
     }

@@ -20,6 +20,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
+use crate::tasks::IdleExit;
 use crate::{
     BoxError, Invocation, LambdaWorkerError, WorkerReport,
     backend::{RunningWorker, SessionConfig, TaskActivity, WorkerBackend},
@@ -47,7 +48,10 @@ pub(crate) async fn run<B: WorkerBackend>(
     let target = config.connection.target.to_string();
     let mut report = WorkerReport::for_worker(&config.worker);
     let tasks = TaskActivity::default();
-    let idle = config.idle_shutdown;
+    let idle = config.idle_shutdown.map(|window| IdleExit {
+        window,
+        settled: config.idle_shutdown_settled.filter(|s| *s < window),
+    });
     admission::admit(&tasks, config.longest_activity, &timeline, idle.is_some());
     tasks.watch(&mut config.worker);
     let session = SessionConfig {

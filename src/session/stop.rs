@@ -3,7 +3,12 @@
 
 use std::time::Duration;
 
-use crate::{StopSignal, Timeline, backend::TaskActivity, rules::IDLE_SHUTDOWN_VAR};
+use crate::{
+    StopSignal, Timeline,
+    backend::TaskActivity,
+    rules::{IDLE_SHUTDOWN_SETTLED_VAR, IDLE_SHUTDOWN_VAR},
+    tasks::{IdleExit, IdleReason},
+};
 
 /// Why polling stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -12,8 +17,10 @@ pub(crate) enum StopReason {
     WorkerStopped,
     /// `deadline − buffer` was reached.
     Deadline,
-    /// No task for the idle exit's duration.
+    /// No task for the idle exit's window.
     Idle,
+    /// No task for the settled idle exit's wait, with nothing expected.
+    Settled,
     /// The process is stopping (SIGTERM).
     Signal,
     /// An activity task was handed back (the idle exit is on): a fresh invocation runs it.
@@ -27,6 +34,7 @@ impl StopReason {
             Self::WorkerStopped => "worker_stopped",
             Self::Deadline => "deadline",
             Self::Idle => "idle",
+            Self::Settled => "settled",
             Self::Signal => "sigterm",
             Self::HandedBack => "activity_handed_back",
         }
@@ -37,16 +45,19 @@ impl StopReason {
 /// also stops at the first hand-back, so its retry comes at once to a fresh invocation.
 pub(crate) async fn stop_decision(
     timeline: &Timeline,
-    idle: Option<Duration>,
+    idle: Option<IdleExit>,
     tasks: &TaskActivity,
     signal: &StopSignal,
 ) -> StopReason {
     let idle_exit = async {
-        let Some(quiet) = idle else {
+        let Some(exit) = idle else {
             return std::future::pending().await;
         };
         tokio::select! {
-            () = tasks.quiet_for(quiet) => StopReason::Idle,
+            why = tasks.idle_exit(exit) => match why {
+                IdleReason::Window => StopReason::Idle,
+                IdleReason::Settled => StopReason::Settled,
+            },
             () = tasks.handed_back() => StopReason::HandedBack,
         }
     };
@@ -58,7 +69,13 @@ pub(crate) async fn stop_decision(
     let why = match reason {
         StopReason::Idle => format!(
             "no task for {:.1}s ({IDLE_SHUTDOWN_VAR})",
-            idle.unwrap_or_default().as_secs_f64()
+            idle.map_or(Duration::ZERO, |e| e.window).as_secs_f64()
+        ),
+        StopReason::Settled => format!(
+            "no task for {:.1}s and none expected ({IDLE_SHUTDOWN_SETTLED_VAR})",
+            idle.and_then(|e| e.settled)
+                .unwrap_or_default()
+                .as_secs_f64()
         ),
         StopReason::Deadline => "shutdown deadline buffer reached".into(),
         StopReason::Signal => "the process is stopping (SIGTERM)".into(),
@@ -79,6 +96,13 @@ mod tests {
 
     const S: fn(u64) -> Duration = Duration::from_secs;
 
+    fn window(secs: u64) -> IdleExit {
+        IdleExit {
+            window: S(secs),
+            settled: None,
+        }
+    }
+
     fn planned(deadline_in: Duration) -> Timeline {
         Timeline::until(Instant::now() + deadline_in).planned(S(7), S(5))
     }
@@ -96,15 +120,42 @@ mod tests {
         let (tasks, start) = (TaskActivity::default(), Instant::now());
         tasks.polling_started();
         let (timeline, signal) = (planned(S(60)), StopSignal::default());
-        let why = stop_decision(&timeline, Some(S(2)), &tasks, &signal).await;
+        let why = stop_decision(&timeline, Some(window(2)), &tasks, &signal).await;
         assert_eq!((why, start.elapsed()), (StopReason::Idle, S(2)));
         // A task in flight keeps it polling, until the shutdown moment.
         let (tasks, start) = (TaskActivity::default(), Instant::now());
         tasks.polling_started();
         tasks.begin();
         let timeline = planned(S(20));
-        let why = stop_decision(&timeline, Some(S(2)), &tasks, &signal).await;
+        let why = stop_decision(&timeline, Some(window(2)), &tasks, &signal).await;
         assert_eq!((why, start.elapsed()), (StopReason::Deadline, S(13)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_settled_worker_stops_after_the_settled_wait_and_says_so() {
+        let (tasks, start) = (TaskActivity::default(), Instant::now());
+        tasks.polling_started();
+        let exit = IdleExit {
+            window: S(2),
+            settled: Some(Duration::from_millis(300)),
+        };
+        let timeline = planned(S(60));
+        let signal = StopSignal::default();
+        let (why, text) = crate::log_capture::logged_at(
+            tracing::Level::INFO,
+            stop_decision(&timeline, Some(exit), &tasks, &signal),
+        )
+        .await;
+        assert_eq!(
+            (why, why.name(), start.elapsed()),
+            (StopReason::Settled, "settled", Duration::from_millis(300))
+        );
+        assert!(
+            text.contains(
+                "no task for 0.3s and none expected (TEMPORAL_IDLE_SHUTDOWN_SETTLED_SECS)"
+            ),
+            "{text}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -378,7 +378,16 @@ impl HelloSetup {
 async fn idle_exit_ends_the_invocation_after_the_work_and_the_summary_line_says_what_it_did() {
     let HelloSetup {
         server, api, log, ..
-    } = &HelloSetup::start("idle", &[("TEMPORAL_IDLE_SHUTDOWN_SECS", "1.5")]).await;
+    } = &HelloSetup::start(
+        "idle",
+        &[
+            ("TEMPORAL_IDLE_SHUTDOWN_SECS", "1.5"),
+            // The window alone: the workflow starts while the invocation polls, so a worker
+            // that had settled would leave before its first task.
+            ("TEMPORAL_IDLE_SHUTDOWN_SETTLED_SECS", "off"),
+        ],
+    )
+    .await;
     let (answer, result) = tokio::join!(
         api.invoke(b"", Duration::from_secs(60)),
         server.execute_hello("tq-idle", "wf-idle", "Idle")
@@ -553,6 +562,44 @@ async fn an_activity_the_server_would_not_retry_is_never_handed_back() {
     assert!(
         text.contains("runs anyway: it is on the last attempt its retry policy allows"),
         "the warning says why it ran: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_an_invocation_leaves_once_its_workflows_are_done() {
+    let HelloSetup {
+        server, api, log, ..
+    } = &HelloSetup::start("settled", &[]).await;
+    // As the Worker Controller invokes: the workflows' first tasks wait in the queue. A
+    // chain of 3 activities keeps the worker (each result is expected), and its
+    // completion leaves nothing expected: the invocation leaves 200 ms later, not after
+    // the 2 s window.
+    server
+        .start_workflow("ChainWorkflow", "tq-settled", "wf-chain", Some("3"))
+        .await
+        .unwrap();
+    server
+        .start_hello("tq-settled", "wf-hello", "Settled")
+        .await
+        .unwrap();
+    let answer = api.invoke(b"", Duration::from_secs(60)).await;
+    answer.response();
+    for id in ["wf-chain", "wf-hello"] {
+        let status = server.workflow_status(id).await.unwrap();
+        assert!(status.contains("COMPLETED"), "{id}: {status}");
+    }
+    let text = read(log);
+    let f = summary_fields(&text, &answer.request_id);
+    assert_eq!(f["stop_reason"], "settled", "{f}");
+    assert_eq!(f["activity_tasks_completed"], 4, "{f}");
+    let polled = f["polled_ms"].as_u64().unwrap();
+    assert!(
+        polled < 2000,
+        "polled {polled} ms: it waited for the window: {f}"
+    );
+    assert!(
+        text.contains("none expected (TEMPORAL_IDLE_SHUTDOWN_SETTLED_SECS)"),
+        "{text}"
     );
 }
 
