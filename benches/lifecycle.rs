@@ -15,6 +15,10 @@
 //!    already polling, the workflow's own start → close (close times from the server);
 //!
 //! (7, the per-layer cost, is `cargo bench --bench layers`.)
+//!
+//! Knobs, for before/after comparisons: `TLW_BENCH_BOOTSTRAP=path` measures that bootstrap
+//! instead of building one (another commit's `hello`), and `TLW_BENCH_WARM_ONLY=1` runs
+//! the warm path only: parts 2 and 6.
 use std::{
     collections::HashMap,
     path::Path,
@@ -123,7 +127,10 @@ async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` and the like: nothing to list
     }
-    let binary = release_example("hello");
+    let binary = std::env::var_os("TLW_BENCH_BOOTSTRAP")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| release_example("hello"));
+    let warm_only = std::env::var_os("TLW_BENCH_WARM_ONLY").is_some();
     let size = std::fs::metadata(&binary).unwrap().len();
     let server = tokio::task::spawn_blocking(DevServer::start).await.unwrap();
     println!(
@@ -138,7 +145,7 @@ async fn main() {
     // 1. Cold starts: a new process each time, one invocation each.
     let (mut process, mut config, mut connect, mut create, mut total) =
         (vec![], vec![], vec![], vec![], vec![]);
-    for i in 0..COLD_RUNS {
+    for i in 0..if warm_only { 0 } else { COLD_RUNS } {
         let f = Function::start(&binary, &server, &format!("cold{i}")).await;
         let a = f.api.invoke(b"", SHORT).await;
         let polling = epoch_us(report_us(&a, "polling_since_epoch_us"));
@@ -151,12 +158,14 @@ async fn main() {
         create.push(w);
         total.push(ms(f.started_at, polling));
     }
-    println!("\n1. cold start, exec → worker polling ({COLD_RUNS} processes):");
-    println!("   total                 {}", summary(&total, "ms"));
-    println!("   process start         {}", summary(&process, "ms"));
-    println!("   config load + layers  {}", summary(&config, "ms"));
-    println!("   connect               {}", summary(&connect, "ms"));
-    println!("   worker creation       {}", summary(&create, "ms"));
+    if !warm_only {
+        println!("\n1. cold start, exec → worker polling ({COLD_RUNS} processes):");
+        println!("   total                 {}", summary(&total, "ms"));
+        println!("   process start         {}", summary(&process, "ms"));
+        println!("   config load + layers  {}", summary(&config, "ms"));
+        println!("   connect               {}", summary(&connect, "ms"));
+        println!("   worker creation       {}", summary(&create, "ms"));
+    }
 
     // 2 + 3a + 4: one warm process serving WARM_INVOCATIONS idle invocations.
     let f = Function::start(&binary, &server, "warm").await;
@@ -181,6 +190,10 @@ async fn main() {
         .register_version(&f.api, "dep-bench", "build-1")
         .await
         .unwrap();
+    if warm_only {
+        queued_workflow(&binary, &server, &f).await;
+        return;
+    }
     let mut busy_slack = vec![];
     let mut drained_for = vec![];
     for i in 0..ACTIVITY_RUNS {
