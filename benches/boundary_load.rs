@@ -4,7 +4,8 @@
 //! completions meet a graceful shutdown. Afterwards every workflow's history is read and
 //! its workflow-task timeouts are counted by kind. Also prints the throughput (first
 //! workflow task started → last workflow closed) and the CPU seconds the bootstraps and the
-//! dev server used meanwhile (issue 14.4: with one process, one long invocation and the idle
+//! dev server used meanwhile, and the bootstraps' per workflow (`/proc` utime + stime over
+//! the drain; issue 14.4 and 20.3: with one process, one long invocation and the idle
 //! exit, `TLW_BENCH_PROCESSES=1 TLW_BENCH_TIMEOUT_SECS=60
 //! TLW_BENCH_ENV=TEMPORAL_IDLE_SHUTDOWN_SECS=1`, it is the burst of one invocation). Prints
 //! numbers; asserts nothing.
@@ -280,9 +281,10 @@ async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
     let span = last_close - first_start;
     println!(
         "  throughput: {workflows} workflows in {span:.2} s (first task started → last closed): \
-         {:.1} workflows/s; CPU while draining: bootstraps {bootstrap_cpu:.1} s, dev server \
-         {server_cpu:.1} s, over {:.1} s of wall time on {} cores",
+         {:.1} workflows/s; CPU while draining: bootstraps {bootstrap_cpu:.1} s ({:.2} ms per \
+         workflow), dev server {server_cpu:.1} s, over {:.1} s of wall time on {} cores",
         workflows as f64 / span,
+        bootstrap_cpu * 1e3 / workflows.max(1) as f64,
         drained.as_secs_f64(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );

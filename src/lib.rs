@@ -2,9 +2,11 @@
 //!
 //! Temporal invokes the Lambda function when Tasks arrive on a versioned Task Queue with
 //! no pollers. Each invocation runs one poll session: a worker with Lambda-tuned
-//! defaults and Worker Deployment Versioning polls until it has been idle for 2 s (the
-//! idle exit, `TEMPORAL_IDLE_SHUTDOWN_SECS`) or until shortly before the invocation
-//! deadline, then drains gracefully, and the invocation answers before the deadline.
+//! defaults and Worker Deployment Versioning polls until it has nothing left to do (the
+//! idle exit: 500 ms after its last task once none of its workflows expects one, else
+//! 2 s; `TEMPORAL_IDLE_SHUTDOWN_SETTLED_SECS`, `TEMPORAL_IDLE_SHUTDOWN_SECS`) or until
+//! shortly before the invocation deadline, then drains gracefully, and the invocation
+//! answers before the deadline.
 //!
 //! # The one-call entry
 //!

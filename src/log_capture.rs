@@ -35,17 +35,9 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
 
 /// The plain-text lines at WARN and above logged while `f` runs on this thread.
 pub(crate) async fn warnings_of<F: std::future::Future>(f: F) -> (F::Output, String) {
-    logged_at(tracing::Level::WARN, f).await
-}
-
-/// The plain-text lines at `level` and above logged while `f` runs on this thread.
-pub(crate) async fn logged_at<F: std::future::Future>(
-    level: tracing::Level,
-    f: F,
-) -> (F::Output, String) {
     let buf = LogBuffer::default();
     let subscriber = tracing_subscriber::fmt()
-        .with_max_level(level)
+        .with_max_level(tracing::Level::WARN)
         .with_ansi(false)
         .with_writer(buf.clone())
         .finish();

@@ -90,6 +90,8 @@ pub(crate) enum IdleReason {
 #[derive(Debug)]
 struct State {
     in_flight: usize,
+    /// Whether any task began: a worker that has had none waits the whole window.
+    any_task: bool,
     waits: Waits,
     workflows: HashSet<String>,
     /// Since when nothing has been in flight (`None` while something is).
@@ -113,6 +115,7 @@ impl Default for TaskActivity {
         Self {
             state: Arc::new(Mutex::new(State {
                 in_flight: 0,
+                any_task: false,
                 waits: Waits::default(),
                 workflows: HashSet::new(),
                 idle_since: Some(Instant::now()),
@@ -155,6 +158,7 @@ impl TaskActivity {
             s.idle_before += since.elapsed();
         }
         s.in_flight += 1;
+        s.any_task = true;
         drop(s);
         self.changed.notify_waiters();
     }
@@ -256,7 +260,11 @@ impl TaskActivity {
         let s = self.lock();
         let since = s.idle_since?;
         let by_window = since + exit.window;
-        let Some(settled) = exit.settled else {
+        // The settled wait needs a task first. The Worker Controller invokes for a task
+        // that found no poller waiting: an invocation that has not had it (a warmer worker
+        // took it, or it waits on another worker's sticky queue) is a poller more while
+        // tasks keep coming, and leaving at once would only bring the next invocation.
+        let Some(settled) = exit.settled.filter(|_| s.any_task) else {
             return Some((by_window, IdleReason::Window));
         };
         let now = Instant::now();
@@ -336,6 +344,8 @@ impl ActivityInboundInterceptor for ActivityWatch {
         next: Next<'a, ExecuteActivityInput, BoxFuture<'a, ExecuteActivityResult>>,
     ) -> BoxFuture<'a, ExecuteActivityResult> {
         let info = input.activity_info();
+        let (run, is_local) = (info.workflow_run_id.as_deref(), info.is_local);
+        self.0.lock().waits.activity(run, is_local, Instant::now());
         let retry = retried(info.attempt, info.retry_policy.as_ref(), info.is_local);
         if let Some(retry_in) = self.0.defer_now(retry) {
             drop((input, next));
@@ -472,6 +482,11 @@ mod tests {
             window: Duration::from_secs(2),
             settled: Some(MS(200)),
         };
+        // A worker that has had no task waits the whole window.
+        let idle = TaskActivity::default();
+        idle.polling_started();
+        assert_eq!(idle.idle_exit(exit).await, IdleReason::Window);
+
         let tasks = TaskActivity::default();
         let watch = WorkflowWatch(tasks.clone());
         tasks.polling_started();
@@ -510,7 +525,8 @@ mod tests {
         assert_eq!(tasks.idle_exit(exit).await, IdleReason::Window);
         assert_eq!(t1.elapsed(), Duration::from_secs(2));
 
-        // A timer due in 500 ms on a fresh worker: waited for, then settled.
+        // A timer due in 500 ms on a fresh worker: waited for (with a second's grace for a
+        // late timer), then settled.
         let tasks = TaskActivity::default();
         let watch = WorkflowWatch(tasks.clone());
         tasks.polling_started();
@@ -523,7 +539,7 @@ mod tests {
             .on_workflow_activation_completion(&completion("r3", vec![timer(1, MS(500))]))
             .await;
         assert_eq!(tasks.idle_exit(exit).await, IdleReason::Settled);
-        assert_eq!(t2.elapsed(), MS(700));
+        assert_eq!(t2.elapsed(), MS(1700));
     }
 
     #[tokio::test(start_paused = true)]

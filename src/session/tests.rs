@@ -4,7 +4,7 @@ use crate::{
     BoxError, Invocation, LambdaWorkerConfig, LambdaWorkerError, StaticEnvironment,
     WorkerDeploymentVersion, WorkerReport, WorkerStack,
     backend::{RunningWorker, SessionConfig, StartTimings, WorkerBackend},
-    rules::{DEFAULT_IDLE_SHUTDOWN_SETTLED, IDLE_SHUTDOWN_SETTLED_VAR, IDLE_SHUTDOWN_VAR},
+    rules::IDLE_SHUTDOWN_VAR,
     testing::{self, FakeBackend, FakeBehaviour, FakeSession},
 };
 use futures_util::future::BoxFuture;
@@ -33,31 +33,22 @@ fn stack<C: crate::ConfigureCallback>(
 }
 
 #[tokio::test(start_paused = true)]
-async fn by_default_an_idle_worker_expecting_nothing_begins_its_graceful_shutdown_at_once() {
-    // The settled wait (200 ms) by default; with it off, the idle window (2 s).
-    for (env, after) in [
-        (StaticEnvironment::new(), DEFAULT_IDLE_SHUTDOWN_SETTLED),
-        (
-            StaticEnvironment::new().with_var(IDLE_SHUTDOWN_SETTLED_VAR, "off"),
-            Duration::from_secs(2),
-        ),
-    ] {
-        let fake = FakeBackend::new();
-        let start = Instant::now();
-        WorkerStack::new(version(), with_queue)
-            .backend(fake.clone())
-            .environment(env)
-            .build()
-            .oneshot(testing::invocation_in(Duration::from_secs(60)))
-            .await
-            .unwrap();
-        let elapsed = start.elapsed();
-        assert!(
-            elapsed >= after && elapsed <= after + Duration::from_millis(100),
-            "{elapsed:?}, expected {after:?}"
-        );
-        assert_eq!(fake.events(), ["started", "shutdown", "drained"]);
-    }
+async fn by_default_an_idle_worker_begins_its_graceful_shutdown_after_two_seconds() {
+    let fake = FakeBackend::new();
+    let start = Instant::now();
+    WorkerStack::new(version(), with_queue)
+        .backend(fake.clone())
+        .environment(StaticEnvironment::new())
+        .build()
+        .oneshot(testing::invocation_in(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(2) && elapsed <= Duration::from_millis(2_100),
+        "{elapsed:?}"
+    );
+    assert_eq!(fake.events(), ["started", "shutdown", "drained"]);
 }
 
 fn with_queue(c: &mut LambdaWorkerConfig) -> Result<(), BoxError> {
