@@ -477,11 +477,26 @@ mod tests {
         use crate::waits::fixtures::{
             activation, complete, completion, resolved, schedule, start, timer,
         };
+        use temporalio_common::protos::coresdk::{
+            workflow_activation::workflow_activation_job::Variant as Job,
+            workflow_commands::workflow_command::Variant as Command,
+        };
         const MS: fn(u64) -> Duration = Duration::from_millis;
         let exit = IdleExit {
             window: Duration::from_secs(2),
             settled: Some(MS(200)),
         };
+        // One workflow task through the SDK's interceptors: its jobs, then its commands.
+        async fn task(watch: &WorkflowWatch, run: &str, jobs: Vec<Job>, commands: Vec<Command>) {
+            watch
+                .on_workflow_activation(&activation(run, jobs))
+                .await
+                .unwrap();
+            watch
+                .on_workflow_activation_completion(&completion(run, commands))
+                .await;
+        }
+
         // A worker that has had no task waits the whole window.
         let idle = TaskActivity::default();
         idle.polling_started();
@@ -493,35 +508,17 @@ mod tests {
         // A workflow's first task schedules an activity, whose result comes 1 s later and
         // completes the workflow: settled 200 ms after that, not a window after.
         let t0 = Instant::now();
-        watch
-            .on_workflow_activation(&activation("r1", vec![start("wf-1", None)]))
-            .await
-            .unwrap();
-        watch
-            .on_workflow_activation_completion(&completion("r1", vec![schedule(1)]))
-            .await;
+        task(&watch, "r1", vec![start("wf-1", None)], vec![schedule(1)]).await;
         let result = async {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            watch
-                .on_workflow_activation(&activation("r1", vec![resolved(1)]))
-                .await
-                .unwrap();
-            watch
-                .on_workflow_activation_completion(&completion("r1", vec![complete()]))
-                .await;
+            task(&watch, "r1", vec![resolved(1)], vec![complete()]).await;
         };
         let (why, ()) = tokio::join!(tasks.idle_exit(exit), result);
         assert_eq!((why, t0.elapsed()), (IdleReason::Settled, MS(1200)));
 
         // An activity whose result never comes: the whole window.
         let t1 = Instant::now();
-        watch
-            .on_workflow_activation(&activation("r2", vec![start("wf-2", None)]))
-            .await
-            .unwrap();
-        watch
-            .on_workflow_activation_completion(&completion("r2", vec![schedule(1)]))
-            .await;
+        task(&watch, "r2", vec![start("wf-2", None)], vec![schedule(1)]).await;
         assert_eq!(tasks.idle_exit(exit).await, IdleReason::Window);
         assert_eq!(t1.elapsed(), Duration::from_secs(2));
 
@@ -531,13 +528,13 @@ mod tests {
         let watch = WorkflowWatch(tasks.clone());
         tasks.polling_started();
         let t2 = Instant::now();
-        watch
-            .on_workflow_activation(&activation("r3", vec![start("wf-3", None)]))
-            .await
-            .unwrap();
-        watch
-            .on_workflow_activation_completion(&completion("r3", vec![timer(1, MS(500))]))
-            .await;
+        task(
+            &watch,
+            "r3",
+            vec![start("wf-3", None)],
+            vec![timer(1, MS(500))],
+        )
+        .await;
         assert_eq!(tasks.idle_exit(exit).await, IdleReason::Settled);
         assert_eq!(t2.elapsed(), MS(1700));
     }

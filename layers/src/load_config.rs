@@ -176,6 +176,19 @@ impl LoadConfigStep {
             })?;
         Ok(Some(std::time::Duration::from_secs_f64(secs)))
     }
+
+    /// `var` as decimal seconds; `off` or `0`: `None`; unset: `default`.
+    fn seconds_or_off(
+        &self,
+        var: &str,
+        default: std::time::Duration,
+        off: &str,
+    ) -> Result<Option<std::time::Duration>, LambdaWorkerError> {
+        match self.env.var(var) {
+            Some(v) if matches!(v.trim(), "off" | "0") => Ok(None),
+            value => Ok(Some(Self::seconds(var, value, off)?.unwrap_or(default))),
+        }
+    }
 }
 
 impl InvocationStep for LoadConfigStep {
@@ -186,28 +199,16 @@ impl InvocationStep for LoadConfigStep {
         inv.config.client = loaded.client;
         inv.config.config_file = loaded.file;
         inv.config.tls_disabled = loaded.tls_disabled;
-        inv.config.idle_shutdown = match self.env.var(IDLE_SHUTDOWN_VAR) {
-            Some(v) if matches!(v.trim(), "off" | "0") => None,
-            idle => Some(
-                Self::seconds(
-                    IDLE_SHUTDOWN_VAR,
-                    idle,
-                    "set it to off to poll until the shutdown buffer",
-                )?
-                .unwrap_or(DEFAULT_IDLE_SHUTDOWN),
-            ),
-        };
-        inv.config.idle_shutdown_settled = match self.env.var(IDLE_SHUTDOWN_SETTLED_VAR) {
-            Some(v) if matches!(v.trim(), "off" | "0") => None,
-            settled => Some(
-                Self::seconds(
-                    IDLE_SHUTDOWN_SETTLED_VAR,
-                    settled,
-                    "set it to off to always wait the whole idle exit",
-                )?
-                .unwrap_or(DEFAULT_IDLE_SHUTDOWN_SETTLED),
-            ),
-        };
+        inv.config.idle_shutdown = self.seconds_or_off(
+            IDLE_SHUTDOWN_VAR,
+            DEFAULT_IDLE_SHUTDOWN,
+            "set it to off to poll until the shutdown buffer",
+        )?;
+        inv.config.idle_shutdown_settled = self.seconds_or_off(
+            IDLE_SHUTDOWN_SETTLED_VAR,
+            DEFAULT_IDLE_SHUTDOWN_SETTLED,
+            "set it to off to always wait the whole idle exit",
+        )?;
         if let Some(longest) = Self::seconds(
             LONGEST_ACTIVITY_VAR,
             self.env.var(LONGEST_ACTIVITY_VAR),
