@@ -25,7 +25,9 @@
 //! `TLW_BENCH_SPARSE` (workflows of the sparse stream, 12), `TLW_BENCH_EVERY_SECS` (the gap
 //! between the starts of the spaced workloads, 10), `TLW_BENCH_SPACED` (workflows of each
 //! other spaced workload, 6), `TLW_BENCH_BURST` (workflows of the burst and of `even300`,
-//! 300), `TLW_BENCH_CONCURRENCY` (10).
+//! 300), `TLW_BENCH_CONCURRENCY` (10), `TLW_DEV_SERVER_DYNAMIC_CONFIG` (more dev server
+//! dynamic config values, `;`-separated), `TLW_BENCH_SLOWEST` (print the slowest workflow's
+//! history), `TLW_BENCH_LOGS=dir` (keep every bootstrap's log).
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -184,8 +186,20 @@ async fn run(idle: &str, scenario: &'static str, tag: usize) -> Row {
         spec.set_env("AWS_LAMBDA_LOG_LEVEL", "INFO");
         spec = spec.log_to(file);
     }
+    // `TLW_DEV_SERVER_DYNAMIC_CONFIG`: more dynamic config values for the server,
+    // `;`-separated, to compare server settings.
+    let dynamic_config = std::env::var("TLW_DEV_SERVER_DYNAMIC_CONFIG")
+        .unwrap_or_default()
+        .split(';')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .collect();
     let ServerlessLoop { plane, server, .. } =
-        ServerlessLoop::start(spec, &deployment, "build-1", EXTERNAL_ID, &queue)
+        ServerlessLoop::launch_with(spec, EXTERNAL_ID, dynamic_config)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .registered(&deployment, "build-1", &queue)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
     let server = Arc::new(server);

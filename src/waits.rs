@@ -1,11 +1,11 @@
 //! What the workflows a worker ran are waiting on, read from their activations and
 //! completions: the settled idle exit (`LambdaWorkerConfig::idle_shutdown_settled`) leaves
-//! early only when none of them expects a task soon and no stream of new workflows is
-//! arriving. The rule is explained once, in `docs/operations.md` ("Idle exit").
+//! early only when none of them expects a task soon and no stream of tasks the worker did
+//! not ask for (new workflows, other workers' workflows' activities) is arriving. The rule is explained once, in `docs/operations.md` ("Idle exit").
 //!
 //! A task is expected soon after a workflow asked for one: an activity (local or not), a
 //! child workflow, a Nexus operation, a signal or cancellation of another workflow, and a
-//! timer that fires within the idle window. A workflow waiting on anything else (a signal,
+//! timer due within the idle window (until a second after it is due). A workflow waiting on anything else (a signal,
 //! a long timer) expects nothing this worker can foresee. Getting this wrong one way only
 //! costs billed time: an expectation never resolved keeps the worker for the whole idle
 //! window, as without the settled exit.

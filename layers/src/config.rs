@@ -53,10 +53,11 @@ pub struct LambdaWorkerConfig {
     /// configure may change it. `None`: poll until `deadline − buffer`.
     pub idle_shutdown: Option<Duration>,
     /// With the idle exit on, begin the graceful shutdown sooner, after this long with no
-    /// task in flight, once the worker has settled: none of the workflows it ran waits on
-    /// an activity, a child workflow, a Nexus operation, a signal or cancellation of another
-    /// workflow, or a timer that fires within `idle_shutdown`, and no stream of new
-    /// workflows is reaching it (two within `idle_shutdown`). `LoadConfigLayer` sets it from
+    /// task in flight, once the worker has settled: it has had a task, none of the
+    /// workflows it ran waits on an activity, a child workflow, a Nexus operation, a signal
+    /// or cancellation of another workflow, or a timer due within `idle_shutdown` (waited
+    /// for until a second after it is due), and no stream of tasks it did not ask for is
+    /// reaching it (two within `idle_shutdown`). `LoadConfigLayer` sets it from
     /// `TEMPORAL_IDLE_SHUTDOWN_SETTLED_SECS` (decimal seconds; `off` or `0`: `None`), and
     /// to [`DEFAULT_IDLE_SHUTDOWN_SETTLED`](crate::DEFAULT_IDLE_SHUTDOWN_SETTLED) when that
     /// is unset; configure may change it. `None`: always wait the whole `idle_shutdown`.

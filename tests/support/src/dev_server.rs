@@ -79,13 +79,14 @@ impl DevServer {
     }
 
     /// Starts a dev server on `port` whose Worker Controller is on and sends every AWS call
-    /// to `aws_endpoint_url` (a [`ControlPlane`](crate::ControlPlane)), with test credentials.
-    ///
-    /// `TLW_DEV_SERVER_DYNAMIC_CONFIG` adds dynamic config values, `;`-separated
-    /// (`frontend.enableCancelWorkerPollsOnShutdown=true`, say), for benches that compare
-    /// server settings.
-    pub fn start_with_worker_controller(port: u16, aws_endpoint_url: &str) -> Self {
-        let extra = std::env::var("TLW_DEV_SERVER_DYNAMIC_CONFIG").unwrap_or_default();
+    /// to `aws_endpoint_url` (a [`ControlPlane`](crate::ControlPlane)), with test credentials,
+    /// and `dynamic_config` as more `--dynamic-config-value`s
+    /// (`frontend.enableCancelWorkerPollsOnShutdown=true`, say).
+    pub fn start_with_worker_controller(
+        port: u16,
+        aws_endpoint_url: &str,
+        dynamic_config: &[String],
+    ) -> Self {
         let mut args = vec![
             "--dynamic-config-value",
             "workercontroller.enabled=true",
@@ -94,8 +95,8 @@ impl DevServer {
             "--dynamic-config-value",
             r#"workercontroller.scaling_algorithms.enabled=["no-sync"]"#,
         ];
-        for value in extra.split(';').map(str::trim).filter(|v| !v.is_empty()) {
-            args.extend(["--dynamic-config-value", value]);
+        for value in dynamic_config {
+            args.extend(["--dynamic-config-value", value.as_str()]);
         }
         Self::start_on(
             port,

@@ -27,6 +27,16 @@ impl ServerlessLoop {
     /// the server), then the dev server with its Worker Controller pointed at the plane. No
     /// version exists yet: [`register`](Self::register) creates one.
     pub async fn launch(spec: FunctionSpec, external_id: &str) -> Result<Self, String> {
+        Self::launch_with(spec, external_id, Vec::new()).await
+    }
+
+    /// [`launch`](Self::launch), with more dynamic config values for the dev server
+    /// ([`DevServer::start_with_worker_controller`]).
+    pub async fn launch_with(
+        spec: FunctionSpec,
+        external_id: &str,
+        dynamic_config: Vec<String>,
+    ) -> Result<Self, String> {
         let port = free_port();
         let function = spec.name.clone();
         let timeout = spec.timeout;
@@ -42,7 +52,7 @@ impl ServerlessLoop {
         .map_err(|e| format!("cannot start the control plane: {e}"))?;
         let url = plane.endpoint_url();
         let server = tokio::task::spawn_blocking(move || {
-            DevServer::start_with_worker_controller(port, &url)
+            DevServer::start_with_worker_controller(port, &url, &dynamic_config)
         })
         .await
         .map_err(|e| e.to_string())?;
@@ -68,12 +78,25 @@ impl ServerlessLoop {
         external_id: &str,
         task_queue: &str,
     ) -> Result<Self, String> {
-        let arn = spec.arn();
-        let this = Self::launch(spec, external_id).await?;
-        this.register(deployment, build_id, &arn, task_queue)
+        Self::launch(spec, external_id)
+            .await?
+            .registered(deployment, build_id, task_queue)
+            .await
+    }
+
+    /// Registers version `deployment`/`build_id`, backed by the function's unqualified
+    /// ARN, and makes it current: what [`start`](Self::start) does after launching.
+    pub async fn registered(
+        self,
+        deployment: &str,
+        build_id: &str,
+        task_queue: &str,
+    ) -> Result<Self, String> {
+        let arn = crate::control_plane::function_arn(&self.function);
+        self.register(deployment, build_id, &arn, task_queue)
             .await?;
-        this.make_current(deployment, build_id).await?;
-        Ok(this)
+        self.make_current(deployment, build_id).await?;
+        Ok(self)
     }
 
     /// Creates version `deployment`/`build_id` backed by `function_arn` (the function's
