@@ -173,9 +173,7 @@ async fn run(idle: &str, scenario: &'static str, tag: usize) -> Row {
         .task_root(root.path());
     // `WINDOW[+SETTLED]`. The window is always set: unset is the 2 s default, not off; the
     // settled wait only when given (unset: the library's default).
-    let (window, settled) = idle
-        .split_once('+')
-        .map_or((idle, None), |(w, s)| (w, Some(s)));
+    let (window, settled) = window_and_settled(idle);
     spec = spec.env("TEMPORAL_IDLE_SHUTDOWN_SECS", window);
     if let Some(settled) = settled {
         spec = spec.env("TEMPORAL_IDLE_SHUTDOWN_SETTLED_SECS", settled);
@@ -341,12 +339,16 @@ async fn main() {
     }
 }
 
+/// A `TLW_BENCH_IDLE` value, `WINDOW[+SETTLED]`, split.
+fn window_and_settled(idle: &str) -> (&str, Option<&str>) {
+    idle.split_once('+')
+        .map_or((idle, None), |(w, s)| (w, Some(s)))
+}
+
 /// `off`, `2 s` (the window, the default settled wait), `2 s, settled 0.2 s` or `2 s,
 /// settled off`.
 fn idle_label(idle: &str) -> String {
-    let (window, settled) = idle
-        .split_once('+')
-        .map_or((idle, None), |(w, s)| (w, Some(s)));
+    let (window, settled) = window_and_settled(idle);
     let secs = |v: &str| {
         if v == "off" {
             "off".to_owned()

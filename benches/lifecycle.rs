@@ -28,7 +28,7 @@ use std::{
 use temporal_lambda_worker_testkit::{
     Answer, Bootstrap, DevServer, RuntimeApi, TempDir,
     bench::{
-        percentile, release_example, start_hellos, status_kib, system_secs, wait_for_count,
+        bootstrap_or_release, percentile, start_hellos, status_kib, system_secs, wait_for_count,
         workflow_times,
     },
 };
@@ -127,9 +127,7 @@ async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` and the like: nothing to list
     }
-    let binary = std::env::var_os("TLW_BENCH_BOOTSTRAP")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| release_example("hello"));
+    let binary = bootstrap_or_release("hello");
     let warm_only = std::env::var_os("TLW_BENCH_WARM_ONLY").is_some();
     let size = std::fs::metadata(&binary).unwrap().len();
     let server = tokio::task::spawn_blocking(DevServer::start).await.unwrap();

@@ -27,7 +27,7 @@ use std::{
 use temporal_lambda_worker_testkit::{
     Answer, Bootstrap, DevServer, RuntimeApi, TempDir,
     bench::{
-        env_or, percentile, release_example, start_hellos, system_secs, wait_for_count,
+        bootstrap_or_release, env_or, percentile, start_hellos, system_secs, wait_for_count,
         workflow_times,
     },
 };
@@ -230,9 +230,7 @@ async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let binary = std::env::var_os("TLW_BENCH_BOOTSTRAP")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| release_example("hello"));
+    let binary = bootstrap_or_release("hello");
     let binary = std::path::absolute(&binary).unwrap_or(binary);
     let sizes: Vec<u64> = std::env::var("TLW_BENCH_SIZES")
         .unwrap_or_else(|_| "128,256,512,1024,1769".into())

@@ -160,6 +160,14 @@ pub fn release_example(name: &str) -> PathBuf {
     std::path::absolute(&path).unwrap_or(path)
 }
 
+/// The bootstrap a bench measures: `TLW_BENCH_BOOTSTRAP` when set (another commit's build,
+/// for a before/after comparison), else [`release_example`]`(name)`.
+pub fn bootstrap_or_release(name: &str) -> PathBuf {
+    std::env::var_os("TLW_BENCH_BOOTSTRAP")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| release_example(name))
+}
+
 /// A memory figure of process `pid` from `/proc/PID/status`, in KiB: `"VmRSS"` (now) or
 /// `"VmHWM"` (its peak).
 pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
