@@ -25,15 +25,15 @@
 //! `TLW_BENCH_SPARSE` (workflows of the sparse stream, 12), `TLW_BENCH_EVERY_SECS` (the gap
 //! between the starts of the spaced workloads, 10), `TLW_BENCH_SPACED` (workflows of each
 //! other spaced workload, 6), `TLW_BENCH_BURST` (workflows of the burst and of `even300`,
-//! 300), `TLW_BENCH_CONCURRENCY` (10), `TLW_DEV_SERVER_DYNAMIC_CONFIG` (more dev server
-//! dynamic config values, `;`-separated), `TLW_BENCH_SLOWEST` (print the slowest workflow's
+//! 300), `TLW_BENCH_CONCURRENCY` (10), `TLW_BENCH_SERVER_ARGS` (more
+//! `temporal server start-dev` arguments, whitespace-separated), `TLW_BENCH_SLOWEST` (print the slowest workflow's
 //! history), `TLW_BENCH_LOGS=dir` (keep every bootstrap's log).
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use temporal_lambda_worker_testkit::{
     DevServer, FunctionSpec, ServerlessLoop, TempDir,
-    bench::{debug_example, env_or, epoch_secs, percentile, workflow_times},
+    bench::{debug_example, env_or, epoch_secs, percentile, server_args_from_env, workflow_times},
 };
 
 const EXTERNAL_ID: &str = "bench-external-id";
@@ -184,17 +184,8 @@ async fn run(idle: &str, scenario: &'static str, tag: usize) -> Row {
         spec.set_env("AWS_LAMBDA_LOG_LEVEL", "INFO");
         spec = spec.log_to(file);
     }
-    // `TLW_DEV_SERVER_DYNAMIC_CONFIG`: more dynamic config values for the server,
-    // `;`-separated, to compare server settings.
-    let dynamic_config = std::env::var("TLW_DEV_SERVER_DYNAMIC_CONFIG")
-        .unwrap_or_default()
-        .split(';')
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .map(str::to_owned)
-        .collect();
     let ServerlessLoop { plane, server, .. } =
-        ServerlessLoop::launch_with(spec, EXTERNAL_ID, dynamic_config)
+        ServerlessLoop::launch_with(spec, EXTERNAL_ID, server_args_from_env())
             .await
             .unwrap_or_else(|e| panic!("{e}"))
             .registered(&deployment, "build-1", &queue)

@@ -28,8 +28,8 @@ use std::{
 use temporal_lambda_worker_testkit::{
     Answer, Bootstrap, DevServer, RuntimeApi, TempDir,
     bench::{
-        bootstrap_or_release, percentile, start_hellos, status_kib, system_secs, wait_for_count,
-        workflow_times,
+        bootstraps_or, percentile, release_example, start_hellos, status_kib, system_secs,
+        wait_for_count, workflow_times,
     },
 };
 
@@ -127,7 +127,10 @@ async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` and the like: nothing to list
     }
-    let binary = bootstrap_or_release("hello");
+    let [binary] = &bootstraps_or(|| release_example("hello"))[..] else {
+        panic!("TLW_BENCH_BOOTSTRAP: this bench measures one bootstrap per run");
+    };
+    let binary = binary.clone();
     let warm_only = std::env::var_os("TLW_BENCH_WARM_ONLY").is_some();
     let size = std::fs::metadata(&binary).unwrap().len();
     let server = tokio::task::spawn_blocking(DevServer::start).await.unwrap();

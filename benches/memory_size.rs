@@ -27,8 +27,8 @@ use std::{
 use temporal_lambda_worker_testkit::{
     Answer, Bootstrap, DevServer, RuntimeApi, TempDir,
     bench::{
-        bootstrap_or_release, env_or, percentile, start_hellos, system_secs, wait_for_count,
-        workflow_times,
+        bootstraps_or, env_or, percentile, release_example, start_hellos, system_secs,
+        wait_for_count, workflow_times,
     },
 };
 
@@ -230,8 +230,10 @@ async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let binary = bootstrap_or_release("hello");
-    let binary = std::path::absolute(&binary).unwrap_or(binary);
+    let [binary] = &bootstraps_or(|| release_example("hello"))[..] else {
+        panic!("TLW_BENCH_BOOTSTRAP: this bench measures one bootstrap per run");
+    };
+    let binary = binary.clone();
     let sizes: Vec<u64> = std::env::var("TLW_BENCH_SIZES")
         .unwrap_or_else(|_| "128,256,512,1024,1769".into())
         .split(',')

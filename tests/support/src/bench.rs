@@ -26,12 +26,21 @@ pub fn debug_example(name: &str) -> PathBuf {
     std::path::absolute(&path).unwrap_or(path)
 }
 
-/// A dev server started with the extra `temporal server start-dev` arguments in
-/// `TLW_BENCH_SERVER_ARGS` (whitespace-separated; dynamic config, say).
+/// The extra `temporal server start-dev` arguments in `TLW_BENCH_SERVER_ARGS`
+/// (whitespace-separated; `--dynamic-config-value KEY=VALUE`, say).
+pub fn server_args_from_env() -> Vec<String> {
+    std::env::var("TLW_BENCH_SERVER_ARGS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A dev server started with [`server_args_from_env`].
 pub async fn dev_server_from_env() -> DevServer {
-    let args = std::env::var("TLW_BENCH_SERVER_ARGS").unwrap_or_default();
+    let args = server_args_from_env();
     tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.split_whitespace().collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         DevServer::start_on(free_port(), &[], &args)
     })
     .await
@@ -158,14 +167,6 @@ pub fn release_example(name: &str) -> PathBuf {
         .join("release/examples")
         .join(name);
     std::path::absolute(&path).unwrap_or(path)
-}
-
-/// The bootstrap a bench measures: `TLW_BENCH_BOOTSTRAP` when set (another commit's build,
-/// for a before/after comparison), else [`release_example`]`(name)`.
-pub fn bootstrap_or_release(name: &str) -> PathBuf {
-    std::env::var_os("TLW_BENCH_BOOTSTRAP")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| release_example(name))
 }
 
 /// A memory figure of process `pid` from `/proc/PID/status`, in KiB: `"VmRSS"` (now) or

@@ -80,12 +80,11 @@ impl DevServer {
 
     /// Starts a dev server on `port` whose Worker Controller is on and sends every AWS call
     /// to `aws_endpoint_url` (a [`ControlPlane`](crate::ControlPlane)), with test credentials,
-    /// and `dynamic_config` as more `--dynamic-config-value`s
-    /// (`frontend.enableCancelWorkerPollsOnShutdown=true`, say).
+    /// and `extra_args` after its own (`--dynamic-config-value KEY=VALUE`, say).
     pub fn start_with_worker_controller(
         port: u16,
         aws_endpoint_url: &str,
-        dynamic_config: &[String],
+        extra_args: &[String],
     ) -> Self {
         let mut args = vec![
             "--dynamic-config-value",
@@ -95,9 +94,7 @@ impl DevServer {
             "--dynamic-config-value",
             r#"workercontroller.scaling_algorithms.enabled=["no-sync"]"#,
         ];
-        for value in dynamic_config {
-            args.extend(["--dynamic-config-value", value.as_str()]);
-        }
+        args.extend(extra_args.iter().map(String::as_str));
         Self::start_on(
             port,
             &[

@@ -30,12 +30,12 @@ impl ServerlessLoop {
         Self::launch_with(spec, external_id, Vec::new()).await
     }
 
-    /// [`launch`](Self::launch), with more dynamic config values for the dev server
+    /// [`launch`](Self::launch), with more `temporal server start-dev` arguments
     /// ([`DevServer::start_with_worker_controller`]).
     pub async fn launch_with(
         spec: FunctionSpec,
         external_id: &str,
-        dynamic_config: Vec<String>,
+        server_args: Vec<String>,
     ) -> Result<Self, String> {
         let port = free_port();
         let function = spec.name.clone();
@@ -52,7 +52,7 @@ impl ServerlessLoop {
         .map_err(|e| format!("cannot start the control plane: {e}"))?;
         let url = plane.endpoint_url();
         let server = tokio::task::spawn_blocking(move || {
-            DevServer::start_with_worker_controller(port, &url, &dynamic_config)
+            DevServer::start_with_worker_controller(port, &url, &server_args)
         })
         .await
         .map_err(|e| e.to_string())?;
