@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::{
     BoxError, CoreMeter, LambdaWorkerError,
     backend::{RunningWorker, SessionConfig, StartTimings, WorkerBackend},
-    connection_cache::{ConnectionCache, fingerprint},
+    connection_cache::{ConnectionCache, Lease, fingerprint},
 };
 
 type Job = Box<dyn FnOnce(Rc<Host>) -> LocalBoxFuture<'static, ()> + Send>;
@@ -138,23 +138,39 @@ impl WorkerBackend for TemporalBackend {
     }
 }
 
+/// One session on the host: start the worker, hand it over, run it to its end.
 async fn host_session(
     host: Rc<Host>,
     session: SessionConfig,
     reply: oneshot::Sender<Result<RunningWorker, BoxError>>,
 ) {
-    let runtime = match host.runtime(session.metrics.clone()) {
-        Ok(r) => r,
+    match start_worker(&host, session).await {
+        Ok(started) => run_worker(host, started, reply).await,
         Err(e) => {
-            let _ = reply.send(Err(format!(
-                "the Temporal SDK runtime failed to start: {e}"
-            )
-            .into()));
-            return;
+            let _ = reply.send(Err(e));
         }
-    };
+    }
+}
+
+/// A worker created on the host, with the connection it was created on.
+struct StartedWorker {
+    worker: Worker,
+    /// The connection, checked beside the polls and given back to the cache at the end.
+    connection: Connection,
+    lease: Lease,
+    reused: bool,
+    timings: StartTimings,
+    /// The server, as a `ServerUnreachable` error names it.
+    target: String,
+}
+
+/// Connects (or reuses a cached connection) and creates the worker.
+async fn start_worker(host: &Host, session: SessionConfig) -> Result<StartedWorker, BoxError> {
+    let runtime = host
+        .runtime(session.metrics.clone())
+        .map_err(|e| format!("the Temporal SDK runtime failed to start: {e}"))?;
     let key = fingerprint(&session.connection);
-    let session_target = session.connection.target.to_string();
+    let target = session.connection.target.to_string();
     let connecting = std::time::Instant::now();
     let (cached, lease) = host.connections.borrow_mut().take(key);
     let (connection, reused) = match cached {
@@ -163,30 +179,50 @@ async fn host_session(
             Ok(c) => (c, false),
             Err(e) => {
                 tracing::debug!(error = ?e, "connecting to Temporal failed (full detail)");
-                let _ = reply.send(Err(connect_failure(&e).into()));
-                return;
+                return Err(connect_failure(&e).into());
             }
         },
     };
     let connect = connecting.elapsed();
-    let probe_connection = connection.clone();
-    let registered_on = connection.clone();
     let creating = std::time::Instant::now();
-    let worker = Client::new(connection, session.client)
+    let worker = Client::new(connection.clone(), session.client)
         .map_err(BoxError::from)
         .and_then(|client| Worker::new(&runtime, client, session.worker).map_err(BoxError::from));
-    let target = session_target;
-    let mut worker = match worker {
-        Ok(w) => w,
+    match worker {
+        Ok(worker) => Ok(StartedWorker {
+            worker,
+            connection,
+            lease,
+            reused,
+            timings: StartTimings {
+                connect,
+                create_worker: creating.elapsed(),
+            },
+            target,
+        }),
         Err(e) => {
             // The options were refused, not the connection: keep it.
-            host.connections
-                .borrow_mut()
-                .give_back(lease, registered_on);
-            let _ = reply.send(Err(e));
-            return;
+            host.connections.borrow_mut().give_back(lease, connection);
+            Err(e)
         }
-    };
+    }
+}
+
+/// Hands the worker over through `reply`, runs it beside a check of its server, and
+/// gives the connection back (or drops it, when it may be what broke).
+async fn run_worker(
+    host: Rc<Host>,
+    started: StartedWorker,
+    reply: oneshot::Sender<Result<RunningWorker, BoxError>>,
+) {
+    let StartedWorker {
+        mut worker,
+        connection,
+        lease,
+        reused,
+        timings,
+        target,
+    } = started;
     let (done_tx, done_rx) = oneshot::channel::<Result<(), BoxError>>();
     let stop = worker.shutdown_handle();
     let running = RunningWorker {
@@ -197,10 +233,7 @@ async fn host_session(
                 .unwrap_or_else(|_| Err("the Temporal worker thread dropped the worker".into()))
         }),
         connection_reused: reused,
-        timings: StartTimings {
-            connect,
-            create_worker: creating.elapsed(),
-        },
+        timings,
     };
     if reply.send(Ok(running)).is_err() {
         // Nobody waits for this worker any more (the invocation gave up): stop it at once.
@@ -211,7 +244,7 @@ async fn host_session(
     tokio::pin!(run);
     // Beside the polls (never in front of them): is the server still there? A reused
     // connection is checked at once, a fresh one (just proven by connecting) later.
-    let watch = watch_server(probe_connection, reused);
+    let watch = watch_server(connection.clone(), reused);
     let result = tokio::select! {
         biased;
         result = &mut run => result.map_err(BoxError::from),
@@ -227,18 +260,16 @@ async fn host_session(
             }
             .into()));
             let _ = run.await;
-            deregister(&registered_on, instance);
+            deregister(&connection, instance);
             return;
         }
     };
-    deregister(&registered_on, instance);
+    deregister(&connection, instance);
     if result.is_err() {
         // The connection may be what broke: make the next invocations reconnect.
         host.connections.borrow_mut().invalidate();
     } else {
-        host.connections
-            .borrow_mut()
-            .give_back(lease, registered_on);
+        host.connections.borrow_mut().give_back(lease, connection);
     }
     let _ = done_tx.send(result);
 }

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use crate::tasks::IdleExit;
 use crate::{
-    BoxError, Invocation, LambdaWorkerError, WorkerReport,
+    BoxError, Invocation, LambdaWorkerConfig, LambdaWorkerError, Timeline, WorkerReport,
     backend::{RunningWorker, SessionConfig, TaskActivity, WorkerBackend},
 };
 use stop::{StopReason, stop_decision};
@@ -34,33 +34,19 @@ pub(crate) async fn run<B: WorkerBackend>(
 ) -> Result<WorkerReport, LambdaWorkerError> {
     let timeline = *inv.timeline();
     let Invocation {
-        mut config,
+        config,
         context,
         stop: signal,
         ..
     } = inv;
-    if config.worker.task_queue.trim().is_empty() {
-        return Err(LambdaWorkerError::MissingTaskQueue);
-    }
-    // Every layer and the configure callback ran: the connection options are final.
-    config.secure_connection();
-    let graceful_shutdown_timeout = config.graceful_shutdown_timeout();
-    let target = config.connection.target.to_string();
-    let mut report = WorkerReport::for_worker(&config.worker);
-    let tasks = TaskActivity::default();
-    let idle = config.idle_shutdown.map(|window| IdleExit {
-        window,
-        settled: config.idle_shutdown_settled.filter(|s| *s < window),
-    });
-    admission::admit(&tasks, config.longest_activity, &timeline, idle.is_some());
-    tasks.watch(&mut config.worker);
-    let session = SessionConfig {
-        connection: config.connection,
-        client: config.client,
-        worker: config.worker,
-        metrics: config.metrics,
-        tasks: tasks.clone(),
-    };
+    let Plan {
+        session,
+        tasks,
+        idle,
+        target,
+        graceful_shutdown_timeout,
+        mut report,
+    } = Plan::new(config, &timeline)?;
 
     // Start: connect (or reuse) and create the worker, before the shutdown moment.
     let started = timeline.shutdown_at().cut(backend.start(session)).await;
@@ -109,16 +95,52 @@ pub(crate) async fn run<B: WorkerBackend>(
         ended,
     };
     let reused = report.connection_reused;
-    summary::log(
-        &context.request_id,
-        &result,
-        reason,
-        &tasks,
-        &timeline,
-        &phases,
-        reused,
-    );
+    let id = &context.request_id;
+    summary::log(id, &result, reason, &tasks, &timeline, &phases, reused);
     result.map(|()| report)
+}
+
+/// What a session starts from: the worker's final options, checked, with the task
+/// activity that the stop decision and the summary read.
+struct Plan {
+    session: SessionConfig,
+    tasks: TaskActivity,
+    idle: Option<IdleExit>,
+    /// The server, as the connect error names it.
+    target: String,
+    graceful_shutdown_timeout: std::time::Duration,
+    report: WorkerReport,
+}
+
+impl Plan {
+    fn new(mut config: LambdaWorkerConfig, timeline: &Timeline) -> Result<Self, LambdaWorkerError> {
+        if config.worker.task_queue.trim().is_empty() {
+            return Err(LambdaWorkerError::MissingTaskQueue);
+        }
+        // Every layer and the configure callback ran: the connection options are final.
+        config.secure_connection();
+        let tasks = TaskActivity::default();
+        let idle = config.idle_shutdown.map(|window| IdleExit {
+            window,
+            settled: config.idle_shutdown_settled.filter(|s| *s < window),
+        });
+        admission::admit(&tasks, config.longest_activity, timeline, idle.is_some());
+        tasks.watch(&mut config.worker);
+        Ok(Self {
+            target: config.connection.target.to_string(),
+            graceful_shutdown_timeout: config.graceful_shutdown_timeout(),
+            report: WorkerReport::for_worker(&config.worker),
+            idle,
+            session: SessionConfig {
+                connection: config.connection,
+                client: config.client,
+                worker: config.worker,
+                metrics: config.metrics,
+                tasks: tasks.clone(),
+            },
+            tasks,
+        })
+    }
 }
 
 /// A worker's failure; the backend's own diagnosis (a server gone while polling) is kept
