@@ -205,13 +205,13 @@ where
         let configure = self.configure.clone();
         Box::pin(async move {
             inv.enter(crate::invocation::Stage::Configure, "ConfigureLayer")?;
-            let config = std::mem::take(&mut inv.config);
+            let config = std::mem::take(&mut *inv.config);
             let configured = AssertUnwindSafe(async { configure.configure(config).await })
                 .catch_unwind()
                 .await
                 .map_err(|p| LambdaWorkerError::ConfigurePanicked(panic_message(p.as_ref())))?
                 .map_err(LambdaWorkerError::ConfigureFailed)?;
-            inv.config = configured.config;
+            *inv.config = configured.config;
             let hooks = inv.config.shutdown_hooks();
             let timeline = *inv.timeline();
             let result = inner.call(inv).await.map_err(Into::into);

@@ -15,8 +15,12 @@ pub struct Invocation {
     pub payload: serde_json::Value,
     /// The Lambda context: request id, deadline, function ARN, trace id.
     pub context: Context,
-    /// The configuration being built for this invocation's worker.
-    pub config: LambdaWorkerConfig,
+    /// The configuration being built for this invocation's worker. Boxed: every layer
+    /// moves the invocation on to the next, and the config is three quarters of it
+    /// (`benches/RESULTS.md`, "The invocation's size"). Fields read and write through the
+    /// box as they are (`inv.config.worker.task_queue`), and `&mut inv.config` coerces to
+    /// `&mut LambdaWorkerConfig`.
+    pub config: Box<LambdaWorkerConfig>,
     /// Fires when the process is told to stop (SIGTERM): a polling worker begins its
     /// graceful shutdown at once. The Lambda adapter (`serve`) sets it; the default never
     /// fires.
@@ -50,7 +54,7 @@ impl Invocation {
             timeline: Timeline::from_context(&context),
             payload,
             context,
-            config: LambdaWorkerConfig::default(),
+            config: Box::default(),
             stop: StopSignal::default(),
             stage: None,
             env: Arc::new(ProcessEnvironment),

@@ -46,7 +46,7 @@ pub(crate) async fn run<B: WorkerBackend>(
         target,
         graceful_shutdown_timeout,
         mut report,
-    } = Plan::new(config, &timeline)?;
+    } = Plan::new(*config, &timeline)?;
 
     // Start: connect (or reuse) and create the worker, before the shutdown moment.
     let started = timeline.shutdown_at().cut(backend.start(session)).await;
