@@ -171,11 +171,14 @@ async fn main() {
     // 2 + 3a + 4: one warm process serving WARM_INVOCATIONS idle invocations.
     let f = Function::start(&binary, &server, "warm").await;
     let (mut warm, mut idle_slack) = (vec![], vec![]);
+    let (mut warm_connect, mut warm_create) = (vec![], vec![]);
     for i in 0..WARM_INVOCATIONS {
         let a = f.api.invoke(b"", SHORT).await;
         let polling = epoch_us(report_us(&a, "polling_since_epoch_us"));
         if i > 0 {
             warm.push(ms(a.handed_out, polling));
+            warm_connect.push(report_us(&a, "connect_us") as f64 / 1e3);
+            warm_create.push(report_us(&a, "create_worker_us") as f64 / 1e3);
         }
         idle_slack.push(a.slack() * 1e3);
     }
@@ -184,6 +187,14 @@ async fn main() {
         "\n2. warm overhead, handed out → worker polling (invocations 2..{WARM_INVOCATIONS}):"
     );
     println!("   {}", summary(&warm, "ms"));
+    println!(
+        "   of which connect (a cached connection)  {}",
+        summary(&warm_connect, "ms")
+    );
+    println!(
+        "   of which worker creation                 {}",
+        summary(&warm_create, "ms")
+    );
 
     // 3b: an activity in flight at shutdown. Shutdown begins 2 s after hand-out (9 s
     // timeout − 7 s buffer); the workflow starts at 1.5 s and its activity runs 2.5 s.
