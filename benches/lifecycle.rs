@@ -18,7 +18,11 @@
 //!
 //! Knobs, for before/after comparisons: `TLW_BENCH_BOOTSTRAP=path` measures that bootstrap
 //! instead of building one (another commit's `hello`), and `TLW_BENCH_WARM_ONLY=1` runs
-//! the warm path only: parts 2 and 6.
+//! the warm path only: parts 2 and 6. With two bootstraps,
+//! `TLW_BENCH_BOOTSTRAP=before,after TLW_BENCH_WARM_ONLY=1` runs part 2 as an A/B
+//! instead: one warm process each, their invocations interleaved (200 rounds,
+//! the order alternating), so that the machine's drift falls on both alike; it prints
+//! each one's warm overhead and the paired differences.
 use std::{
     collections::HashMap,
     path::Path,
@@ -43,6 +47,8 @@ const QUEUED: usize = 100;
 const QUEUED_RUNS: usize = 10;
 /// 9 s with the default 7 s buffer: about 2 s of polling per invocation.
 const SHORT: Duration = Duration::from_secs(9);
+/// Rounds of the interleaved A/B: one invocation of each bootstrap per round.
+const AB_ROUNDS: usize = 200;
 
 fn ms(from: SystemTime, to: SystemTime) -> f64 {
     match to.duration_since(from) {
@@ -80,6 +86,18 @@ struct Function {
 
 impl Function {
     async fn start(binary: &Path, server: &DevServer, tag: &str) -> Self {
+        // The numbers follow a session to the shutdown buffer.
+        Self::start_with(binary, server, tag, "tq-bench", "off").await
+    }
+
+    /// A function polling `queue`, leaving after `idle_exit` (seconds, or `off`) with no task.
+    async fn start_with(
+        binary: &Path,
+        server: &DevServer,
+        tag: &str,
+        queue: &str,
+        idle_exit: &str,
+    ) -> Self {
         let api = RuntimeApi::start(ARN).await.unwrap();
         let root = TempDir::new(&format!("bench-{tag}"));
         let started_at = SystemTime::now();
@@ -90,9 +108,8 @@ impl Function {
             root.path(),
             &[
                 ("TEMPORAL_ADDRESS", &server.address),
-                ("TEMPORAL_TASK_QUEUE", "tq-bench"),
-                // The numbers follow a session to the shutdown buffer.
-                ("TEMPORAL_IDLE_SHUTDOWN_SECS", "off"),
+                ("TEMPORAL_TASK_QUEUE", queue),
+                ("TEMPORAL_IDLE_SHUTDOWN_SECS", idle_exit),
                 ("HELLO_DEPLOYMENT_NAME", "dep-bench"),
             ],
         )
@@ -127,11 +144,17 @@ async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` and the like: nothing to list
     }
-    let [binary] = &bootstraps_or(|| release_example("hello"))[..] else {
-        panic!("TLW_BENCH_BOOTSTRAP: this bench measures one bootstrap per run");
-    };
-    let binary = binary.clone();
     let warm_only = std::env::var_os("TLW_BENCH_WARM_ONLY").is_some();
+    let binary = match &bootstraps_or(|| release_example("hello"))[..] {
+        [binary] => binary.clone(),
+        [a, b] if warm_only => {
+            let server = tokio::task::spawn_blocking(DevServer::start).await.unwrap();
+            return warm_ab([a, b], &server).await;
+        }
+        _ => {
+            panic!("TLW_BENCH_BOOTSTRAP: one bootstrap, or two with TLW_BENCH_WARM_ONLY=1 (an A/B)")
+        }
+    };
     let size = std::fs::metadata(&binary).unwrap().len();
     let server = tokio::task::spawn_blocking(DevServer::start).await.unwrap();
     println!(
@@ -368,4 +391,75 @@ async fn queued_workflow(binary: &Path, server: &DevServer, f: &Function) {
         "   warm − floor (medians): {:+.2} ms",
         percentile(&warm, 0.5) - percentile(&floor, 0.5)
     );
+}
+
+/// Part 2 as an A/B: a warm process per bootstrap, invocations interleaved, `AB_ROUNDS`
+/// rounds with the order alternating; prints each one's warm overhead (and its connect
+/// and worker-creation parts), and the paired differences b − a with a sign test.
+async fn warm_ab(binaries: [&Path; 2], server: &DevServer) {
+    println!("temporal-lambda-worker warm-overhead A/B (release bootstraps, real dev server)");
+    let mut functions = vec![];
+    for (i, binary) in binaries.iter().enumerate() {
+        println!("{}: {}", ["a", "b"][i], binary.display());
+        // Each its own queue; a short idle exit, as no task comes: ~0.3 s per invocation.
+        let f = Function::start_with(
+            binary,
+            server,
+            &format!("ab{i}"),
+            &format!("tq-ab{i}"),
+            "0.3",
+        )
+        .await;
+        f.api.invoke(b"", SHORT).await.response(); // the cold one, not counted
+        functions.push(f);
+    }
+    let mut overhead = [vec![], vec![]];
+    let mut inner = [vec![], vec![]];
+    for round in 0..AB_ROUNDS {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let a = functions[i].api.invoke(b"", SHORT).await;
+            let polling = epoch_us(report_us(&a, "polling_since_epoch_us"));
+            overhead[i].push(ms(a.handed_out, polling));
+            inner[i].push(
+                (report_us(&a, "connect_us") + report_us(&a, "create_worker_us")) as f64 / 1e3,
+            );
+        }
+    }
+    println!(
+        "\n2. warm overhead, handed out → worker polling ({AB_ROUNDS} invocations each, interleaved):"
+    );
+    for (i, name) in ["a", "b"].iter().enumerate() {
+        println!("   {name}  {}", summary(&overhead[i], "ms"));
+        println!(
+            "      of which connect + worker creation  {}",
+            summary(&inner[i], "ms")
+        );
+    }
+    let diffs: Vec<f64> = overhead[0]
+        .iter()
+        .zip(&overhead[1])
+        .map(|(a, b)| b - a)
+        .collect();
+    let higher = diffs.iter().filter(|d| **d > 0.0).count();
+    println!("   b − a, paired by round: {}", summary(&diffs, "ms"));
+    println!(
+        "   b higher in {higher} of {AB_ROUNDS} rounds (sign test, two-sided p = {:.3})",
+        sign_test(higher, AB_ROUNDS)
+    );
+}
+
+/// The two-sided p-value of `k` successes in `n` fair coin flips.
+fn sign_test(k: usize, n: usize) -> f64 {
+    let tail = k.min(n - k);
+    // P(X <= tail) for X ~ Binomial(n, 1/2), summed in logs to stay finite.
+    let ln_choose = |n: usize, k: usize| -> f64 {
+        (1..=k)
+            .map(|i| ((n - k + i) as f64).ln() - (i as f64).ln())
+            .sum()
+    };
+    let p: f64 = (0..=tail)
+        .map(|i| (ln_choose(n, i) - n as f64 * std::f64::consts::LN_2).exp())
+        .sum();
+    (2.0 * p).min(1.0)
 }
