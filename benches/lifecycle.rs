@@ -123,6 +123,51 @@ impl Function {
     }
 }
 
+/// Warm overheads (hand-out → the worker polling) and their parts, in ms, one per invocation.
+#[derive(Default)]
+struct WarmOverhead {
+    total: Vec<f64>,
+    /// The Runtime API's answer read and the invocation built: hand-out → entering the
+    /// stack (only from bootstraps whose answer has `first_poll_us`).
+    runtime_api: Vec<f64>,
+    /// The layers, the session's plan, the job to the worker's thread and its reply.
+    stack_and_thread: Vec<f64>,
+    connect: Vec<f64>,
+    create: Vec<f64>,
+}
+
+impl WarmOverhead {
+    fn push(&mut self, a: &Answer) {
+        let total = ms(
+            a.handed_out,
+            epoch_us(report_us(a, "polling_since_epoch_us")),
+        );
+        let connect = report_us(a, "connect_us") as f64 / 1e3;
+        let create = report_us(a, "create_worker_us") as f64 / 1e3;
+        if let Some(first_poll) = a.response()["first_poll_us"].as_u64() {
+            let first_poll = first_poll as f64 / 1e3;
+            self.runtime_api.push(total - first_poll);
+            self.stack_and_thread.push(first_poll - connect - create);
+        }
+        self.total.push(total);
+        self.connect.push(connect);
+        self.create.push(create);
+    }
+
+    fn print(&self, indent: &str) {
+        println!("{indent}   {}", summary(&self.total, "ms"));
+        let parts = [
+            ("Runtime API answer → stack", &self.runtime_api),
+            ("layers + worker thread hand-over", &self.stack_and_thread),
+            ("connect (a cached connection)", &self.connect),
+            ("worker creation", &self.create),
+        ];
+        for (name, v) in parts.into_iter().filter(|(_, v)| !v.is_empty()) {
+            println!("{indent}   of which {name:<33} {}", summary(v, "ms"));
+        }
+    }
+}
+
 fn report_us(a: &Answer, key: &str) -> u64 {
     a.response()[key]
         .as_u64()
@@ -193,15 +238,11 @@ async fn main() {
 
     // 2 + 3a + 4: one warm process serving WARM_INVOCATIONS idle invocations.
     let f = Function::start(&binary, &server, "warm").await;
-    let (mut warm, mut idle_slack) = (vec![], vec![]);
-    let (mut warm_connect, mut warm_create) = (vec![], vec![]);
+    let (mut warm, mut idle_slack) = (WarmOverhead::default(), vec![]);
     for i in 0..WARM_INVOCATIONS {
         let a = f.api.invoke(b"", SHORT).await;
-        let polling = epoch_us(report_us(&a, "polling_since_epoch_us"));
         if i > 0 {
-            warm.push(ms(a.handed_out, polling));
-            warm_connect.push(report_us(&a, "connect_us") as f64 / 1e3);
-            warm_create.push(report_us(&a, "create_worker_us") as f64 / 1e3);
+            warm.push(&a);
         }
         idle_slack.push(a.slack() * 1e3);
     }
@@ -209,15 +250,7 @@ async fn main() {
     println!(
         "\n2. warm overhead, handed out → worker polling (invocations 2..{WARM_INVOCATIONS}):"
     );
-    println!("   {}", summary(&warm, "ms"));
-    println!(
-        "   of which connect (a cached connection)  {}",
-        summary(&warm_connect, "ms")
-    );
-    println!(
-        "   of which worker creation                 {}",
-        summary(&warm_create, "ms")
-    );
+    warm.print("");
 
     // 3b: an activity in flight at shutdown. Shutdown begins 2 s after hand-out (9 s
     // timeout − 7 s buffer); the workflow starts at 1.5 s and its activity runs 2.5 s.
@@ -413,32 +446,24 @@ async fn warm_ab(binaries: [&Path; 2], server: &DevServer) {
         f.api.invoke(b"", SHORT).await.response(); // the cold one, not counted
         functions.push(f);
     }
-    let mut overhead = [vec![], vec![]];
-    let mut inner = [vec![], vec![]];
+    let mut warm = [WarmOverhead::default(), WarmOverhead::default()];
     for round in 0..AB_ROUNDS {
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for i in order {
-            let a = functions[i].api.invoke(b"", SHORT).await;
-            let polling = epoch_us(report_us(&a, "polling_since_epoch_us"));
-            overhead[i].push(ms(a.handed_out, polling));
-            inner[i].push(
-                (report_us(&a, "connect_us") + report_us(&a, "create_worker_us")) as f64 / 1e3,
-            );
+            warm[i].push(&functions[i].api.invoke(b"", SHORT).await);
         }
     }
     println!(
         "\n2. warm overhead, handed out → worker polling ({AB_ROUNDS} invocations each, interleaved):"
     );
     for (i, name) in ["a", "b"].iter().enumerate() {
-        println!("   {name}  {}", summary(&overhead[i], "ms"));
-        println!(
-            "      of which connect + worker creation  {}",
-            summary(&inner[i], "ms")
-        );
+        println!("   {name}:");
+        warm[i].print("   ");
     }
-    let diffs: Vec<f64> = overhead[0]
+    let diffs: Vec<f64> = warm[0]
+        .total
         .iter()
-        .zip(&overhead[1])
+        .zip(&warm[1].total)
         .map(|(a, b)| b - a)
         .collect();
     let higher = diffs.iter().filter(|d| **d > 0.0).count();

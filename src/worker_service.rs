@@ -39,6 +39,10 @@ pub struct WorkerReport {
     pub connect_us: u64,
     /// Microseconds spent creating the client and the worker.
     pub create_worker_us: u64,
+    /// Microseconds from the invocation entering the stack to the worker polling: the
+    /// layers, the worker's start (`connect_us` and `create_worker_us` are part of it), and
+    /// the hand-over to the worker's thread. The summary line's `first_poll_ms`.
+    pub first_poll_us: u64,
     /// When the worker started polling, in microseconds since the Unix epoch.
     pub polling_since_epoch_us: u64,
 }

@@ -53,7 +53,7 @@ pub(crate) async fn run<B: WorkerBackend>(
     let running = started
         .unwrap_or_else(|| Err("no connection before the shutdown moment".into()))
         .map_err(|source| LambdaWorkerError::Connect { target, source })?;
-    report.started(&running);
+    report.started(&running, timeline.received_at());
     tracing::info!(
         task_queue = %report.task_queue,
         deployment = %report.deployment_name,
@@ -165,15 +165,18 @@ impl WorkerReport {
             connection_reused: false,
             connect_us: 0,
             create_worker_us: 0,
+            first_poll_us: 0,
             polling_since_epoch_us: 0,
         }
     }
 
-    /// Records how the worker started; it polls from now.
-    fn started(&mut self, running: &RunningWorker) {
+    /// Records how the worker started, for an invocation that entered the stack at
+    /// `received_at`; it polls from now.
+    fn started(&mut self, running: &RunningWorker, received_at: Instant) {
         self.connection_reused = running.connection_reused;
         self.connect_us = running.timings.connect.as_micros() as u64;
         self.create_worker_us = running.timings.create_worker.as_micros() as u64;
+        self.first_poll_us = received_at.elapsed().as_micros() as u64;
         self.polling_since_epoch_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);

@@ -580,3 +580,41 @@ mod tls_rule_wherever_the_key_was_set {
         assert!(logs.contains("tls.disabled = true"), "{logs}");
     }
 }
+
+/// A backend whose worker takes 250 ms to start: 100 ms connecting, 150 ms creating.
+struct SlowStart;
+
+impl WorkerBackend for SlowStart {
+    fn start(&self, _: SessionConfig) -> BoxFuture<'static, Result<RunningWorker, BoxError>> {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            Ok(RunningWorker {
+                shutdown: Box::new(|| {}),
+                finished: Box::pin(async { Ok(()) }),
+                connection_reused: false,
+                timings: StartTimings {
+                    connect: Duration::from_millis(100),
+                    create_worker: Duration::from_millis(150),
+                },
+            })
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_report_splits_the_time_to_the_first_poll() {
+    let report = WorkerStack::new(version(), with_queue)
+        .backend(SlowStart)
+        .environment(StaticEnvironment::new())
+        .build()
+        .oneshot(testing::invocation_in(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.connect_us, report.create_worker_us),
+        (100_000, 150_000)
+    );
+    // From the invocation entering the stack: the worker's start, and the stack's own
+    // microseconds (the clock is paused: none).
+    assert_eq!(report.first_poll_us, 250_000);
+}
