@@ -130,7 +130,8 @@ struct WarmOverhead {
     /// The Runtime API's answer read and the invocation built: hand-out → entering the
     /// stack (only from bootstraps whose answer has `first_poll_us`).
     runtime_api: Vec<f64>,
-    /// The layers, the session's plan, the job to the worker's thread and its reply.
+    /// The layers, the session's plan and the job to the worker's thread (the reply's way
+    /// back is not in the figure: the worker polls from the moment it is handed over).
     stack_and_thread: Vec<f64>,
     connect: Vec<f64>,
     create: Vec<f64>,
@@ -158,7 +159,7 @@ impl WarmOverhead {
         println!("{indent}   {}", summary(&self.total, "ms"));
         let parts = [
             ("Runtime API answer → stack", &self.runtime_api),
-            ("layers + worker thread hand-over", &self.stack_and_thread),
+            ("layers + job to the worker thread", &self.stack_and_thread),
             ("connect (a cached connection)", &self.connect),
             ("worker creation", &self.create),
         ];

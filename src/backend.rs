@@ -50,6 +50,10 @@ pub struct StartTimings {
     pub connect: Duration,
     /// Creating the client and the worker.
     pub create_worker: Duration,
+    /// The worker polling → the start's future resolving: the reply's way back from a
+    /// backend that runs its workers on a thread of their own (zero when it does not).
+    /// The session dates the worker's polling this much earlier.
+    pub handover: Duration,
 }
 
 /// Starts workers. The seam between the stack's rules and Temporal.

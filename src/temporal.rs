@@ -9,7 +9,12 @@
 //! A worker stuck on that thread cannot stop the stack's own task from answering the
 //! Runtime API before the deadline.
 
-use std::{cell::RefCell, rc::Rc, sync::Arc, sync::Mutex, time::Duration};
+use std::{
+    cell::RefCell,
+    rc::Rc,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use futures_util::future::{BoxFuture, LocalBoxFuture};
 use temporalio_client::{Client, Connection, request_extensions::NoRetryOnMatching, tonic};
@@ -131,19 +136,23 @@ impl WorkerBackend for TemporalBackend {
         });
         Box::pin(async move {
             sent?;
-            reply_rx
+            let (mut running, handed_over) = reply_rx
                 .await
-                .map_err(|_| BoxError::from("the Temporal worker thread dropped the session"))?
+                .map_err(|_| BoxError::from("the Temporal worker thread dropped the session"))??;
+            // The worker polls from the moment it was handed over; waking this task on the
+            // stack's runtime can take a few hundred µs more (`benches/lifecycle`).
+            running.timings.handover = handed_over.elapsed();
+            Ok(running)
         })
     }
 }
 
+/// A session's answer from the worker's thread: the worker, handed over at that instant,
+/// from which it polls.
+type Reply = oneshot::Sender<Result<(RunningWorker, Instant), BoxError>>;
+
 /// One session on the host: start the worker, hand it over, run it to its end.
-async fn host_session(
-    host: Rc<Host>,
-    session: SessionConfig,
-    reply: oneshot::Sender<Result<RunningWorker, BoxError>>,
-) {
+async fn host_session(host: Rc<Host>, session: SessionConfig, reply: Reply) {
     match start_worker(&host, session).await {
         Ok(started) => run_worker(host, started, reply).await,
         Err(e) => {
@@ -171,7 +180,7 @@ async fn start_worker(host: &Host, session: SessionConfig) -> Result<StartedWork
         .map_err(|e| format!("the Temporal SDK runtime failed to start: {e}"))?;
     let key = fingerprint(&session.connection);
     let target = session.connection.target.to_string();
-    let connecting = std::time::Instant::now();
+    let connecting = Instant::now();
     let (cached, lease) = host.connections.borrow_mut().take(key);
     let (connection, reused) = match cached {
         Some(c) => (c, true),
@@ -184,7 +193,7 @@ async fn start_worker(host: &Host, session: SessionConfig) -> Result<StartedWork
         },
     };
     let connect = connecting.elapsed();
-    let creating = std::time::Instant::now();
+    let creating = Instant::now();
     let worker = Client::new(connection.clone(), session.client)
         .map_err(BoxError::from)
         .and_then(|client| Worker::new(&runtime, client, session.worker).map_err(BoxError::from));
@@ -197,6 +206,7 @@ async fn start_worker(host: &Host, session: SessionConfig) -> Result<StartedWork
             timings: StartTimings {
                 connect,
                 create_worker: creating.elapsed(),
+                handover: Duration::ZERO,
             },
             target,
         }),
@@ -210,11 +220,7 @@ async fn start_worker(host: &Host, session: SessionConfig) -> Result<StartedWork
 
 /// Hands the worker over through `reply`, runs it beside a check of its server, and
 /// gives the connection back (or drops it, when it may be what broke).
-async fn run_worker(
-    host: Rc<Host>,
-    started: StartedWorker,
-    reply: oneshot::Sender<Result<RunningWorker, BoxError>>,
-) {
+async fn run_worker(host: Rc<Host>, started: StartedWorker, reply: Reply) {
     let StartedWorker {
         mut worker,
         connection,
@@ -235,7 +241,7 @@ async fn run_worker(
         connection_reused: reused,
         timings,
     };
-    if reply.send(Ok(running)).is_err() {
+    if reply.send(Ok((running, Instant::now()))).is_err() {
         // Nobody waits for this worker any more (the invocation gave up): stop it at once.
         stop();
     }

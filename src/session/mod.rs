@@ -53,7 +53,11 @@ pub(crate) async fn run<B: WorkerBackend>(
     let running = started
         .unwrap_or_else(|| Err("no connection before the shutdown moment".into()))
         .map_err(|source| LambdaWorkerError::Connect { target, source })?;
-    report.started(&running, timeline.received_at());
+    // The worker has been polling since its backend handed it over.
+    let polling = Instant::now()
+        .checked_sub(running.timings.handover)
+        .unwrap_or_else(Instant::now);
+    report.started(&running, timeline.received_at(), polling);
     tracing::info!(
         task_queue = %report.task_queue,
         deployment = %report.deployment_name,
@@ -62,7 +66,6 @@ pub(crate) async fn run<B: WorkerBackend>(
         reused_connection = running.connection_reused,
         "worker polling"
     );
-    let polling = Instant::now();
     tasks.polling_started();
     let RunningWorker {
         shutdown,
@@ -171,14 +174,15 @@ impl WorkerReport {
     }
 
     /// Records how the worker started, for an invocation that entered the stack at
-    /// `received_at`; it polls from now.
-    fn started(&mut self, running: &RunningWorker, received_at: Instant) {
+    /// `received_at`; it has polled since `polling`.
+    fn started(&mut self, running: &RunningWorker, received_at: Instant, polling: Instant) {
         self.connection_reused = running.connection_reused;
         self.connect_us = running.timings.connect.as_micros() as u64;
         self.create_worker_us = running.timings.create_worker.as_micros() as u64;
-        self.first_poll_us = received_at.elapsed().as_micros() as u64;
+        self.first_poll_us = polling.saturating_duration_since(received_at).as_micros() as u64;
         self.polling_since_epoch_us = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
+            .checked_sub(polling.elapsed())
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_micros() as u64);
     }
 }

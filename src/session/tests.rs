@@ -581,13 +581,14 @@ mod tls_rule_wherever_the_key_was_set {
     }
 }
 
-/// A backend whose worker takes 250 ms to start: 100 ms connecting, 150 ms creating.
+/// A backend whose worker takes 250 ms to start (100 ms connecting, 150 ms creating) and
+/// whose start resolves 50 ms after the worker began polling (its reply's way back).
 struct SlowStart;
 
 impl WorkerBackend for SlowStart {
     fn start(&self, _: SessionConfig) -> BoxFuture<'static, Result<RunningWorker, BoxError>> {
         Box::pin(async {
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
             Ok(RunningWorker {
                 shutdown: Box::new(|| {}),
                 finished: Box::pin(async { Ok(()) }),
@@ -595,6 +596,7 @@ impl WorkerBackend for SlowStart {
                 timings: StartTimings {
                     connect: Duration::from_millis(100),
                     create_worker: Duration::from_millis(150),
+                    handover: Duration::from_millis(50),
                 },
             })
         })
@@ -614,7 +616,16 @@ async fn the_report_splits_the_time_to_the_first_poll() {
         (report.connect_us, report.create_worker_us),
         (100_000, 150_000)
     );
-    // From the invocation entering the stack: the worker's start, and the stack's own
-    // microseconds (the clock is paused: none).
+    // From the invocation entering the stack to the worker polling: its start, not the
+    // reply's way back, and the stack's own microseconds (the clock is paused: none).
     assert_eq!(report.first_poll_us, 250_000);
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let since = now_us - report.polling_since_epoch_us;
+    assert!(
+        (50_000..60_000).contains(&since),
+        "polling began {since} µs ago"
+    );
 }
