@@ -623,9 +623,11 @@ async fn the_report_splits_the_time_to_the_first_poll() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_micros() as u64;
+    // Dated 50 ms back from the start's end (real time, which runs on beside the paused
+    // clock: the upper bound leaves room for a loaded machine, not for the whole start).
     let since = now_us - report.polling_since_epoch_us;
     assert!(
-        (50_000..60_000).contains(&since),
+        (50_000..300_000).contains(&since),
         "polling began {since} µs ago"
     );
 }
