@@ -191,18 +191,16 @@ async fn main() {
         return; // `cargo bench -- --list` and the like: nothing to list
     }
     let warm_only = std::env::var_os("TLW_BENCH_WARM_ONLY").is_some();
-    let binary = match &bootstraps_or(|| release_example("hello"))[..] {
+    let bootstraps = bootstraps_or(|| release_example("hello"));
+    let server = tokio::task::spawn_blocking(DevServer::start).await.unwrap();
+    let binary = match &bootstraps[..] {
         [binary] => binary.clone(),
-        [a, b] if warm_only => {
-            let server = tokio::task::spawn_blocking(DevServer::start).await.unwrap();
-            return warm_ab([a, b], &server).await;
-        }
+        [a, b] if warm_only => return warm_ab([a, b], &server).await,
         _ => {
             panic!("TLW_BENCH_BOOTSTRAP: one bootstrap, or two with TLW_BENCH_WARM_ONLY=1 (an A/B)")
         }
     };
     let size = std::fs::metadata(&binary).unwrap().len();
-    let server = tokio::task::spawn_blocking(DevServer::start).await.unwrap();
     println!(
         "temporal-lambda-worker lifecycle benchmark (release hello bootstrap, real dev server)"
     );
@@ -428,8 +426,8 @@ async fn queued_workflow(binary: &Path, server: &DevServer, f: &Function) {
 }
 
 /// Part 2 as an A/B: a warm process per bootstrap, invocations interleaved, `AB_ROUNDS`
-/// rounds with the order alternating; prints each one's warm overhead (and its connect
-/// and worker-creation parts), and the paired differences b − a with a sign test.
+/// rounds with the order alternating; prints each one's warm overhead and its parts, and
+/// the paired differences b − a with a sign test.
 async fn warm_ab(binaries: [&Path; 2], server: &DevServer) {
     println!("temporal-lambda-worker warm-overhead A/B (release bootstraps, real dev server)");
     let mut functions = vec![];
