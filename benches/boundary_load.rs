@@ -31,7 +31,7 @@ use std::{
 
 use temporal_lambda_worker_testkit::{
     Bootstrap, DevServer, Outcome, RuntimeApi, TempDir,
-    bench::{bootstraps_or, debug_example, dev_server_from_env, env_or, epoch_secs},
+    bench::{bootstraps_or, debug_example, dev_server_from_env, env_or, epoch_secs, timeouts},
 };
 
 const ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:bench";
@@ -47,43 +47,6 @@ where
         .buffer_unordered(width)
         .collect()
         .await
-}
-
-/// An event's time, in seconds since the epoch.
-fn event_time(e: &serde_json::Value) -> Option<f64> {
-    e["eventTime"].as_str().and_then(epoch_secs)
-}
-
-/// Workflow-task timeouts in one history (`temporal workflow show -o json`), by kind; returns
-/// the seconds the workflow waited on them (scheduled → timed out).
-fn task_timeouts(history: &serde_json::Value, into: &mut BTreeMap<String, usize>) -> f64 {
-    let mut waited = 0.0;
-    let Some(events) = history["events"].as_array() else {
-        return waited;
-    };
-    for e in events {
-        let kind = e["eventType"].as_str().unwrap_or_default();
-        if kind.contains("WORKFLOW_TASK_TIMED_OUT") || kind == "WorkflowTaskTimedOut" {
-            let attrs = &e["workflowTaskTimedOutEventAttributes"];
-            let timeout = attrs["timeoutType"].as_str().unwrap_or("?");
-            // A sticky schedule-to-start timeout is the one on the sticky queue.
-            let scheduled = events
-                .iter()
-                .find(|s| s["eventId"] == attrs["scheduledEventId"]);
-            let scheduled_on = scheduled
-                .and_then(|s| {
-                    s["workflowTaskScheduledEventAttributes"]["taskQueue"]["kind"].as_str()
-                })
-                .unwrap_or("?");
-            if let (Some(from), Some(to)) = (scheduled.and_then(event_time), event_time(e)) {
-                waited += to - from;
-            }
-            *into
-                .entry(format!("{timeout} on {scheduled_on}"))
-                .or_default() += 1;
-        }
-    }
-    waited
 }
 
 /// One history, an event a line: time, type, task queue, identity (with `TLW_BENCH_LOG_DIR`,
@@ -243,7 +206,7 @@ async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
         async move { server.history(&id).await }
     })
     .await;
-    let mut timeouts = BTreeMap::new();
+    let mut by_kind = BTreeMap::new();
     let mut unread = 0;
     let mut shown = 0;
     let mut stalled = Vec::new();
@@ -256,20 +219,23 @@ async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
                     if let Some(t) = events
                         .iter()
                         .find(|e| e["eventType"] == "EVENT_TYPE_WORKFLOW_TASK_STARTED")
-                        .and_then(event_time)
+                        .and_then(|e| e["eventTime"].as_str().and_then(epoch_secs))
                     {
                         first_start = first_start.min(t);
                     }
-                    if let Some(t) = events.last().and_then(event_time) {
+                    if let Some(t) = events
+                        .last()
+                        .and_then(|e| e["eventTime"].as_str().and_then(epoch_secs))
+                    {
                         last_close = last_close.max(t);
                     }
                 }
-                let before: usize = timeouts.values().sum();
-                let w = task_timeouts(&v, &mut timeouts);
+                let before: usize = by_kind.values().sum();
+                let w = timeouts(&v, &mut by_kind);
                 if w > 0.0 {
                     stalled.push(w);
                 }
-                if log_dir.is_some() && shown < 3 && timeouts.values().sum::<usize>() > before {
+                if log_dir.is_some() && shown < 3 && by_kind.values().sum::<usize>() > before {
                     shown += 1;
                     print_history(&v);
                 }
@@ -277,7 +243,7 @@ async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
             None => unread += 1,
         }
     }
-    let total: usize = timeouts.values().sum();
+    let total: usize = by_kind.values().sum();
     let span = last_close - first_start;
     println!(
         "  throughput: {workflows} workflows in {span:.2} s (first task started → last closed): \
@@ -294,12 +260,13 @@ async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
         drained.as_secs_f64()
     );
     println!(
-        "  workflow-task timeouts: {total}; {} workflows stalled by them, {:.1} s in all (max {:.1} s)",
+        "  workflow-task and activity timeouts: {total}; {} workflows stalled by them, {:.1} s in \
+         all (max {:.1} s)",
         stalled.len(),
         stalled.iter().sum::<f64>(),
         stalled.iter().copied().fold(0.0, f64::max)
     );
-    for (kind, n) in &timeouts {
+    for (kind, n) in &by_kind {
         println!("    {n:4}  {kind}");
     }
 }

@@ -178,3 +178,53 @@ pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
+
+/// An event's time, in seconds since the epoch.
+fn event_time(e: &serde_json::Value) -> Option<f64> {
+    e["eventTime"].as_str().and_then(epoch_secs)
+}
+
+/// The workflow-task and activity timeouts in one history (`temporal workflow show -o
+/// json`), counted into `into` by kind (`TIMEOUT_TYPE_START_TO_CLOSE on
+/// TASK_QUEUE_KIND_STICKY`, `activity TIMEOUT_TYPE_…`); returns the seconds the workflow
+/// waited on them (scheduled → timed out).
+pub fn timeouts(
+    history: &serde_json::Value,
+    into: &mut std::collections::BTreeMap<String, usize>,
+) -> f64 {
+    let mut waited = 0.0;
+    let Some(events) = history["events"].as_array() else {
+        return waited;
+    };
+    let scheduled_of = |id: &serde_json::Value| events.iter().find(|s| &s["eventId"] == id);
+    for e in events {
+        let (kind, scheduled) = if crate::dev_server::event_is(e, "WORKFLOW_TASK_TIMED_OUT") {
+            let attrs = &e["workflowTaskTimedOutEventAttributes"];
+            let timeout = attrs["timeoutType"].as_str().unwrap_or("?");
+            // A sticky schedule-to-start timeout is the one on the sticky queue.
+            let scheduled = scheduled_of(&attrs["scheduledEventId"]);
+            let queue = scheduled
+                .and_then(|s| {
+                    s["workflowTaskScheduledEventAttributes"]["taskQueue"]["kind"].as_str()
+                })
+                .unwrap_or("?");
+            (format!("{timeout} on {queue}"), scheduled)
+        } else if crate::dev_server::event_is(e, "ACTIVITY_TASK_TIMED_OUT") {
+            let attrs = &e["activityTaskTimedOutEventAttributes"];
+            let timeout = attrs["failure"]["timeoutFailureInfo"]["timeoutType"]
+                .as_str()
+                .unwrap_or("?");
+            (
+                format!("activity {timeout}"),
+                scheduled_of(&attrs["scheduledEventId"]),
+            )
+        } else {
+            continue;
+        };
+        if let (Some(from), Some(to)) = (scheduled.and_then(event_time), event_time(e)) {
+            waited += to - from;
+        }
+        *into.entry(kind).or_default() += 1;
+    }
+    waited
+}

@@ -241,13 +241,13 @@ impl DevServer {
         external_id: &str,
     ) -> Result<(), String> {
         if let Err(e) = self
-            .cli_async(&["worker", "deployment", "create", "--name", deployment])
+            .cli_throttled(&["worker", "deployment", "create", "--name", deployment])
             .await
             && !e.contains("already exists")
         {
             return Err(e);
         }
-        self.cli_async(&[
+        self.cli_throttled(&[
             "worker",
             "deployment",
             "create-version",
@@ -264,6 +264,21 @@ impl DevServer {
         ])
         .await
         .map(drop)
+    }
+
+    /// A deployment change with the CLI, tried again while the server throttles the
+    /// deployment's changes ("too many requests issued to Worker Deployment …. Please try
+    /// again later", as a deploy script would), for up to [`THROTTLED_FOR`].
+    async fn cli_throttled(&self, args: &[&str]) -> Result<String, String> {
+        let start = Instant::now();
+        loop {
+            match self.cli_async(args).await {
+                Err(e) if e.contains("try again later") && start.elapsed() < THROTTLED_FOR => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Makes a version current, retrying until a worker of it has polled (up to `wait`).
@@ -478,6 +493,41 @@ impl DevServer {
         }
     }
 
+    /// How long `workflow_id`'s first workflow task waited for a worker: from its
+    /// `WorkflowTaskScheduled` to its `WorkflowTaskStarted` (the server's event times).
+    /// Waits up to `timeout` for the task to start.
+    pub async fn first_task_wait(
+        &self,
+        workflow_id: &str,
+        timeout: Duration,
+    ) -> Result<Duration, String> {
+        let until = Instant::now() + timeout;
+        loop {
+            let history = self.history(workflow_id).await?;
+            let time_of = |kind: &str| {
+                history["events"].as_array().and_then(|events| {
+                    events
+                        .iter()
+                        .find(|e| event_is(e, kind))
+                        .and_then(|e| e["eventTime"].as_str())
+                        .and_then(crate::bench::epoch_secs)
+                })
+            };
+            if let (Some(scheduled), Some(started)) = (
+                time_of("WORKFLOW_TASK_SCHEDULED"),
+                time_of("WORKFLOW_TASK_STARTED"),
+            ) {
+                return Ok(Duration::from_secs_f64((started - scheduled).max(0.0)));
+            }
+            if Instant::now() > until {
+                return Err(format!(
+                    "the first workflow task of {workflow_id} did not start within {timeout:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// How many workflows match `query` (`temporal workflow count`).
     pub async fn count_workflows(&self, query: &str) -> Result<usize, String> {
         let out = self
@@ -596,6 +646,23 @@ fn collect_task_queue_names(v: &serde_json::Value, out: &mut Vec<String>) {
         }
         _ => {}
     }
+}
+
+/// How long a throttled deployment change is tried again.
+const THROTTLED_FOR: Duration = Duration::from_secs(15);
+
+/// Whether history event `e` is of `kind` (`WORKFLOW_TASK_STARTED`), whichever way the CLI
+/// spells event types (`EVENT_TYPE_WORKFLOW_TASK_STARTED` or `WorkflowTaskStarted`).
+pub fn event_is(e: &serde_json::Value, kind: &str) -> bool {
+    let Some(t) = e["eventType"].as_str() else {
+        return false;
+    };
+    let upper = t.to_ascii_uppercase();
+    let camel: String = kind
+        .split('_')
+        .map(|w| w[..1].to_owned() + &w[1..].to_ascii_lowercase())
+        .collect();
+    upper.trim_start_matches("EVENT_TYPE_") == kind || t == camel
 }
 
 #[cfg(test)]

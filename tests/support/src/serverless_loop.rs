@@ -101,7 +101,10 @@ impl ServerlessLoop {
 
     /// Creates version `deployment`/`build_id` backed by `function_arn` (the function's
     /// ARN, with a version qualifier or without) and waits for the invocation the server
-    /// makes right away, so the worker registers `task_queue` with the version.
+    /// makes right away, until its worker has registered `task_queue` with the version —
+    /// as a deploy script's next command (`set-current-version`, `set-ramping-version`)
+    /// would, while that worker still polls (it polls on until the version is routed to:
+    /// see ARCHITECTURE.md, "Invocation boundaries").
     ///
     /// Fails with the reason when that invocation answers an error or is not answered, or
     /// when no worker of that version polled `task_queue`.
@@ -127,34 +130,31 @@ impl ServerlessLoop {
             .wait_for(arn, Duration::from_secs(30), |s| s.invokes > seen.invokes)
             .await
             .map_err(|s| format!("the server never invoked {arn}: {s:?}"))?;
-        let answered = self
-            .plane
-            .wait_for(arn, self.timeout + Duration::from_secs(30), |s| {
-                s.attempts.len() > seen.attempts.len()
-            })
-            .await
-            .map_err(|s| {
-                format!("the version-creation invocation of {arn} never answered: {s:?}")
-            })?;
-        let first = &answered.attempts[seen.attempts.len()].answer.outcome;
-        if let crate::Outcome::Error {
-            error_type,
-            error_message,
-        } = first
-        {
-            return Err(format!(
-                "the version-creation invocation of {arn} failed: {error_type}: {error_message}"
-            ));
+        let until = tokio::time::Instant::now() + self.timeout + Duration::from_secs(30);
+        let mut polled = Vec::new();
+        loop {
+            let stats = self.plane.stats(arn);
+            if let Some(attempt) = stats.attempts.get(seen.attempts.len()) {
+                // Answered before its worker registered the task queue: an error, or a
+                // worker of another version or task queue (checked below).
+                check_answer(arn, &attempt.answer.outcome)?;
+            }
+            polled = self
+                .server
+                .version_task_queues(deployment, build_id)
+                .await
+                .unwrap_or(polled);
+            let answered = stats.attempts.len() > seen.attempts.len();
+            if polled.iter().any(|q| q == task_queue) || answered {
+                break;
+            }
+            if tokio::time::Instant::now() > until {
+                return Err(format!(
+                    "the version-creation invocation of {arn} never answered: {stats:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        if !matches!(first, crate::Outcome::Response(_)) {
-            return Err(format!(
-                "the version-creation invocation of {arn} was not answered: {first:?}"
-            ));
-        }
-        let polled = self
-            .server
-            .version_task_queues(deployment, build_id)
-            .await?;
         if !polled.iter().any(|q| q == task_queue) {
             return Err(format!(
                 "no worker of {deployment}/{build_id} polled task queue {task_queue} (the \
@@ -177,5 +177,21 @@ impl ServerlessLoop {
                      that version? see docs/local-loop.md, troubleshooting): {e}"
                 )
             })
+    }
+}
+
+/// An error unless `outcome` is a response of the version-creation invocation of `arn`.
+fn check_answer(arn: &str, outcome: &crate::Outcome) -> Result<(), String> {
+    match outcome {
+        crate::Outcome::Response(_) => Ok(()),
+        crate::Outcome::Error {
+            error_type,
+            error_message,
+        } => Err(format!(
+            "the version-creation invocation of {arn} failed: {error_type}: {error_message}"
+        )),
+        other => Err(format!(
+            "the version-creation invocation of {arn} was not answered: {other:?}"
+        )),
     }
 }
