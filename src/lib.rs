@@ -95,6 +95,7 @@ mod log_capture;
 pub mod logging;
 #[cfg(feature = "otel")]
 pub mod otel;
+mod rollout;
 mod runtime_api;
 mod session;
 mod stack;
@@ -102,6 +103,7 @@ mod tasks;
 mod temporal;
 pub mod testing;
 mod waits;
+mod wire;
 pub mod worker_service;
 
 pub use lambda::serve;

@@ -100,6 +100,11 @@ struct State {
     idle_before: Duration,
     counts: TaskCounts,
     admission: Option<Admission>,
+    /// The idle exit waits while the version is being rolled out (`rollout.rs`).
+    held: bool,
+    /// When the last hold ended: idle time counts for the idle exit from then at the
+    /// earliest, so a task routed to the worker as the hold ends still finds it.
+    released_at: Option<Instant>,
 }
 
 /// The activity of one session's worker. Cheap to clone; the backend registers its
@@ -122,6 +127,8 @@ impl Default for TaskActivity {
                 idle_before: Duration::ZERO,
                 counts: TaskCounts::default(),
                 admission: None,
+                held: false,
+                released_at: None,
             })),
             changed: Arc::new(Notify::new()),
         }
@@ -254,11 +261,38 @@ impl TaskActivity {
         s.idle_before + s.idle_since.map_or(Duration::ZERO, |t| t.elapsed())
     }
 
+    /// Holds the idle exit: the worker's version may be being rolled out, and a task
+    /// routed to it may come with no invocation for it (`rollout.rs`).
+    pub(crate) fn hold_idle_exit(&self) {
+        self.lock().held = true;
+        self.changed.notify_waiters();
+    }
+
+    /// Lets the idle exit go on; with `restart`, its idle time counts from now (a task
+    /// routed to the worker as the hold ends still finds it).
+    pub(crate) fn release_idle_exit(&self, restart: bool) {
+        let mut s = self.lock();
+        if !s.held {
+            return;
+        }
+        s.held = false;
+        if restart {
+            s.released_at = Some(Instant::now());
+        }
+        drop(s);
+        self.changed.notify_waiters();
+    }
+
     /// When the idle exit leaves as things stand, and why; `None` while a task is in
-    /// flight. Never later than `window` after the last task ended.
+    /// flight or the exit is held. Never later than `window` after the last task ended
+    /// (or the hold ended).
     fn exit_at(&self, exit: IdleExit) -> Option<(Instant, IdleReason)> {
         let s = self.lock();
-        let since = s.idle_since?;
+        if s.held {
+            return None;
+        }
+        let idle_since = s.idle_since?;
+        let since = s.released_at.map_or(idle_since, |r| r.max(idle_since));
         let by_window = since + exit.window;
         // The settled wait needs a task first. The Worker Controller invokes for a task
         // that found no poller waiting: an invocation that has not had it (a warmer worker

@@ -18,18 +18,35 @@ use std::{
 
 use futures_util::future::{BoxFuture, LocalBoxFuture};
 use temporalio_client::{Client, Connection, request_extensions::NoRetryOnMatching, tonic};
-use temporalio_common::protos::temporal::api::workflowservice::v1::GetSystemInfoRequest;
+use temporalio_common::protos::temporal::api::{
+    deployment::v1::WorkerDeploymentVersion,
+    enums::v1::RoutingConfigUpdateState,
+    workflowservice::v1::{
+        DescribeWorkerDeploymentRequest, DescribeWorkerDeploymentVersionRequest,
+        GetSystemInfoRequest,
+    },
+};
 use temporalio_common::telemetry::TelemetryOptions;
 use temporalio_sdk::{Runtime, Worker, runtime::RuntimeOptions};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     BoxError, CoreMeter, LambdaWorkerError,
-    backend::{RunningWorker, SessionConfig, StartTimings, WorkerBackend},
+    backend::{RunningWorker, SessionConfig, StartTimings, TaskActivity, WorkerBackend},
     connection_cache::{ConnectionCache, Lease, fingerprint},
+    rollout,
+    wire::{Wire, upstream},
 };
 
 type Job = Box<dyn FnOnce(Rc<Host>) -> LocalBoxFuture<'static, ()> + Send>;
+
+/// A connection and the wire its RPCs pass through (`None`: the client's own transport,
+/// for options the wire cannot carry).
+#[derive(Clone)]
+struct Wired {
+    connection: Connection,
+    wire: Option<Arc<Wire>>,
+}
 
 /// The SDK runtime and the meter it was made with.
 type MeteredRuntime = (Option<Arc<dyn CoreMeter>>, Rc<Runtime>);
@@ -37,7 +54,10 @@ type MeteredRuntime = (Option<Arc<dyn CoreMeter>>, Rc<Runtime>);
 struct Host {
     /// Made at the first session.
     runtime: RefCell<Option<MeteredRuntime>>,
-    connections: RefCell<ConnectionCache<Connection>>,
+    connections: RefCell<ConnectionCache<Wired>>,
+    /// When each version (namespace, deployment, build id) was last found known and not
+    /// held by the rollout hold.
+    versions_settled: RefCell<std::collections::HashMap<[String; 3], Instant>>,
 }
 
 impl Host {
@@ -116,6 +136,7 @@ fn spawn_host() -> Result<mpsc::UnboundedSender<Job>, BoxError> {
                 let host = Rc::new(Host {
                     runtime: RefCell::default(),
                     connections: RefCell::default(),
+                    versions_settled: RefCell::default(),
                 });
                 while let Some(job) = rx.recv().await {
                     tokio::task::spawn_local(job(host.clone()));
@@ -161,16 +182,52 @@ async fn host_session(host: Rc<Host>, session: SessionConfig, reply: Reply) {
     }
 }
 
+/// Connects as `options` say, through a [`Wire`] where it can carry them.
+async fn connect(
+    mut options: temporalio_client::ConnectionOptions,
+) -> Result<Wired, temporalio_client::errors::ClientConnectError> {
+    if let Some(why) = upstream::unsupported(&options) {
+        tracing::debug!("the client's own transport, not the wire: {why}");
+        let connection = Connection::connect(options).await?;
+        return Ok(Wired {
+            connection,
+            wire: None,
+        });
+    }
+    let server = upstream::Server::connect(&options)
+        .await
+        .map_err(temporalio_client::errors::ClientConnectError::TonicTransportError)?;
+    let wire = Wire::new(upstream::shared(server));
+    options.service_override = Some(wire.service());
+    options.dns_load_balancing = None;
+    let connection = Connection::connect(options).await?;
+    Ok(Wired {
+        connection,
+        wire: Some(wire),
+    })
+}
+
 /// A worker created on the host, with the connection it was created on.
 struct StartedWorker {
     worker: Worker,
     /// The connection, checked beside the polls and given back to the cache at the end.
-    connection: Connection,
+    connection: Wired,
     lease: Lease,
     reused: bool,
     timings: StartTimings,
     /// The server, as a `ServerUnreachable` error names it.
     target: String,
+    /// The worker's version, for the rollout hold.
+    version: VersionOf,
+}
+
+/// Which version a session's worker polls as, and the task activity its rollout hold
+/// holds.
+struct VersionOf {
+    namespace: String,
+    deployment_name: String,
+    build_id: String,
+    tasks: TaskActivity,
 }
 
 /// Connects (or reuses a cached connection) and creates the worker.
@@ -180,11 +237,18 @@ async fn start_worker(host: &Host, session: SessionConfig) -> Result<StartedWork
         .map_err(|e| format!("the Temporal SDK runtime failed to start: {e}"))?;
     let key = fingerprint(&session.connection);
     let target = session.connection.target.to_string();
+    let deployment = &session.worker.deployment_options.version;
+    let version = VersionOf {
+        namespace: session.client.namespace.clone(),
+        deployment_name: deployment.deployment_name.clone(),
+        build_id: deployment.build_id.clone(),
+        tasks: session.tasks.clone(),
+    };
     let connecting = Instant::now();
     let (cached, lease) = host.connections.borrow_mut().take(key);
     let (connection, reused) = match cached {
         Some(c) => (c, true),
-        None => match Connection::connect(session.connection).await {
+        None => match connect(session.connection).await {
             Ok(c) => (c, false),
             Err(e) => {
                 tracing::debug!(error = ?e, "connecting to Temporal failed (full detail)");
@@ -194,7 +258,7 @@ async fn start_worker(host: &Host, session: SessionConfig) -> Result<StartedWork
     };
     let connect = connecting.elapsed();
     let creating = Instant::now();
-    let worker = Client::new(connection.clone(), session.client)
+    let worker = Client::new(connection.connection.clone(), session.client)
         .map_err(BoxError::from)
         .and_then(|client| Worker::new(&runtime, client, session.worker).map_err(BoxError::from));
     match worker {
@@ -209,6 +273,7 @@ async fn start_worker(host: &Host, session: SessionConfig) -> Result<StartedWork
                 handover: Duration::ZERO,
             },
             target,
+            version,
         }),
         Err(e) => {
             // The options were refused, not the connection: keep it.
@@ -228,11 +293,16 @@ async fn run_worker(host: Rc<Host>, started: StartedWorker, reply: Reply) {
         reused,
         timings,
         target,
+        version,
     } = started;
+    let Wired { connection, wire } = connection;
     let (done_tx, done_rx) = oneshot::channel::<Result<(), BoxError>>();
     let stop = worker.shutdown_handle();
+    if let Some(wire) = &wire {
+        wire.begin();
+    }
     let running = RunningWorker {
-        shutdown: Box::new(worker.shutdown_handle()),
+        shutdown: shutdown(worker.shutdown_handle(), wire.clone()),
         finished: Box::pin(async move {
             done_rx
                 .await
@@ -246,6 +316,12 @@ async fn run_worker(host: Rc<Host>, started: StartedWorker, reply: Reply) {
         stop();
     }
     let instance = worker.worker_instance_key();
+    let hold = tokio::task::spawn_local(hold_while_rolled_out(
+        host.clone(),
+        connection.clone(),
+        version,
+    ));
+    let _hold = AbortOnDrop(hold);
     let run = worker.run();
     tokio::pin!(run);
     // Beside the polls (never in front of them): is the server still there? A reused
@@ -266,18 +342,159 @@ async fn run_worker(host: Rc<Host>, started: StartedWorker, reply: Reply) {
             }
             .into()));
             let _ = run.await;
+            finish(wire.as_deref()).await;
             deregister(&connection, instance);
             return;
         }
     };
+    finish(wire.as_deref()).await;
     deregister(&connection, instance);
     if result.is_err() {
         // The connection may be what broke: make the next invocations reconnect.
         host.connections.borrow_mut().invalidate();
     } else {
-        host.connections.borrow_mut().give_back(lease, connection);
+        host.connections
+            .borrow_mut()
+            .give_back(lease, Wired { connection, wire });
     }
     let _ = done_tx.send(result);
+}
+
+/// The worker's graceful shutdown: through the wire, its polls closed first
+/// (`Wire::close`), then the SDK's.
+fn shutdown(
+    core: impl FnOnce() + Send + 'static,
+    wire: Option<Arc<Wire>>,
+) -> Box<dyn FnOnce() + Send> {
+    let Some(wire) = wire else {
+        return Box::new(core);
+    };
+    let host = tokio::runtime::Handle::current();
+    Box::new(move || {
+        host.spawn(async move {
+            wire.close().await;
+            core();
+            wire.release();
+        });
+    })
+}
+
+/// Ends the session on the wire once its worker stopped (tasks it did not run handed
+/// back), and says what the wire did.
+async fn finish(wire: Option<&Wire>) {
+    let Some(wire) = wire else {
+        return;
+    };
+    let report = wire.finish().await;
+    static MODE: std::sync::Once = std::sync::Once::new();
+    if let Some(graceful) = wire.graceful_polls() {
+        MODE.call_once(|| crate::wire::log_mode(graceful));
+    }
+    tracing::debug!(
+        handed_back = report.handed_back,
+        polls_dropped = report.dropped,
+        polls_held = report.held,
+        "the wire at the invocation boundary"
+    );
+}
+
+/// Aborts a task of the host when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The rollout hold (`rollout.rs`) of one session, read from the server beside the polls
+/// (not again within [`rollout::LOOK_AGAIN_AFTER`] of finding the version settled).
+async fn hold_while_rolled_out(host: Rc<Host>, connection: Connection, of: VersionOf) {
+    let key = [
+        of.namespace.clone(),
+        of.deployment_name.clone(),
+        of.build_id.clone(),
+    ];
+    let settled = host.versions_settled.borrow().get(&key).copied();
+    if settled.is_some_and(|at| at.elapsed() < rollout::LOOK_AGAIN_AFTER) {
+        return;
+    }
+    let describe = || describe_version(&connection, &of);
+    if rollout::watch(&of.tasks, describe, std::time::SystemTime::now).await {
+        host.versions_settled
+            .borrow_mut()
+            .insert(key, Instant::now());
+    }
+}
+
+/// What the server says of the worker's version (`None`: it does not know it yet).
+async fn describe_version(
+    connection: &Connection,
+    of: &VersionOf,
+) -> Result<Option<rollout::VersionView>, String> {
+    let mut service = connection.workflow_service();
+    let request = DescribeWorkerDeploymentVersionRequest {
+        namespace: of.namespace.clone(),
+        deployment_version: Some(WorkerDeploymentVersion {
+            deployment_name: of.deployment_name.clone(),
+            build_id: of.build_id.clone(),
+        }),
+        ..Default::default()
+    };
+    let info = match service
+        .describe_worker_deployment_version(unretried(request))
+        .await
+    {
+        Ok(answer) => answer.into_inner().worker_deployment_version_info,
+        Err(status) if status.code() == tonic::Code::NotFound => None,
+        Err(status) => return Err(status_in_words(&status)),
+    };
+    let Some(info) = info else {
+        return Ok(None);
+    };
+    let at = |t: &Option<prost_types::Timestamp>| {
+        (*t).and_then(|t| std::time::SystemTime::try_from(t).ok())
+    };
+    let status = info.status();
+    let routed = matches!(status, rollout::Status::Current | rollout::Status::Ramping);
+    // Only a version being routed to needs the deployment's propagation state.
+    let propagating = routed && {
+        let request = DescribeWorkerDeploymentRequest {
+            namespace: of.namespace.clone(),
+            deployment_name: of.deployment_name.clone(),
+        };
+        let answer = service
+            .describe_worker_deployment(unretried(request))
+            .await
+            .map_err(|s| status_in_words(&s))?;
+        answer.into_inner().worker_deployment_info.is_some_and(|d| {
+            d.routing_config_update_state() == RoutingConfigUpdateState::InProgress
+        })
+    };
+    Ok(Some(rollout::VersionView {
+        status,
+        invoked: info.compute_config.is_some(),
+        created: at(&info.create_time),
+        routing_changed: [
+            &info.routing_changed_time,
+            &info.current_since_time,
+            &info.ramping_since_time,
+        ]
+        .into_iter()
+        .filter_map(at)
+        .max(),
+        propagating,
+    }))
+}
+
+/// `message` as a request that is not retried and gives up after [`PROBE_TIMEOUT`].
+fn unretried<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(PROBE_TIMEOUT);
+    request.extensions_mut().insert(NoRetryOnMatching {
+        predicate: |_| true,
+    });
+    request
 }
 
 /// Removes a stopped worker from the connection's worker set. `Worker::run` (SDK 1.1) ends
@@ -319,11 +536,7 @@ async fn watch_server(connection: Connection, now: bool) -> String {
 /// One `GetSystemInfo` call, not retried. Any answer from the server, even an error
 /// status, means it is there; only an unreachable one or no answer in time fails.
 async fn probe(connection: &Connection) -> Result<(), String> {
-    let mut request = tonic::Request::new(GetSystemInfoRequest::default());
-    request.set_timeout(PROBE_TIMEOUT);
-    request.extensions_mut().insert(NoRetryOnMatching {
-        predicate: |_| true,
-    });
+    let request = unretried(GetSystemInfoRequest::default());
     let mut service = connection.workflow_service();
     match tokio::time::timeout(PROBE_TIMEOUT, service.get_system_info(request)).await {
         Err(_) => Err(format!(
@@ -357,7 +570,7 @@ pub(crate) fn connect_failure(e: &temporalio_client::errors::ClientConnectError)
 }
 
 /// `Code: message`, then the causes a transport-made status carries.
-fn status_in_words(status: &tonic::Status) -> String {
+pub(crate) fn status_in_words(status: &tonic::Status) -> String {
     let head = format!(
         "{:?}: {}",
         status.code(),

@@ -1,0 +1,509 @@
+//! The wire: every RPC of a worker's connection passes through here (the client's
+//! `ConnectionOptions::service_override`), on its way to the server over a channel of our
+//! own ([`upstream`]). It exists for the invocation boundary (issue 33): the SDK owns its
+//! polls and cuts them at shutdown, and a task the server hands out around a worker's
+//! shutdown waits for a timeout. The wire owns the polls instead:
+//!
+//! - **Each poll runs upstream in a task of its own**, so a poll the SDK gives up on is
+//!   not cancelled under a task the server is handing out: its answer still arrives.
+//!   A task that arrives for a poll nobody waits for any more is **handed back** at once
+//!   ([`hand_back`]); so is every task handed to the worker that it never answered when
+//!   its session ends. Nothing waits for a start-to-close timeout.
+//! - **Closing** ([`Wire::close`], before the SDK's shutdown): new polls are held, not sent;
+//!   the sticky queue is drained until its poll waits for nothing; then `ShutdownWorker`
+//!   unloads the sticky queue (later tasks of this worker's workflows go to the normal
+//!   queue at once, and a waiting sticky poll comes back empty) and, where the namespace
+//!   has `worker_poll_complete_on_shutdown`, ends every outstanding poll of the worker,
+//!   whose tasks the still-running worker then takes. Completions sent while closing lose
+//!   their sticky attributes, so the next task of their workflow is not queued on a
+//!   sticky queue nobody polls.
+//! - **Released** ([`Wire::release`], right after the SDK's shutdown began): held polls
+//!   come back empty.
+//! - **Finished** ([`Wire::finish`], once the worker stopped): polls still outstanding are
+//!   dropped and every task handed out and not answered is handed back.
+//!
+//! The wire sends no compressed messages (the client's gzip is off with an override).
+//! Secrets in the headers (the API key) pass through untouched and are never logged.
+
+mod codec;
+mod proto;
+pub(crate) mod upstream;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use temporalio_client::{
+    callback_based::{CallbackBasedGrpcService, GrpcRequest, GrpcSuccessResponse},
+    tonic::Status,
+};
+use tokio::{sync::Notify, time::Instant};
+
+pub(crate) use proto::PollKind;
+
+/// Where the wire sends what it forwards: the server, or a test's fake.
+pub(crate) trait Upstream: Send + Sync + 'static {
+    /// Sends one RPC and returns its answer.
+    fn call(&self, request: GrpcRequest)
+    -> BoxFuture<'static, Result<GrpcSuccessResponse, Status>>;
+}
+
+/// How long a sticky poll must have waited with no task for the sticky queue to count as
+/// drained.
+const STICKY_QUIET: Duration = Duration::from_millis(50);
+/// How long closing waits for the sticky queue to drain, at most.
+const STICKY_DRAIN: Duration = Duration::from_millis(300);
+/// How long closing waits for the polls `ShutdownWorker` ended to come back, at most
+/// (with `worker_poll_complete_on_shutdown`; they come back at once).
+const POLLS_BACK: Duration = Duration::from_secs(1);
+/// How long one call the wire makes itself (`ShutdownWorker`, a hand-back) may take.
+const OWN_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The RPC's service, for the wire's own calls.
+const WORKFLOW_SERVICE: &str = "temporal.api.workflowservice.v1.WorkflowService";
+
+/// Where the session is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Polls go out.
+    Open,
+    /// New polls are held; sticky polls go out while `sticky_open`.
+    Closing { sticky_open: bool },
+    /// Held and new polls come back empty.
+    Released,
+}
+
+/// A poll sent upstream whose answer has not come back.
+#[derive(Debug)]
+struct InFlight {
+    kind: PollKind,
+    since: Instant,
+    abort: tokio::task::AbortHandle,
+}
+
+/// The worker behind the polls, as its polls name it.
+#[derive(Clone, Debug, Default)]
+struct Worker {
+    namespace: String,
+    task_queue: String,
+    sticky_queue: Option<String>,
+    identity: String,
+    instance_key: String,
+    /// The headers of its last poll (authorization, namespace), for the wire's own calls.
+    headers: http::HeaderMap,
+}
+
+/// A task handed to the worker, until it answers it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TaskKind {
+    Workflow,
+    Activity,
+    Nexus,
+}
+
+#[derive(Debug)]
+struct State {
+    phase: Phase,
+    polls: HashMap<u64, InFlight>,
+    next_poll: u64,
+    worker: Option<Worker>,
+    /// Task tokens handed to the worker and not answered yet.
+    handed: HashMap<Bytes, TaskKind>,
+    /// The namespace's `worker_poll_complete_on_shutdown`, once read.
+    graceful_polls: Option<bool>,
+    report: WireReport,
+}
+
+/// What the wire did in one session (logged, and read by tests and benches).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct WireReport {
+    /// Tasks handed back (a workflow task failed for a new attempt, an activity failed
+    /// for a retry), with nobody to run them.
+    pub(crate) handed_back: u32,
+    /// Polls held while closing (never sent).
+    pub(crate) held: u32,
+    /// Polls still outstanding when the worker stopped, dropped.
+    pub(crate) dropped: u32,
+}
+
+/// One connection's wire. Each session on the connection [`begin`](Self::begin)s it.
+pub(crate) struct Wire {
+    upstream: Arc<dyn Upstream>,
+    state: Mutex<State>,
+    changed: Notify,
+}
+
+impl std::fmt::Debug for Wire {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wire").finish_non_exhaustive()
+    }
+}
+
+impl Wire {
+    pub(crate) fn new(upstream: Arc<dyn Upstream>) -> Arc<Self> {
+        Arc::new(Self {
+            upstream,
+            state: Mutex::new(State {
+                phase: Phase::Open,
+                polls: HashMap::new(),
+                next_poll: 0,
+                worker: None,
+                handed: HashMap::new(),
+                graceful_polls: None,
+                report: WireReport::default(),
+            }),
+            changed: Notify::new(),
+        })
+    }
+
+    /// The client's override: every RPC of the connection through [`Wire::call`].
+    pub(crate) fn service(self: &Arc<Self>) -> CallbackBasedGrpcService {
+        let wire = self.clone();
+        CallbackBasedGrpcService {
+            callback: Arc::new(move |request| {
+                let wire = wire.clone();
+                Box::pin(async move { wire.call(request).await })
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the namespace lets polls complete at shutdown, once known.
+    pub(crate) fn graceful_polls(&self) -> Option<bool> {
+        self.lock().graceful_polls
+    }
+
+    /// A new session on this connection: polls go out.
+    pub(crate) fn begin(&self) {
+        let mut s = self.lock();
+        s.phase = Phase::Open;
+        s.worker = None;
+        s.report = WireReport::default();
+    }
+
+    /// One RPC of the client.
+    async fn call(self: Arc<Self>, request: GrpcRequest) -> Result<GrpcSuccessResponse, Status> {
+        match request.rpc.as_str() {
+            "PollWorkflowTaskQueue" => self.poll(request, PollKind::workflow).await,
+            "PollActivityTaskQueue" => self.poll(request, |_| Some(PollKind::Activity)).await,
+            "PollNexusTaskQueue" => self.poll(request, |_| Some(PollKind::Nexus)).await,
+            "RespondWorkflowTaskCompleted" => {
+                let request = self.completing(request);
+                let answer = self.upstream.call(request).await?;
+                // The answer may carry the workflow's next task (and eager activities).
+                for (token, kind) in proto::tasks_in_completion(&answer.proto) {
+                    self.lock().handed.insert(token, kind);
+                }
+                Ok(answer)
+            }
+            "RespondWorkflowTaskFailed"
+            | "RespondActivityTaskCompleted"
+            | "RespondActivityTaskFailed"
+            | "RespondActivityTaskCanceled"
+            | "RespondNexusTaskCompleted"
+            | "RespondNexusTaskFailed"
+            | "RespondQueryTaskCompleted" => {
+                if let Some(token) = proto::task_token(&request.proto) {
+                    self.lock().handed.remove(&token);
+                }
+                self.upstream.call(request).await
+            }
+            "DescribeNamespace" => {
+                let answer = self.upstream.call(request).await?;
+                if let Some(graceful) = proto::graceful_polls(&answer.proto) {
+                    self.lock().graceful_polls = Some(graceful);
+                }
+                Ok(answer)
+            }
+            _ => self.upstream.call(request).await,
+        }
+    }
+
+    /// A `RespondWorkflowTaskCompleted` on its way: answers its task, and while closing
+    /// drops its sticky attributes.
+    fn completing(&self, mut request: GrpcRequest) -> GrpcRequest {
+        let closing = {
+            let mut s = self.lock();
+            if let Some(token) = proto::task_token(&request.proto) {
+                s.handed.remove(&token);
+            }
+            s.phase != Phase::Open
+        };
+        if closing && let Some(proto) = proto::without_sticky_attributes(&request.proto) {
+            request.proto = proto;
+        }
+        request
+    }
+
+    /// A poll: sent upstream in a task of its own, held while closing, empty once released.
+    async fn poll(
+        self: Arc<Self>,
+        request: GrpcRequest,
+        kind_of: impl FnOnce(&proto::PollRequest) -> Option<PollKind>,
+    ) -> Result<GrpcSuccessResponse, Status> {
+        let seen = proto::PollRequest::decode(&request.proto);
+        let Some(kind) = seen.as_ref().and_then(kind_of) else {
+            // Not a poll this wire understands: as it is.
+            return self.upstream.call(request).await;
+        };
+        if let Some(seen) = &seen {
+            self.learn(seen, kind, &request.headers);
+        }
+        if self.held(kind) {
+            self.lock().report.held += 1;
+            self.released().await;
+            return Ok(empty());
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let id = {
+            let mut s = self.lock();
+            s.next_poll += 1;
+            s.next_poll
+        };
+        let wire = self.clone();
+        let task = tokio::spawn(async move {
+            let answer = wire.upstream.call(request).await;
+            let task = answer
+                .as_ref()
+                .ok()
+                .and_then(|a| proto::task_token(&a.proto))
+                .map(|token| (token, kind.task()));
+            {
+                let mut s = wire.lock();
+                s.polls.remove(&id);
+                if let Some((token, kind)) = &task {
+                    s.handed.insert(token.clone(), *kind);
+                }
+            }
+            wire.changed.notify_waiters();
+            if tx.send(answer).is_err()
+                && let Some((token, kind)) = task
+            {
+                // Nobody waits for this poll any more: the task must not wait for a
+                // timeout.
+                wire.lock().handed.remove(&token);
+                wire.hand_back_now(token, kind).await;
+            }
+        });
+        self.lock().polls.insert(
+            id,
+            InFlight {
+                kind,
+                since: Instant::now(),
+                abort: task.abort_handle(),
+            },
+        );
+        self.changed.notify_waiters();
+        rx.await
+            .unwrap_or_else(|_| Err(Status::cancelled("the poll was dropped")))
+    }
+
+    /// Remembers the worker a poll names (its sticky queue, for `ShutdownWorker`).
+    fn learn(&self, poll: &proto::PollRequest, kind: PollKind, headers: &http::HeaderMap) {
+        let mut s = self.lock();
+        let w = s.worker.get_or_insert_with(Worker::default);
+        w.namespace.clone_from(&poll.namespace);
+        w.identity.clone_from(&poll.identity);
+        w.instance_key.clone_from(&poll.worker_instance_key);
+        w.headers = headers.clone();
+        match kind {
+            PollKind::Sticky => {
+                w.sticky_queue = Some(poll.task_queue.clone());
+                w.task_queue.clone_from(&poll.normal_name);
+            }
+            _ => w.task_queue.clone_from(&poll.task_queue),
+        }
+    }
+
+    /// Whether a poll of `kind` is held now.
+    fn held(&self, kind: PollKind) -> bool {
+        match self.lock().phase {
+            Phase::Open => false,
+            Phase::Closing { sticky_open } => !(sticky_open && kind == PollKind::Sticky),
+            Phase::Released => true,
+        }
+    }
+
+    /// Resolves once the wire is released.
+    async fn released(&self) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.lock().phase == Phase::Released {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// Waits until `done` holds of the state, or `limit` passed; whether it held.
+    async fn wait_for(&self, limit: Duration, done: impl Fn(&State) -> bool) -> bool {
+        let until = Instant::now() + limit;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if done(&self.lock()) {
+                return true;
+            }
+            // Time passing can make `done` true too (a poll that has waited long enough).
+            let tick = Instant::now() + Duration::from_millis(10);
+            tokio::select! {
+                () = &mut changed => {}
+                () = tokio::time::sleep_until(tick.min(until)) => {}
+            }
+            if Instant::now() >= until {
+                return done(&self.lock());
+            }
+        }
+    }
+
+    /// Closes the session's polls before the SDK's shutdown (see the module docs).
+    pub(crate) async fn close(&self) {
+        let sticky = {
+            let mut s = self.lock();
+            s.phase = Phase::Closing { sticky_open: true };
+            s.worker.as_ref().and_then(|w| w.sticky_queue.clone())
+        };
+        self.changed.notify_waiters();
+        if sticky.is_some() {
+            // Until a sticky poll waits for nothing: the queue is empty.
+            self.wait_for(STICKY_DRAIN, |s| {
+                s.polls
+                    .values()
+                    .any(|p| p.kind == PollKind::Sticky && p.since.elapsed() >= STICKY_QUIET)
+            })
+            .await;
+        }
+        self.lock().phase = Phase::Closing { sticky_open: false };
+        self.changed.notify_waiters();
+        self.shutdown_worker().await;
+        if self.graceful_polls() == Some(true) {
+            // The server ends the worker's polls; their tasks reach the running worker.
+            self.wait_for(POLLS_BACK, |s| s.polls.is_empty()).await;
+        }
+    }
+
+    /// The SDK's shutdown has begun: held polls come back empty.
+    pub(crate) fn release(&self) {
+        self.lock().phase = Phase::Released;
+        self.changed.notify_waiters();
+    }
+
+    /// The worker has stopped: drops the polls still outstanding and hands back every task
+    /// it was handed and did not answer. Returns what the wire did this session.
+    pub(crate) async fn finish(&self) -> WireReport {
+        let unanswered: Vec<_> = {
+            let mut s = self.lock();
+            s.phase = Phase::Released;
+            let polls: Vec<_> = s.polls.drain().collect();
+            for (_, poll) in &polls {
+                poll.abort.abort();
+            }
+            s.report.dropped += polls.len() as u32;
+            s.handed.drain().collect()
+        };
+        self.changed.notify_waiters();
+        let backs = unanswered
+            .into_iter()
+            .map(|(token, kind)| self.hand_back_now(token, kind));
+        futures_util::future::join_all(backs).await;
+        self.lock().report
+    }
+
+    /// Hands a task back to the server (see [`hand_back`]), counting it.
+    async fn hand_back_now(&self, token: Bytes, kind: TaskKind) {
+        let worker = self.lock().worker.clone().unwrap_or_default();
+        let Some(request) = hand_back::request(&token, kind, &worker) else {
+            tracing::warn!(
+                ?kind,
+                "a task handed to this worker was not run and cannot be handed back: it is retried after its timeout"
+            );
+            return;
+        };
+        let call = self.upstream.call(request);
+        match tokio::time::timeout(OWN_CALL_TIMEOUT, call).await {
+            Ok(Ok(_)) => {
+                self.lock().report.handed_back += 1;
+                tracing::info!(
+                    ?kind,
+                    "handed back a task this worker could not run: it is retried at once"
+                );
+            }
+            Ok(Err(status)) if status.code() == temporalio_client::tonic::Code::NotFound => {
+                // Already timed out or completed elsewhere.
+            }
+            Ok(Err(status)) => {
+                tracing::warn!(?kind, code = ?status.code(), "handing back a task failed: it is retried after its timeout")
+            }
+            Err(_) => tracing::warn!(
+                ?kind,
+                "handing back a task took too long: it is retried after its timeout"
+            ),
+        }
+    }
+
+    /// `ShutdownWorker` for the session's worker, ahead of the SDK's own.
+    async fn shutdown_worker(&self) {
+        let Some(worker) = self.lock().worker.clone() else {
+            return;
+        };
+        let request = GrpcRequest {
+            service: WORKFLOW_SERVICE.into(),
+            rpc: "ShutdownWorker".into(),
+            headers: own_headers(&worker.headers),
+            proto: proto::shutdown_worker(&worker),
+        };
+        match tokio::time::timeout(OWN_CALL_TIMEOUT, self.upstream.call(request)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(status)) => tracing::debug!(code = ?status.code(), "ShutdownWorker failed"),
+            Err(_) => tracing::debug!("ShutdownWorker took too long"),
+        }
+    }
+}
+
+/// Says, once per process, how the namespace lets this worker's polls end at shutdown.
+pub(crate) fn log_mode(graceful: bool) {
+    if graceful {
+        tracing::info!(
+            "the namespace lets polls complete at shutdown (worker_poll_complete_on_shutdown): \
+             a stopping worker's polls are ended by the server and their tasks run here"
+        );
+    } else {
+        tracing::info!(
+            "the namespace does not let polls complete at shutdown (no \
+             worker_poll_complete_on_shutdown; on a self-hosted server, \
+             frontend.enableCancelWorkerPollsOnShutdown=true): a stopping worker's polls are \
+             dropped when it has stopped, and a task handed to one before then is handed back"
+        );
+    }
+}
+
+/// The answer to a poll that found nothing.
+fn empty() -> GrpcSuccessResponse {
+    GrpcSuccessResponse {
+        headers: http::HeaderMap::new(),
+        proto: Vec::new(),
+    }
+}
+
+/// A worker's poll headers, for a short call of the wire's own: the authorization, the
+/// namespace and the client's own headers, with a short deadline instead of the poll's.
+fn own_headers(poll: &http::HeaderMap) -> http::HeaderMap {
+    let mut headers = poll.clone();
+    headers.insert("grpc-timeout", http::HeaderValue::from_static("2000m"));
+    headers
+}
+
+mod hand_back;
+
+#[cfg(test)]
+mod tests;

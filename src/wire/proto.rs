@@ -1,0 +1,175 @@
+//! The few fields the wire reads and writes, on the gRPC messages' bytes. Polls and
+//! completions are read through small messages of the fields needed (prost skips the
+//! rest, history included); the rare messages the wire rewrites or makes itself use the
+//! SDK's full types.
+
+use bytes::Bytes;
+use prost::Message;
+use temporalio_common::protos::temporal::api::{
+    enums::v1::{TaskQueueKind, TaskQueueType},
+    workflowservice::v1::{
+        DescribeNamespaceResponse, RespondWorkflowTaskCompletedRequest, ShutdownWorkerRequest,
+    },
+};
+
+use super::{TaskKind, Worker};
+
+/// Which poll.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PollKind {
+    /// A workflow task poll of the task queue.
+    Normal,
+    /// A workflow task poll of this worker's sticky queue.
+    Sticky,
+    Activity,
+    Nexus,
+}
+
+impl PollKind {
+    /// A workflow task poll's kind, by its task queue's.
+    pub(crate) fn workflow(poll: &PollRequest) -> Option<Self> {
+        match TaskQueueKind::try_from(poll.kind) {
+            Ok(TaskQueueKind::Sticky) => Some(Self::Sticky),
+            Ok(TaskQueueKind::Normal | TaskQueueKind::Unspecified) => Some(Self::Normal),
+            _ => None,
+        }
+    }
+
+    /// The kind of task it hands out.
+    pub(crate) fn task(self) -> TaskKind {
+        match self {
+            Self::Normal | Self::Sticky => TaskKind::Workflow,
+            Self::Activity => TaskKind::Activity,
+            Self::Nexus => TaskKind::Nexus,
+        }
+    }
+}
+
+/// What a poll request says of its worker (the fields every poll request shares).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct PollRequest {
+    pub(crate) namespace: String,
+    pub(crate) task_queue: String,
+    pub(crate) kind: i32,
+    pub(crate) normal_name: String,
+    pub(crate) identity: String,
+    pub(crate) worker_instance_key: String,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct PollFields {
+    #[prost(string, tag = "1")]
+    namespace: String,
+    #[prost(message, optional, tag = "2")]
+    task_queue: Option<TaskQueueFields>,
+    #[prost(string, tag = "3")]
+    identity: String,
+    #[prost(string, tag = "8")]
+    worker_instance_key: String,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct TaskQueueFields {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(int32, tag = "2")]
+    kind: i32,
+    #[prost(string, tag = "3")]
+    normal_name: String,
+}
+
+impl PollRequest {
+    /// Reads a `Poll*TaskQueueRequest`.
+    pub(crate) fn decode(proto: &[u8]) -> Option<Self> {
+        let f = PollFields::decode(proto).ok()?;
+        let q = f.task_queue.unwrap_or_default();
+        Some(Self {
+            namespace: f.namespace,
+            task_queue: q.name,
+            kind: q.kind,
+            normal_name: q.normal_name,
+            identity: f.identity,
+            worker_instance_key: f.worker_instance_key,
+        })
+    }
+}
+
+/// Field 1, `task_token`, of every poll answer and task answer.
+#[derive(Clone, PartialEq, Message)]
+struct Token {
+    #[prost(bytes = "bytes", tag = "1")]
+    task_token: Bytes,
+}
+
+/// The task token of a poll's answer or a task's answer; `None` when empty (a poll that
+/// found nothing).
+pub(crate) fn task_token(proto: &[u8]) -> Option<Bytes> {
+    Token::decode(proto)
+        .ok()
+        .map(|t| t.task_token)
+        .filter(|t| !t.is_empty())
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct CompletionAnswer {
+    #[prost(message, optional, tag = "1")]
+    workflow_task: Option<Token>,
+    #[prost(message, repeated, tag = "2")]
+    activity_tasks: Vec<Token>,
+}
+
+/// The tasks a `RespondWorkflowTaskCompletedResponse` hands out: the workflow's next task
+/// and eager activities.
+pub(crate) fn tasks_in_completion(proto: &[u8]) -> Vec<(Bytes, TaskKind)> {
+    let Ok(answer) = CompletionAnswer::decode(proto) else {
+        return Vec::new();
+    };
+    let workflow = answer
+        .workflow_task
+        .map(|t| (t.task_token, TaskKind::Workflow));
+    let activities = answer
+        .activity_tasks
+        .into_iter()
+        .map(|t| (t.task_token, TaskKind::Activity));
+    workflow
+        .into_iter()
+        .chain(activities)
+        .filter(|(t, _)| !t.is_empty())
+        .collect()
+}
+
+/// A `DescribeNamespaceResponse`'s `capabilities.worker_poll_complete_on_shutdown`.
+pub(crate) fn graceful_polls(proto: &[u8]) -> Option<bool> {
+    let answer = DescribeNamespaceResponse::decode(proto).ok()?;
+    let capabilities = answer.namespace_info?.capabilities?;
+    Some(capabilities.worker_poll_complete_on_shutdown)
+}
+
+/// A `RespondWorkflowTaskCompletedRequest` without `sticky_attributes` (the server then
+/// clears the workflow's stickiness: its next task goes to the normal queue); `None`
+/// when it had none or cannot be read.
+pub(crate) fn without_sticky_attributes(proto: &[u8]) -> Option<Bytes> {
+    let mut request = RespondWorkflowTaskCompletedRequest::decode(proto).ok()?;
+    request.sticky_attributes.take()?;
+    Some(request.encode_to_vec().into())
+}
+
+/// The `ShutdownWorker` request for `worker`.
+pub(crate) fn shutdown_worker(worker: &Worker) -> Bytes {
+    ShutdownWorkerRequest {
+        namespace: worker.namespace.clone(),
+        sticky_task_queue: worker.sticky_queue.clone().unwrap_or_default(),
+        identity: worker.identity.clone(),
+        reason: "graceful shutdown (Lambda invocation ending)".into(),
+        worker_instance_key: worker.instance_key.clone(),
+        task_queue: worker.task_queue.clone(),
+        task_queue_types: vec![
+            TaskQueueType::Workflow as i32,
+            TaskQueueType::Activity as i32,
+            TaskQueueType::Nexus as i32,
+        ],
+        ..Default::default()
+    }
+    .encode_to_vec()
+    .into()
+}

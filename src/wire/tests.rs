@@ -1,0 +1,377 @@
+//! The wire's rules over a fake server: no network.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use prost::Message;
+use temporalio_client::{
+    callback_based::{GrpcRequest, GrpcSuccessResponse},
+    tonic::Status,
+};
+use temporalio_common::protos::temporal::api::{
+    enums::v1::TaskQueueKind,
+    namespace::v1::{NamespaceInfo, namespace_info::Capabilities},
+    taskqueue::v1::{StickyExecutionAttributes, TaskQueue},
+    workflowservice::v1::{
+        DescribeNamespaceResponse, PollActivityTaskQueueRequest, PollWorkflowTaskQueueRequest,
+        PollWorkflowTaskQueueResponse, RespondActivityTaskFailedRequest,
+        RespondWorkflowTaskCompletedRequest, RespondWorkflowTaskFailedRequest,
+        ShutdownWorkerRequest,
+    },
+};
+use tokio::sync::oneshot;
+
+use super::{Upstream, Wire, WireReport, empty, hand_back::HANDED_BACK_TYPE};
+
+type Answer = Result<GrpcSuccessResponse, Status>;
+
+/// A server whose polls wait until the test answers them.
+#[derive(Default)]
+struct Fake {
+    calls: Mutex<Vec<(String, Bytes)>>,
+    polls: Mutex<VecDeque<(String, oneshot::Sender<Answer>)>>,
+    graceful: bool,
+}
+
+impl Fake {
+    fn graceful() -> Arc<Self> {
+        Arc::new(Self {
+            graceful: true,
+            ..Self::default()
+        })
+    }
+
+    fn rpcs(&self) -> Vec<String> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| c.0.clone())
+            .collect()
+    }
+
+    fn sent<M: Message + Default>(&self, rpc: &str) -> Vec<M> {
+        let calls = self.calls.lock().unwrap();
+        calls
+            .iter()
+            .filter(|c| c.0 == rpc)
+            .map(|c| M::decode(c.1.clone()).unwrap())
+            .collect()
+    }
+
+    fn outstanding(&self) -> usize {
+        self.polls.lock().unwrap().len()
+    }
+
+    /// Answers the oldest outstanding poll.
+    fn answer(&self, answer: Answer) {
+        let (_, tx) = self
+            .polls
+            .lock()
+            .unwrap()
+            .pop_front()
+            .expect("no poll waits");
+        let _ = tx.send(answer);
+    }
+}
+
+impl Upstream for Arc<Fake> {
+    fn call(&self, request: GrpcRequest) -> BoxFuture<'static, Answer> {
+        let rpc = request.rpc.clone();
+        self.calls
+            .lock()
+            .unwrap()
+            .push((rpc.clone(), request.proto.clone()));
+        if rpc.starts_with("Poll") {
+            let (tx, rx) = oneshot::channel();
+            self.polls.lock().unwrap().push_back((rpc, tx));
+            return Box::pin(async move { rx.await.unwrap_or_else(|_| Ok(empty())) });
+        }
+        let proto = match rpc.as_str() {
+            "DescribeNamespace" => DescribeNamespaceResponse {
+                namespace_info: Some(NamespaceInfo {
+                    capabilities: Some(Capabilities {
+                        worker_poll_complete_on_shutdown: self.graceful,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            "ShutdownWorker" if self.graceful => {
+                // The server ends the worker's polls: empty.
+                for (_, tx) in self.polls.lock().unwrap().drain(..) {
+                    let _ = tx.send(Ok(empty()));
+                }
+                Vec::new()
+            }
+            _ => Vec::new(),
+        };
+        Box::pin(async move {
+            Ok(GrpcSuccessResponse {
+                headers: http::HeaderMap::new(),
+                proto,
+            })
+        })
+    }
+}
+
+fn request(rpc: &str, proto: Vec<u8>) -> GrpcRequest {
+    let mut headers = http::HeaderMap::new();
+    headers.insert("authorization", "Bearer secret-key".parse().unwrap());
+    GrpcRequest {
+        service: "temporal.api.workflowservice.v1.WorkflowService".into(),
+        rpc: rpc.into(),
+        headers,
+        proto: proto.into(),
+    }
+}
+
+fn workflow_poll(sticky: bool) -> GrpcRequest {
+    let task_queue = if sticky {
+        TaskQueue {
+            name: "sticky-1".into(),
+            kind: TaskQueueKind::Sticky as i32,
+            normal_name: "tq".into(),
+        }
+    } else {
+        TaskQueue {
+            name: "tq".into(),
+            kind: TaskQueueKind::Normal as i32,
+            normal_name: String::new(),
+        }
+    };
+    let proto = PollWorkflowTaskQueueRequest {
+        namespace: "ns".into(),
+        task_queue: Some(task_queue),
+        identity: "req@arn".into(),
+        worker_instance_key: "instance-1".into(),
+        ..Default::default()
+    };
+    request("PollWorkflowTaskQueue", proto.encode_to_vec())
+}
+
+fn activity_poll() -> GrpcRequest {
+    let proto = PollActivityTaskQueueRequest {
+        namespace: "ns".into(),
+        task_queue: Some(TaskQueue {
+            name: "tq".into(),
+            ..Default::default()
+        }),
+        identity: "req@arn".into(),
+        worker_instance_key: "instance-1".into(),
+        ..Default::default()
+    };
+    request("PollActivityTaskQueue", proto.encode_to_vec())
+}
+
+fn task(token: &str) -> Answer {
+    Ok(GrpcSuccessResponse {
+        headers: http::HeaderMap::new(),
+        proto: PollWorkflowTaskQueueResponse {
+            task_token: token.as_bytes().to_vec(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    })
+}
+
+fn token_of(answer: &Answer) -> Vec<u8> {
+    let answer = answer.as_ref().expect("an answer");
+    PollWorkflowTaskQueueResponse::decode(answer.proto.as_slice())
+        .unwrap()
+        .task_token
+}
+
+/// Lets spawned tasks run.
+async fn settle() {
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+}
+
+fn wire(fake: &Arc<Fake>) -> Arc<Wire> {
+    let wire = Wire::new(Arc::new(fake.clone()));
+    wire.begin();
+    wire
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_for_a_poll_the_sdk_gave_up_on_is_handed_back_at_once() {
+    let fake = Arc::new(Fake::default());
+    let wire = wire(&fake);
+    // The SDK polls, then drops the poll (its shutdown cut it).
+    let poll = tokio::spawn(wire.clone().call(workflow_poll(false)));
+    settle().await;
+    poll.abort();
+    settle().await;
+    // The server had already handed the poll a task: its answer still arrives.
+    fake.answer(task("wf-token"));
+    settle().await;
+    let failed: Vec<RespondWorkflowTaskFailedRequest> = fake.sent("RespondWorkflowTaskFailed");
+    assert_eq!(failed.len(), 1, "{:?}", fake.rpcs());
+    assert_eq!(failed[0].task_token, b"wf-token");
+    assert_eq!(
+        (failed[0].namespace.as_str(), failed[0].identity.as_str()),
+        ("ns", "req@arn")
+    );
+    let why = failed[0].failure.as_ref().unwrap();
+    assert!(format!("{why:?}").contains(HANDED_BACK_TYPE), "{why:?}");
+    assert_eq!(wire.finish().await.handed_back, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_the_worker_took_is_not_handed_back_once_answered() {
+    let fake = Arc::new(Fake::default());
+    let wire = wire(&fake);
+    let poll = tokio::spawn(wire.clone().call(workflow_poll(false)));
+    settle().await;
+    fake.answer(task("wf-token"));
+    assert_eq!(token_of(&poll.await.unwrap()), b"wf-token");
+    let completed = RespondWorkflowTaskCompletedRequest {
+        task_token: b"wf-token".to_vec(),
+        ..Default::default()
+    };
+    wire.clone()
+        .call(request(
+            "RespondWorkflowTaskCompleted",
+            completed.encode_to_vec(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(wire.finish().await, WireReport::default());
+    assert!(
+        !fake
+            .rpcs()
+            .contains(&"RespondWorkflowTaskFailed".to_owned())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_tasks_a_stopped_worker_did_not_answer_are_handed_back_and_its_polls_dropped() {
+    let fake = Arc::new(Fake::default());
+    let wire = wire(&fake);
+    let activity = tokio::spawn(wire.clone().call(activity_poll()));
+    settle().await;
+    fake.answer(task("act-token"));
+    activity.await.unwrap().unwrap();
+    // A poll still out when the worker stopped.
+    let _outstanding = tokio::spawn(wire.clone().call(workflow_poll(false)));
+    settle().await;
+    let report = wire.finish().await;
+    assert_eq!((report.handed_back, report.dropped), (1, 1), "{report:?}");
+    let failed: Vec<RespondActivityTaskFailedRequest> = fake.sent("RespondActivityTaskFailed");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].task_token, b"act-token");
+    let info = format!("{:?}", failed[0].failure);
+    assert!(info.contains("non_retryable: false"), "{info}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn closing_holds_new_polls_and_releasing_answers_them_empty() {
+    let fake = Arc::new(Fake::default());
+    let wire = wire(&fake);
+    wire.close().await;
+    let held = tokio::spawn(wire.clone().call(workflow_poll(false)));
+    settle().await;
+    assert_eq!(fake.outstanding(), 0, "a poll went out while closing");
+    wire.release();
+    let answer = held.await.unwrap().unwrap();
+    assert!(answer.proto.is_empty());
+    assert_eq!(wire.finish().await.held, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn closing_drains_the_sticky_queue_then_unloads_it_before_the_sdk_stops() {
+    let fake = Arc::new(Fake::default());
+    let wire = wire(&fake);
+    let sticky = tokio::spawn(wire.clone().call(workflow_poll(true)));
+    settle().await;
+    let start = tokio::time::Instant::now();
+    let closing = tokio::spawn({
+        let wire = wire.clone();
+        async move { wire.close().await }
+    });
+    settle().await;
+    // A task already on the sticky queue comes to the waiting poll while closing…
+    fake.answer(task("sticky-token"));
+    assert_eq!(token_of(&sticky.await.unwrap()), b"sticky-token");
+    // …and the next sticky poll still goes out; once it waits for nothing, the worker's
+    // sticky queue is unloaded.
+    let again = tokio::spawn(wire.clone().call(workflow_poll(true)));
+    settle().await;
+    assert_eq!(fake.outstanding(), 1, "the sticky poll was held");
+    closing.await.unwrap();
+    assert!(start.elapsed() >= super::STICKY_QUIET);
+    let shutdown: Vec<ShutdownWorkerRequest> = fake.sent("ShutdownWorker");
+    assert_eq!(shutdown.len(), 1);
+    assert_eq!(shutdown[0].sticky_task_queue, "sticky-1");
+    assert_eq!(shutdown[0].task_queue, "tq");
+    assert_eq!(shutdown[0].worker_instance_key, "instance-1");
+    // The server answers a poll of an unloaded sticky queue empty.
+    fake.answer(Ok(empty()));
+    assert!(again.await.unwrap().unwrap().proto.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_completion_sent_while_closing_loses_its_sticky_attributes() {
+    let fake = Arc::new(Fake::default());
+    let wire = wire(&fake);
+    let completion = || {
+        let c = RespondWorkflowTaskCompletedRequest {
+            task_token: b"t".to_vec(),
+            sticky_attributes: Some(StickyExecutionAttributes::default()),
+            ..Default::default()
+        };
+        request("RespondWorkflowTaskCompleted", c.encode_to_vec())
+    };
+    wire.clone().call(completion()).await.unwrap();
+    wire.close().await;
+    wire.clone().call(completion()).await.unwrap();
+    let sent: Vec<RespondWorkflowTaskCompletedRequest> = fake.sent("RespondWorkflowTaskCompleted");
+    let sticky: Vec<_> = sent.iter().map(|c| c.sticky_attributes.is_some()).collect();
+    assert_eq!(sticky, [true, false]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_graceful_polls_closing_waits_for_the_polls_the_server_ends() {
+    let fake = Fake::graceful();
+    let wire = wire(&fake);
+    wire.clone()
+        .call(request("DescribeNamespace", Vec::new()))
+        .await
+        .unwrap();
+    assert_eq!(wire.graceful_polls(), Some(true));
+    let poll = tokio::spawn(wire.clone().call(workflow_poll(false)));
+    settle().await;
+    wire.close().await;
+    // Ended by ShutdownWorker before close returned: the SDK is not stopped yet.
+    assert!(poll.is_finished());
+    assert!(poll.await.unwrap().unwrap().proto.is_empty());
+    assert_eq!(wire.finish().await.dropped, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_graceful_polls_closing_does_not_wait_for_the_normal_polls() {
+    let fake = Arc::new(Fake::default());
+    let wire = wire(&fake);
+    let _poll = tokio::spawn(wire.clone().call(workflow_poll(false)));
+    settle().await;
+    let start = tokio::time::Instant::now();
+    wire.close().await;
+    assert!(
+        start.elapsed() < Duration::from_millis(10),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        fake.rpcs().last().map(String::as_str),
+        Some("ShutdownWorker")
+    );
+}
