@@ -235,7 +235,13 @@ async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
                 if w > 0.0 {
                     stalled.push(w);
                 }
-                if log_dir.is_some() && shown < 3 && by_kind.values().sum::<usize>() > before {
+                // With logs kept: the first few histories with a timeout, and every one with
+                // a start-to-close timeout (the rarer kind, whose cause the logs show).
+                let start_to_close = v.to_string().contains("START_TO_CLOSE");
+                if log_dir.is_some()
+                    && (shown < 3 || start_to_close)
+                    && by_kind.values().sum::<usize>() > before
+                {
                     shown += 1;
                     print_history(&v);
                 }

@@ -52,11 +52,11 @@ pub(crate) trait Upstream: Send + Sync + 'static {
     -> BoxFuture<'static, Result<GrpcSuccessResponse, Status>>;
 }
 
-/// How long a sticky poll must have waited with no task for the sticky queue to count as
-/// drained.
+/// How long a sticky poll must have waited with no task, after an answer that reported no
+/// backlog, for the sticky queue to count as drained.
 const STICKY_QUIET: Duration = Duration::from_millis(50);
 /// How long closing waits for the sticky queue to drain, at most.
-const STICKY_DRAIN: Duration = Duration::from_millis(300);
+const STICKY_DRAIN: Duration = Duration::from_secs(1);
 /// How long closing waits for the polls `ShutdownWorker` ended to come back, at most
 /// (with `worker_poll_complete_on_shutdown`; they come back at once).
 const POLLS_BACK: Duration = Duration::from_secs(1);
@@ -115,6 +115,8 @@ struct State {
     handed: HashMap<Bytes, TaskKind>,
     /// The namespace's `worker_poll_complete_on_shutdown`, once read.
     graceful_polls: Option<bool>,
+    /// The sticky queue's backlog, as its last poll answer reported it.
+    sticky_backlog: i64,
     report: WireReport,
 }
 
@@ -154,6 +156,7 @@ impl Wire {
                 worker: None,
                 handed: HashMap::new(),
                 graceful_polls: None,
+                sticky_backlog: 0,
                 report: WireReport::default(),
             }),
             changed: Notify::new(),
@@ -251,6 +254,7 @@ impl Wire {
         let seen = proto::PollRequest::decode(&request.proto);
         let Some(kind) = seen.as_ref().and_then(kind_of) else {
             // Not a poll this wire understands: as it is.
+            tracing::debug!(?seen, "the wire: a poll passed through untracked");
             return self.upstream.call(request).await;
         };
         if let Some(seen) = &seen {
@@ -281,8 +285,19 @@ impl Wire {
                 if let Some((token, kind)) = &task {
                     s.handed.insert(token.clone(), *kind);
                 }
+                if kind == PollKind::Sticky
+                    && let Ok(answer) = &answer
+                {
+                    s.sticky_backlog = proto::backlog_hint(&answer.proto).unwrap_or(0);
+                }
             }
             wire.changed.notify_waiters();
+            tracing::debug!(
+                ?kind,
+                task = task.is_some(),
+                error = answer.as_ref().err().map(|s| s.code() as i32),
+                "the wire: a poll came back"
+            );
             if tx.send(answer).is_err()
                 && let Some((token, kind)) = task
             {
@@ -368,6 +383,7 @@ impl Wire {
 
     /// Closes the session's polls before the SDK's shutdown (see the module docs).
     pub(crate) async fn close(&self) {
+        let began = Instant::now();
         let sticky = {
             let mut s = self.lock();
             s.phase = Phase::Closing { sticky_open: true };
@@ -375,21 +391,38 @@ impl Wire {
         };
         self.changed.notify_waiters();
         if sticky.is_some() {
-            // Until a sticky poll waits for nothing: the queue is empty.
+            // Until the queue reports no backlog and a sticky poll waits for nothing.
             self.wait_for(STICKY_DRAIN, |s| {
-                s.polls
-                    .values()
-                    .any(|p| p.kind == PollKind::Sticky && p.since.elapsed() >= STICKY_QUIET)
+                s.sticky_backlog == 0
+                    && s.polls
+                        .values()
+                        .any(|p| p.kind == PollKind::Sticky && p.since.elapsed() >= STICKY_QUIET)
             })
             .await;
         }
         self.lock().phase = Phase::Closing { sticky_open: false };
         self.changed.notify_waiters();
+        let drained = began.elapsed();
         self.shutdown_worker().await;
-        if self.graceful_polls() == Some(true) {
-            // The server ends the worker's polls; their tasks reach the running worker.
-            self.wait_for(POLLS_BACK, |s| s.polls.is_empty()).await;
-        }
+        // The unloaded sticky queue's polls come back (empty, or with a task matched as it
+        // was unloaded); with `worker_poll_complete_on_shutdown` the server ends every poll.
+        // Their tasks reach the worker while it still runs.
+        let graceful = self.graceful_polls() == Some(true);
+        self.wait_for(POLLS_BACK, |s| {
+            s.polls
+                .values()
+                .all(|p| !graceful && p.kind != PollKind::Sticky)
+        })
+        .await;
+        let s = self.lock();
+        tracing::debug!(
+            sticky = ?sticky,
+            sticky_drained_ms = drained.as_millis() as u64,
+            closed_ms = began.elapsed().as_millis() as u64,
+            polls_out = s.polls.len(),
+            handed_out = s.handed.len(),
+            "the wire closed the worker's polls"
+        );
     }
 
     /// The SDK's shutdown has begun: held polls come back empty.
@@ -464,7 +497,11 @@ impl Wire {
         };
         match tokio::time::timeout(OWN_CALL_TIMEOUT, self.upstream.call(request)).await {
             Ok(Ok(_)) => {}
-            Ok(Err(status)) => tracing::debug!(code = ?status.code(), "ShutdownWorker failed"),
+            Ok(Err(status)) => tracing::warn!(
+                code = ?status.code(),
+                message = status.message(),
+                "ShutdownWorker failed: tasks of this worker's workflows may wait on its sticky queue"
+            ),
             Err(_) => tracing::debug!("ShutdownWorker took too long"),
         }
     }

@@ -94,6 +94,23 @@ impl PollRequest {
     }
 }
 
+/// A workflow poll's answer: its task and the queue's backlog as the server counts it.
+#[derive(Clone, PartialEq, Message)]
+struct WorkflowTask {
+    #[prost(bytes = "bytes", tag = "1")]
+    task_token: Bytes,
+    #[prost(int64, tag = "7")]
+    backlog_count_hint: i64,
+}
+
+/// The backlog a workflow poll's answer reports (`backlog_count_hint`): tasks the queue
+/// still holds.
+pub(crate) fn backlog_hint(proto: &[u8]) -> Option<i64> {
+    WorkflowTask::decode(proto)
+        .ok()
+        .map(|t| t.backlog_count_hint)
+}
+
 /// Field 1, `task_token`, of every poll answer and task answer.
 #[derive(Clone, PartialEq, Message)]
 struct Token {

@@ -182,6 +182,18 @@ fn task(token: &str) -> Answer {
     })
 }
 
+fn task_with_backlog(token: &str, backlog: i64) -> Answer {
+    Ok(GrpcSuccessResponse {
+        headers: http::HeaderMap::new(),
+        proto: PollWorkflowTaskQueueResponse {
+            task_token: token.as_bytes().to_vec(),
+            backlog_count_hint: backlog,
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    })
+}
+
 fn token_of(answer: &Answer) -> Vec<u8> {
     let answer = answer.as_ref().expect("an answer");
     PollWorkflowTaskQueueResponse::decode(answer.proto.as_slice())
@@ -299,24 +311,38 @@ async fn closing_drains_the_sticky_queue_then_unloads_it_before_the_sdk_stops() 
         async move { wire.close().await }
     });
     settle().await;
-    // A task already on the sticky queue comes to the waiting poll while closing…
-    fake.answer(task("sticky-token"));
-    assert_eq!(token_of(&sticky.await.unwrap()), b"sticky-token");
-    // …and the next sticky poll still goes out; once it waits for nothing, the worker's
-    // sticky queue is unloaded.
-    let again = tokio::spawn(wire.clone().call(workflow_poll(true)));
+    // A task already on the sticky queue comes to the waiting poll while closing, and the
+    // server says two more wait there…
+    fake.answer(task_with_backlog("sticky-1", 2));
+    assert_eq!(token_of(&sticky.await.unwrap()), b"sticky-1");
+    // …so the next sticky poll still goes out, and its wait is not taken for an empty queue.
+    let next = tokio::spawn(wire.clone().call(workflow_poll(true)));
     settle().await;
     assert_eq!(fake.outstanding(), 1, "the sticky poll was held");
-    closing.await.unwrap();
-    assert!(start.elapsed() >= super::STICKY_QUIET);
+    tokio::time::sleep(super::STICKY_QUIET * 3).await;
+    assert!(
+        fake.sent::<ShutdownWorkerRequest>("ShutdownWorker")
+            .is_empty()
+    );
+    fake.answer(task_with_backlog("sticky-2", 0));
+    assert_eq!(token_of(&next.await.unwrap()), b"sticky-2");
+    // Once a sticky poll waits for nothing after an answer with no backlog, the worker's
+    // sticky queue is unloaded.
+    let last = tokio::spawn(wire.clone().call(workflow_poll(true)));
+    settle().await;
+    tokio::time::sleep(super::STICKY_QUIET * 2).await;
     let shutdown: Vec<ShutdownWorkerRequest> = fake.sent("ShutdownWorker");
     assert_eq!(shutdown.len(), 1);
     assert_eq!(shutdown[0].sticky_task_queue, "sticky-1");
     assert_eq!(shutdown[0].task_queue, "tq");
     assert_eq!(shutdown[0].worker_instance_key, "instance-1");
-    // The server answers a poll of an unloaded sticky queue empty.
+    // The server answers a poll of the unloaded sticky queue (empty), and closing, which
+    // waited for it, ends before the SDK is stopped.
+    assert!(!closing.is_finished());
     fake.answer(Ok(empty()));
-    assert!(again.await.unwrap().unwrap().proto.is_empty());
+    assert!(last.await.unwrap().unwrap().proto.is_empty());
+    closing.await.unwrap();
+    assert!(start.elapsed() < super::POLLS_BACK, "{:?}", start.elapsed());
 }
 
 #[tokio::test(start_paused = true)]
