@@ -58,8 +58,11 @@ const STICKY_QUIET: Duration = Duration::from_millis(50);
 /// How long closing waits for the sticky queue to drain, at most.
 const STICKY_DRAIN: Duration = Duration::from_secs(1);
 /// How long closing waits for the polls `ShutdownWorker` ended to come back, at most
-/// (with `worker_poll_complete_on_shutdown`; they come back at once).
+/// (they come back at once).
 const POLLS_BACK: Duration = Duration::from_secs(1);
+/// How long closing takes at most, all steps together: it comes out of the drain's time
+/// (the SDK's graceful shutdown begins after it).
+const CLOSE_LIMIT: Duration = Duration::from_millis(1500);
 /// How long one call the wire makes itself (`ShutdownWorker`, a hand-back) may take.
 const OWN_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -117,6 +120,8 @@ struct State {
     graceful_polls: Option<bool>,
     /// The sticky queue's backlog, as its last poll answer reported it.
     sticky_backlog: i64,
+    /// Hand-backs on their way to the server.
+    handing_back: usize,
     report: WireReport,
 }
 
@@ -157,6 +162,7 @@ impl Wire {
                 handed: HashMap::new(),
                 graceful_polls: None,
                 sticky_backlog: 0,
+                handing_back: 0,
                 report: WireReport::default(),
             }),
             changed: Notify::new(),
@@ -384,6 +390,7 @@ impl Wire {
     /// Closes the session's polls before the SDK's shutdown (see the module docs).
     pub(crate) async fn close(&self) {
         let began = Instant::now();
+        let left = || CLOSE_LIMIT.saturating_sub(began.elapsed());
         let sticky = {
             let mut s = self.lock();
             s.phase = Phase::Closing { sticky_open: true };
@@ -403,12 +410,12 @@ impl Wire {
         self.lock().phase = Phase::Closing { sticky_open: false };
         self.changed.notify_waiters();
         let drained = began.elapsed();
-        self.shutdown_worker().await;
+        self.shutdown_worker(left()).await;
         // The unloaded sticky queue's polls come back (empty, or with a task matched as it
         // was unloaded); with `worker_poll_complete_on_shutdown` the server ends every poll.
         // Their tasks reach the worker while it still runs.
         let graceful = self.graceful_polls() == Some(true);
-        self.wait_for(POLLS_BACK, |s| {
+        self.wait_for(POLLS_BACK.min(left()), |s| {
             s.polls
                 .values()
                 .all(|p| !graceful && p.kind != PollKind::Sticky)
@@ -449,6 +456,10 @@ impl Wire {
             .into_iter()
             .map(|(token, kind)| self.hand_back_now(token, kind));
         futures_util::future::join_all(backs).await;
+        // Late tasks' hand-backs still on their way reach the server before the answer
+        // (after it, the process may be frozen).
+        self.wait_for(OWN_CALL_TIMEOUT, |s| s.handing_back == 0)
+            .await;
         self.lock().report
     }
 
@@ -463,7 +474,11 @@ impl Wire {
             return;
         };
         let call = self.upstream.call(request);
-        match tokio::time::timeout(OWN_CALL_TIMEOUT, call).await {
+        self.lock().handing_back += 1;
+        let answer = tokio::time::timeout(OWN_CALL_TIMEOUT, call).await;
+        self.lock().handing_back -= 1;
+        self.changed.notify_waiters();
+        match answer {
             Ok(Ok(_)) => {
                 self.lock().report.handed_back += 1;
                 tracing::info!(
@@ -484,8 +499,9 @@ impl Wire {
         }
     }
 
-    /// `ShutdownWorker` for the session's worker, ahead of the SDK's own.
-    async fn shutdown_worker(&self) {
+    /// `ShutdownWorker` for the session's worker, ahead of the SDK's own, given up after
+    /// `limit`.
+    async fn shutdown_worker(&self, limit: Duration) {
         let Some(worker) = self.lock().worker.clone() else {
             return;
         };
@@ -495,7 +511,7 @@ impl Wire {
             headers: own_headers(&worker.headers),
             proto: proto::shutdown_worker(&worker),
         };
-        match tokio::time::timeout(OWN_CALL_TIMEOUT, self.upstream.call(request)).await {
+        match tokio::time::timeout(limit.min(OWN_CALL_TIMEOUT), self.upstream.call(request)).await {
             Ok(Ok(_)) => {}
             Ok(Err(status)) => tracing::warn!(
                 code = ?status.code(),

@@ -6,7 +6,11 @@ use std::time::Duration;
 
 use temporal_lambda_worker_testkit::{FunctionSpec, ServerlessLoop, control_plane::function_arn};
 
-use crate::{TempDir, hello_binary};
+use crate::{
+    TempDir,
+    edges::{HelloSetup, json_lines, read},
+    hello_binary,
+};
 
 const EXTERNAL_ID: &str = "boundary-external-id";
 
@@ -53,5 +57,86 @@ async fn a_workflow_started_as_its_version_becomes_current_is_served_at_once() {
     assert!(
         waited <= Duration::from_secs(1),
         "the first workflow after the version became current waited {waited:?} for a worker"
+    );
+}
+
+/// Graceful poll shutdown, on (`frontend.enableCancelWorkerPollsOnShutdown`) or off: the
+/// wire's closing depends on it, and the bootstrap says at its first invocation, once per
+/// process, which mode the namespace is in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_invocation_says_how_the_namespace_ends_polls_at_shutdown() {
+    const GRACEFUL: &[&str] = &[
+        "--dynamic-config-value",
+        "frontend.enableCancelWorkerPollsOnShutdown=true",
+    ];
+    for (tag, args, says) in [
+        (
+            "mode-off",
+            &[][..],
+            "does not let polls complete at shutdown",
+        ),
+        ("mode-on", GRACEFUL, "lets polls complete at shutdown"),
+    ] {
+        let setup =
+            HelloSetup::start_with(tag, &[("TEMPORAL_IDLE_SHUTDOWN_SECS", "0.5")], args).await;
+        setup
+            .api
+            .invoke(b"", Duration::from_secs(20))
+            .await
+            .response();
+        let text = read(&setup.log);
+        let lines: Vec<_> = text
+            .lines()
+            .filter(|l| l.contains("the namespace") && l.contains("polls complete at shutdown"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{tag}: {text}");
+        assert!(lines[0].contains(says), "{tag}: {}", lines[0]);
+    }
+}
+
+/// Stall 2 under load: `HelloWorkflow`s queued at once, drained by one process through
+/// short invocations (2 s of polling each), so many workflows' next tasks are queued on the
+/// sticky queue of a worker as it stops. None waits for its sticky schedule-to-start
+/// timeout: the wire drains the sticky queue before unloading it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_task_waits_on_the_sticky_queue_of_a_worker_that_stopped() {
+    const WORKFLOWS: usize = 120;
+    let setup = HelloSetup::start("sticky-load", &[("TEMPORAL_IDLE_SHUTDOWN_SECS", "off")]).await;
+    let ids: Vec<String> = (0..WORKFLOWS).map(|i| format!("wf-sticky-{i}")).collect();
+    temporal_lambda_worker_testkit::bench::start_hellos(
+        &setup.server,
+        "tq-sticky-load",
+        &ids,
+        "Sticky",
+    )
+    .await;
+    let running = "TaskQueue='tq-sticky-load' AND ExecutionStatus='Running'";
+    let mut invocations = 0;
+    while setup.server.count_workflows(running).await.unwrap() > 0 {
+        assert!(
+            invocations < 30,
+            "{WORKFLOWS} workflows not drained in 30 invocations"
+        );
+        setup
+            .api
+            .invoke(b"", Duration::from_secs(9))
+            .await
+            .response();
+        invocations += 1;
+    }
+    let mut by_kind = std::collections::BTreeMap::new();
+    for id in &ids {
+        let history = setup.server.history(id).await.unwrap();
+        temporal_lambda_worker_testkit::bench::timeouts(&history, &mut by_kind);
+    }
+    let sticky: usize = by_kind
+        .iter()
+        .filter(|(kind, _)| kind.contains("SCHEDULE_TO_START") && kind.contains("STICKY"))
+        .map(|(_, n)| n)
+        .sum();
+    let summaries = json_lines(&read(&setup.log), "invocation summary").len();
+    assert_eq!(
+        sticky, 0,
+        "sticky schedule-to-start timeouts over {summaries} invocations: {by_kind:?}"
     );
 }

@@ -307,7 +307,7 @@ async fn a_broken_lambda_environment_posts_an_init_error_naming_the_variable() {
 }
 
 /// The JSON log lines of `text` whose message is `message`.
-fn json_lines(text: &str, message: &str) -> Vec<serde_json::Value> {
+pub(crate) fn json_lines(text: &str, message: &str) -> Vec<serde_json::Value> {
     text.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["fields"]["message"] == message)
@@ -335,10 +335,25 @@ pub(crate) struct HelloSetup {
 
 impl HelloSetup {
     pub(crate) async fn start(tag: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_with(tag, env, &[]).await
+    }
+
+    /// [`start`](Self::start), the dev server started with `server_args` added.
+    pub(crate) async fn start_with(
+        tag: &str,
+        env: &[(&str, &str)],
+        server_args: &'static [&'static str],
+    ) -> Self {
         let server = std::sync::Arc::new(
-            tokio::task::spawn_blocking(temporal_lambda_worker_testkit::DevServer::start)
-                .await
-                .unwrap(),
+            tokio::task::spawn_blocking(move || {
+                temporal_lambda_worker_testkit::DevServer::start_on_first_free(
+                    std::iter::repeat_with(temporal_lambda_worker_testkit::dev_server::free_port),
+                    &[],
+                    server_args,
+                )
+            })
+            .await
+            .unwrap(),
         );
         let api = RuntimeApi::start(ARN).await.unwrap();
         let root = TempDir::new(tag);
