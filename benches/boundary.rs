@@ -1,7 +1,10 @@
 //! Workflows started around a version's promotion (issue 33, stall 1), through the real
 //! serverless loop: the dev server's Worker Controller invokes the `hello` function through
 //! the local control plane. Each round ships a new build as a published Lambda version
-//! (`HELLO_BUILD_ID=build-N`, registered by its qualified ARN), waits a gap after
+//! (`HELLO_BUILD_ID=build-N`, registered by its qualified ARN) of a deployment of its own
+//! (`promote-app-N`: the first version a deployment makes current, whose first tasks have no
+//! earlier version to go to; with `TLW_BENCH_UPGRADE=1`, one deployment whose current
+//! version each round replaces), waits a gap after
 //! registering it (the deploy's next command comes 0, 1 or 3 s later: before and after the
 //! version-creation invocation's idle exit would have come), makes it current, and starts
 //! `HelloWorkflow`s at chosen offsets after that: during the routing's propagation, and
@@ -30,8 +33,17 @@ use temporal_lambda_worker_testkit::{
 
 const EXTERNAL_ID: &str = "bench-external-id";
 const FUNCTION: &str = "promote";
-const DEPLOYMENT: &str = "promote-app";
-const QUEUE: &str = "promote-queue";
+/// The deployment and task queue of round `round`.
+fn deployment(round: usize) -> (String, String) {
+    if std::env::var_os("TLW_BENCH_UPGRADE").is_some() {
+        ("promote-app".into(), "promote-queue".into())
+    } else {
+        (
+            format!("promote-app-{round}"),
+            format!("promote-queue-{round}"),
+        )
+    }
+}
 /// The gaps between a version's registration and its promotion, in turn.
 const GAPS: [Duration; 3] = [
     Duration::ZERO,
@@ -63,21 +75,27 @@ async fn round(
     offsets: &[u64],
 ) -> Result<Vec<Started>, String> {
     let build = format!("build-{round}");
+    let (deployment, queue) = deployment(round);
     lp.plane
-        .update_function(FUNCTION, |spec| spec.set_env("HELLO_BUILD_ID", &build))
+        .update_function(FUNCTION, |spec| {
+            spec.set_env("HELLO_BUILD_ID", &build);
+            spec.set_env("HELLO_DEPLOYMENT_NAME", &deployment);
+            spec.set_env("TEMPORAL_TASK_QUEUE", &queue);
+        })
         .await?;
     let version = lp.plane.publish_version(FUNCTION).await?;
     let arn = format!("{}:{version}", function_arn(FUNCTION));
-    lp.register(DEPLOYMENT, &build, &arn, QUEUE).await?;
+    lp.register(&deployment, &build, &arn, &queue).await?;
     tokio::time::sleep(gap).await;
-    lp.make_current(DEPLOYMENT, &build).await?;
+    lp.make_current(&deployment, &build).await?;
     let promoted = tokio::time::Instant::now();
     let server: &DevServer = &lp.server;
+    let queue = &queue;
     let starts = offsets.iter().map(|&offset_ms| {
         let id = format!("promote-{round}-{offset_ms}");
         async move {
             tokio::time::sleep_until(promoted + Duration::from_millis(offset_ms)).await;
-            server.start_hello(QUEUE, &id, "Promote").await?;
+            server.start_hello(queue, &id, "Promote").await?;
             Ok::<_, String>(Started { id, offset_ms })
         }
     });
@@ -95,9 +113,10 @@ async fn run(binary: &Path, tag: usize) {
     let log = std::env::var_os("TLW_BENCH_LOGS")
         .map(|d| Path::new(&d).join(format!("boundary-{tag}.log")))
         .unwrap_or_else(|| root.path().join("bootstrap.log"));
+    let (deployment, queue) = deployment(0);
     let spec = FunctionSpec::new(FUNCTION, binary)
-        .env("TEMPORAL_TASK_QUEUE", QUEUE)
-        .env("HELLO_DEPLOYMENT_NAME", DEPLOYMENT)
+        .env("TEMPORAL_TASK_QUEUE", &queue)
+        .env("HELLO_DEPLOYMENT_NAME", &deployment)
         .env("HELLO_BUILD_ID", "build-0")
         .timeout(timeout)
         .concurrency(10)

@@ -8,6 +8,11 @@
 //! gets back a `Send` [`RunningWorker`] (a shutdown handle and a completion receiver).
 //! A worker stuck on that thread cannot stop the stack's own task from answering the
 //! Runtime API before the deadline.
+//!
+//! Beside each worker run the server check and the rollout hold (`rollout.rs`); each
+//! connection's RPCs pass through its [`Wire`] (`wire/`), which the worker's shutdown closes
+//! before the SDK's and which hands back, when the worker has stopped, every task it was
+//! handed and did not run.
 
 use std::{
     cell::RefCell,

@@ -194,6 +194,7 @@ impl Wire {
         let mut s = self.lock();
         s.phase = Phase::Open;
         s.worker = None;
+        s.sticky_backlog = 0;
         s.report = WireReport::default();
     }
 
