@@ -63,6 +63,13 @@ const POLLS_BACK: Duration = Duration::from_secs(1);
 /// How long closing takes at most, all steps together: it comes out of the drain's time
 /// (the SDK's graceful shutdown begins after it).
 const CLOSE_LIMIT: Duration = Duration::from_millis(1500);
+/// The same with an activity in flight: the drain's end (the graceful shutdown timeout
+/// plus 1 s after the stop) must still leave it the whole graceful shutdown timeout and
+/// the session's end ([`FINISH_LIMIT`]).
+const CLOSE_LIMIT_BUSY: Duration = Duration::from_millis(300);
+/// How long the end of a session (its hand-backs) takes at most: the session's answer
+/// waits for it, within its drain.
+const FINISH_LIMIT: Duration = Duration::from_millis(500);
 /// How long one call the wire makes itself (`ShutdownWorker`, a hand-back) may take.
 const OWN_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -311,7 +318,7 @@ impl Wire {
                 // Nobody waits for this poll any more: the task must not wait for a
                 // timeout.
                 wire.lock().handed.remove(&token);
-                wire.hand_back_now(token, kind).await;
+                wire.hand_back_now(token, kind, OWN_CALL_TIMEOUT).await;
             }
         });
         self.lock().polls.insert(
@@ -391,16 +398,23 @@ impl Wire {
     /// Closes the session's polls before the SDK's shutdown (see the module docs).
     pub(crate) async fn close(&self) {
         let began = Instant::now();
-        let left = || CLOSE_LIMIT.saturating_sub(began.elapsed());
-        let sticky = {
+        let (sticky, limit) = {
             let mut s = self.lock();
             s.phase = Phase::Closing { sticky_open: true };
-            s.worker.as_ref().and_then(|w| w.sticky_queue.clone())
+            // An activity in flight gets the SDK's graceful shutdown timeout from when the
+            // SDK's shutdown begins: closing must not push its end past the drain's.
+            let busy = s.handed.values().any(|k| *k == TaskKind::Activity);
+            let limit = if busy { CLOSE_LIMIT_BUSY } else { CLOSE_LIMIT };
+            (
+                s.worker.as_ref().and_then(|w| w.sticky_queue.clone()),
+                limit,
+            )
         };
+        let left = || limit.saturating_sub(began.elapsed());
         self.changed.notify_waiters();
         if sticky.is_some() {
             // Until the queue reports no backlog and a sticky poll waits for nothing.
-            self.wait_for(STICKY_DRAIN, |s| {
+            self.wait_for(STICKY_DRAIN.min(limit), |s| {
                 s.sticky_backlog == 0
                     && s.polls
                         .values()
@@ -453,19 +467,21 @@ impl Wire {
             s.handed.drain().collect()
         };
         self.changed.notify_waiters();
+        // Bounded: the session's answer waits for this, within its drain.
+        let began = Instant::now();
         let backs = unanswered
             .into_iter()
-            .map(|(token, kind)| self.hand_back_now(token, kind));
+            .map(|(token, kind)| self.hand_back_now(token, kind, FINISH_LIMIT));
         futures_util::future::join_all(backs).await;
         // Late tasks' hand-backs still on their way reach the server before the answer
         // (after it, the process may be frozen).
-        self.wait_for(OWN_CALL_TIMEOUT, |s| s.handing_back == 0)
-            .await;
+        let left = FINISH_LIMIT.saturating_sub(began.elapsed());
+        self.wait_for(left, |s| s.handing_back == 0).await;
         self.lock().report
     }
 
     /// Hands a task back to the server (see [`hand_back`]), counting it.
-    async fn hand_back_now(&self, token: Bytes, kind: TaskKind) {
+    async fn hand_back_now(&self, token: Bytes, kind: TaskKind, limit: Duration) {
         let worker = self.lock().worker.clone().unwrap_or_default();
         let Some(request) = hand_back::request(&token, kind, &worker) else {
             tracing::warn!(
@@ -476,7 +492,7 @@ impl Wire {
         };
         let call = self.upstream.call(request);
         self.lock().handing_back += 1;
-        let answer = tokio::time::timeout(OWN_CALL_TIMEOUT, call).await;
+        let answer = tokio::time::timeout(limit.min(OWN_CALL_TIMEOUT), call).await;
         self.lock().handing_back -= 1;
         self.changed.notify_waiters();
         match answer {

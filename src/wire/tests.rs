@@ -36,6 +36,8 @@ struct Fake {
     calls: Mutex<Vec<(String, Bytes)>>,
     polls: Mutex<VecDeque<(String, oneshot::Sender<Answer>)>>,
     graceful: bool,
+    /// Never answers a hand-back (a server that is slow or gone).
+    hangs: bool,
 }
 
 impl Fake {
@@ -87,6 +89,9 @@ impl Upstream for Arc<Fake> {
             .lock()
             .unwrap()
             .push((rpc.clone(), request.proto.clone()));
+        if self.hangs && rpc.starts_with("Respond") {
+            return Box::pin(std::future::pending());
+        }
         if rpc.starts_with("Poll") {
             let (tx, rx) = oneshot::channel();
             self.polls.lock().unwrap().push_back((rpc, tx));
@@ -399,5 +404,44 @@ async fn without_graceful_polls_closing_does_not_wait_for_the_normal_polls() {
     assert_eq!(
         fake.rpcs().last().map(String::as_str),
         Some("ShutdownWorker")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hand_back_the_server_does_not_answer_holds_the_session_end_half_a_second_at_most() {
+    let fake = Arc::new(Fake {
+        hangs: true,
+        ..Fake::default()
+    });
+    let wire = wire(&fake);
+    let poll = tokio::spawn(wire.clone().call(workflow_poll(false)));
+    settle().await;
+    fake.answer(task("wf-token"));
+    poll.await.unwrap().unwrap();
+    let start = tokio::time::Instant::now();
+    let report = wire.finish().await;
+    assert_eq!(start.elapsed(), super::FINISH_LIMIT);
+    assert_eq!(report.handed_back, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_an_activity_in_flight_closing_leaves_the_drain_its_time() {
+    let fake = Arc::new(Fake::default());
+    let wire = wire(&fake);
+    // A sticky queue whose backlog never empties, and an activity running.
+    let sticky = tokio::spawn(wire.clone().call(workflow_poll(true)));
+    settle().await;
+    fake.answer(task_with_backlog("sticky-1", 5));
+    sticky.await.unwrap().unwrap();
+    let activity = tokio::spawn(wire.clone().call(activity_poll()));
+    settle().await;
+    fake.answer(task("act-token"));
+    activity.await.unwrap().unwrap();
+    let start = tokio::time::Instant::now();
+    wire.close().await;
+    assert!(
+        start.elapsed() <= super::CLOSE_LIMIT_BUSY,
+        "{:?}",
+        start.elapsed()
     );
 }
