@@ -92,7 +92,8 @@ enum Phase {
 struct InFlight {
     kind: PollKind,
     since: Instant,
-    abort: tokio::task::AbortHandle,
+    /// Set once the poll's task is spawned.
+    abort: Option<tokio::task::AbortHandle>,
 }
 
 /// The worker behind the polls, as its polls name it.
@@ -280,10 +281,15 @@ impl Wire {
             return Ok(empty());
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
+        // In flight before its task runs: the task removes it when the answer comes.
         let id = {
             let mut s = self.lock();
             s.next_poll += 1;
-            s.next_poll
+            let id = s.next_poll;
+            let since = Instant::now();
+            let abort = None;
+            s.polls.insert(id, InFlight { kind, since, abort });
+            id
         };
         let wire = self.clone();
         let task = tokio::spawn(async move {
@@ -321,14 +327,9 @@ impl Wire {
                 wire.hand_back_now(token, kind, OWN_CALL_TIMEOUT).await;
             }
         });
-        self.lock().polls.insert(
-            id,
-            InFlight {
-                kind,
-                since: Instant::now(),
-                abort: task.abort_handle(),
-            },
-        );
+        if let Some(poll) = self.lock().polls.get_mut(&id) {
+            poll.abort = Some(task.abort_handle());
+        }
         self.changed.notify_waiters();
         rx.await
             .unwrap_or_else(|_| Err(Status::cancelled("the poll was dropped")))
@@ -461,7 +462,9 @@ impl Wire {
             s.phase = Phase::Released;
             let polls: Vec<_> = s.polls.drain().collect();
             for (_, poll) in &polls {
-                poll.abort.abort();
+                if let Some(abort) = &poll.abort {
+                    abort.abort();
+                }
             }
             s.report.dropped += polls.len() as u32;
             s.handed.drain().collect()
