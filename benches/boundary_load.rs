@@ -32,6 +32,7 @@ use std::{
 use temporal_lambda_worker_testkit::{
     Bootstrap, DevServer, Outcome, RuntimeApi, TempDir,
     bench::{bootstraps_or, debug_example, dev_server_from_env, env_or, epoch_secs, timeouts},
+    dev_server::event_is,
 };
 
 const ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:bench";
@@ -218,7 +219,7 @@ async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
                 if let Some(events) = v["events"].as_array() {
                     if let Some(t) = events
                         .iter()
-                        .find(|e| e["eventType"] == "EVENT_TYPE_WORKFLOW_TASK_STARTED")
+                        .find(|e| event_is(e, "WORKFLOW_TASK_STARTED"))
                         .and_then(|e| e["eventTime"].as_str().and_then(epoch_secs))
                     {
                         first_start = first_start.min(t);

@@ -474,12 +474,9 @@ impl DevServer {
         loop {
             let history = self.history(workflow_id).await?;
             let done = history["events"].as_array().is_some_and(|events| {
-                events.iter().any(|e| {
-                    e["eventType"].as_str().is_some_and(|t| {
-                        t.to_ascii_uppercase().contains("WORKFLOW_TASK_COMPLETED")
-                            || t == "WorkflowTaskCompleted"
-                    })
-                })
+                events
+                    .iter()
+                    .any(|e| event_is(e, "WORKFLOW_TASK_COMPLETED"))
             });
             if done {
                 return Ok(());
