@@ -12,7 +12,7 @@ use temporalio_sdk::WorkerOptions;
 
 pub use crate::tasks::{TaskActivity, TaskCounts, TaskKind};
 pub use crate::temporal::TemporalBackend;
-use crate::{BoxError, CoreMeter};
+use crate::{CoreMeter, LambdaWorkerError};
 
 /// What the backend needs to start one worker.
 pub struct SessionConfig {
@@ -35,8 +35,10 @@ pub struct SessionConfig {
 pub struct RunningWorker {
     /// Begins graceful shutdown.
     pub shutdown: Box<dyn FnOnce() + Send>,
-    /// Resolves when the worker has stopped.
-    pub finished: BoxFuture<'static, Result<(), BoxError>>,
+    /// Resolves when the worker has stopped: with
+    /// [`LambdaWorkerError::Worker`] for the worker's own error, or the backend's diagnosis
+    /// (say [`LambdaWorkerError::ServerUnreachable`]).
+    pub finished: BoxFuture<'static, Result<(), LambdaWorkerError>>,
     /// Whether an existing connection was reused.
     pub connection_reused: bool,
     /// How long connecting and creating the worker took.
@@ -59,5 +61,11 @@ pub struct StartTimings {
 /// Starts workers. The seam between the stack's rules and Temporal.
 pub trait WorkerBackend: Send + Sync + 'static {
     /// Connects (or reuses a connection), creates the worker and starts it polling.
-    fn start(&self, session: SessionConfig) -> BoxFuture<'static, Result<RunningWorker, BoxError>>;
+    ///
+    /// A failure to start is a [`LambdaWorkerError::Connect`] (with the
+    /// [`ConnectProblem`](crate::ConnectProblem) that says what to change).
+    fn start(
+        &self,
+        session: SessionConfig,
+    ) -> BoxFuture<'static, Result<RunningWorker, LambdaWorkerError>>;
 }

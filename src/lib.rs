@@ -89,6 +89,7 @@
 
 pub mod backend;
 mod connection_cache;
+mod diagnosis;
 mod lambda;
 #[cfg(test)]
 mod log_capture;
@@ -96,7 +97,6 @@ pub mod logging;
 #[cfg(feature = "otel")]
 pub mod otel;
 mod rollout;
-mod runtime_api;
 mod session;
 mod stack;
 mod tasks;
@@ -109,10 +109,10 @@ pub mod worker_service;
 pub use lambda::serve;
 pub use stack::{BelowConnection, WorkerStack};
 pub use temporal_lambda_worker_layers::{
-    AsyncConfigure, BoxError, BoxFuture, ConfigureCallback, Configured, CoreMeter, Environment,
-    Invocation, LambdaWorkerConfig, LambdaWorkerError, Moment, ProcessEnvironment,
+    AsyncConfigure, BoxError, BoxFuture, ConfigureCallback, Configured, ConnectProblem, CoreMeter,
+    Environment, Invocation, LambdaWorkerConfig, LambdaWorkerError, Moment, ProcessEnvironment,
     StaticEnvironment, StopSignal, StopTrigger, Timeline, VersioningBehavior,
-    WorkerDeploymentVersion, async_configure,
+    WorkerDeploymentVersion, async_configure, error_type,
 };
 pub use worker_service::{WorkerReport, WorkerService};
 
@@ -183,8 +183,9 @@ mod deploy_guide {
     use tower::{Layer, ServiceExt, service_fn};
 
     use crate::{
-        BoxError, Invocation, LambdaWorkerError, StaticEnvironment, WorkerDeploymentVersion,
-        layers::WorkerVersioningLayer, rules::load_config::resolve_config_file,
+        BoxError, ConnectProblem, Invocation, LambdaWorkerError, StaticEnvironment,
+        WorkerDeploymentVersion, layers::WorkerVersioningLayer,
+        rules::load_config::resolve_config_file,
     };
 
     const GUIDE: &str = include_str!("../docs/deploy.md");
@@ -207,32 +208,47 @@ mod deploy_guide {
         let cloud = "https://my-ns.a1b2c.tmprl.cloud:7233/";
         let status = temporalio_client::tonic::Status::unauthenticated("Request unauthorized.");
         let refused = temporalio_client::errors::ClientConnectError::SystemInfoCallError(status);
-        for source in [
-            crate::temporal::connect_failure(&refused),
+        for (source, problem) in [
+            (
+                crate::diagnosis::connect_failure(&refused),
+                ConnectProblem::Credentials,
+            ),
             // As connect_failure words them (seen against a plaintext server and a closed port).
-            "the connection failed: transport error: received corrupt message of type \
-             InvalidContentType"
-                .to_owned(),
-            "the connection failed: transport error: tcp connect error: Connection refused \
-             (os error 111)"
-                .to_owned(),
+            (
+                "the connection failed: transport error: received corrupt message of type \
+                 InvalidContentType"
+                    .to_owned(),
+                ConnectProblem::NotTls,
+            ),
+            (
+                "the connection failed: transport error: tcp connect error: Connection refused \
+                 (os error 111)"
+                    .to_owned(),
+                ConnectProblem::Refused,
+            ),
         ] {
             assert_quoted(&LambdaWorkerError::Connect {
                 target: cloud.into(),
                 source: source.into(),
+                problem,
             });
         }
         assert_quoted(&LambdaWorkerError::ServerUnreachable {
             target: "https://my-ns.a1b2c.tmprl.cloud:7233/".into(),
             source: "Unavailable: tcp connect error: Connection refused (os error 111)".into(),
+            problem: ConnectProblem::Refused,
         });
-        let broken = crate::lambda::check_lambda_environment(&StaticEnvironment::new())
+        let broken = crate::lambda::LambdaEnvironment::read(&StaticEnvironment::new())
             .unwrap_err()
+            .message
             .replace(
                 "AWS_LAMBDA_RUNTIME_API is not set",
                 "AWS_LAMBDA_FUNCTION_NAME is not set",
             );
-        let line = format!("{}: {broken}", crate::lambda::INIT_ERROR_TYPE);
+        let line = format!(
+            "{}: {broken}",
+            crate::error_type::INVALID_LAMBDA_ENVIRONMENT
+        );
         assert!(
             GUIDE.contains(&line),
             "docs/deploy.md does not quote:\n{line}"
@@ -258,24 +274,25 @@ mod deploy_guide {
 
     #[test]
     fn the_troubleshooting_section_quotes_each_connect_hint() {
-        for source in [
-            "received corrupt message of type InvalidContentType",
-            "with Unauthenticated: Request unauthorized",
-            "invalid peer certificate: UnknownIssuer",
-            "tcp connect error: Connection refused (os error 111)",
+        for problem in [
+            ConnectProblem::NotTls,
+            ConnectProblem::Credentials,
+            ConnectProblem::Certificate,
+            ConnectProblem::Refused,
+            ConnectProblem::Dns,
+            ConnectProblem::Other,
         ] {
-            let e = LambdaWorkerError::Connect {
-                target: "https://x/".into(),
-                source: source.into(),
-            }
-            .to_string();
-            let hint = e.split_once(&format!("{source}. ")).unwrap().1;
+            let hint = problem.hint();
             assert!(
                 GUIDE.contains(hint),
                 "docs/deploy.md lacks the hint:\n{hint}"
             );
         }
-        let e = LambdaWorkerError::Worker("namespace nope was not found".into()).to_string();
+        let e = LambdaWorkerError::Namespace {
+            namespace: "nope".into(),
+            source: "NotFound: Namespace nope is not found".into(),
+        }
+        .to_string();
         let hint = e.rsplit_once(". ").unwrap().1;
         assert!(GUIDE.contains(hint), "{hint}");
     }
@@ -285,6 +302,29 @@ mod deploy_guide {
 mod readme {
     //! The README's "Your own bootstrap" Cargo.toml is the one `examples/own-bootstrap`
     //! builds with, and its release profile is this workspace's.
+
+    #[test]
+    fn the_readme_lists_every_error_type_and_no_other() {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split_once("## Errors\n")
+            .expect("the README has the section")
+            .1
+            .split_once("\n## ")
+            .expect("a section follows")
+            .0;
+        let mut listed: Vec<&str> = section
+            .match_indices("`TemporalLambdaWorker.")
+            .map(|(at, _)| {
+                let name = &section[at + 1..];
+                &name[..name.find('`').expect("closed")]
+            })
+            .collect();
+        listed.sort_unstable();
+        let mut all = crate::error_type::ALL.to_vec();
+        all.sort_unstable();
+        assert_eq!(listed, all);
+    }
 
     fn table(text: &str) -> toml::Table {
         text.parse().expect("valid TOML")

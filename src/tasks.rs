@@ -65,7 +65,7 @@ pub(crate) enum PollsEnd {
 }
 
 /// The type of the failure an activity handed back is failed with.
-pub(crate) const DEFERRED_ERROR_TYPE: &str = "TemporalLambdaWorker.ActivityDeferred";
+pub(crate) const DEFERRED_ERROR_TYPE: &str = crate::error_type::ACTIVITY_DEFERRED;
 /// How long after this worker stopped polling a handed-back activity becomes available
 /// again.
 const RETRY_MARGIN: Duration = Duration::from_secs(1);

@@ -36,9 +36,10 @@ use temporalio_sdk::{Runtime, Worker, runtime::RuntimeOptions};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    BoxError, CoreMeter, LambdaWorkerError,
+    BoxError, ConnectProblem, CoreMeter, LambdaWorkerError,
     backend::{RunningWorker, SessionConfig, StartTimings, TaskActivity, WorkerBackend},
     connection_cache::{ConnectionCache, Lease, fingerprint},
+    diagnosis::{connect_failure, connect_failure_kind, server_gone, status_in_words},
     rollout,
     wire::{Wire, upstream},
 };
@@ -152,7 +153,16 @@ fn spawn_host() -> Result<mpsc::UnboundedSender<Job>, BoxError> {
 }
 
 impl WorkerBackend for TemporalBackend {
-    fn start(&self, session: SessionConfig) -> BoxFuture<'static, Result<RunningWorker, BoxError>> {
+    fn start(
+        &self,
+        session: SessionConfig,
+    ) -> BoxFuture<'static, Result<RunningWorker, LambdaWorkerError>> {
+        let target = session.connection.target.to_string();
+        let failed = move |source: BoxError| LambdaWorkerError::Connect {
+            target: target.clone(),
+            source,
+            problem: ConnectProblem::Other,
+        };
         let (reply_tx, reply_rx) = oneshot::channel();
         let sent = self.sender().and_then(|tx| {
             tx.send(Box::new(move |host| {
@@ -161,10 +171,10 @@ impl WorkerBackend for TemporalBackend {
             .map_err(|_| "the Temporal worker thread has stopped".into())
         });
         Box::pin(async move {
-            sent?;
+            sent.map_err(&failed)?;
             let (mut running, handed_over) = reply_rx
                 .await
-                .map_err(|_| BoxError::from("the Temporal worker thread dropped the session"))??;
+                .map_err(|_| failed("the Temporal worker thread dropped the session".into()))??;
             // The worker polls from the moment it was handed over; waking this task on the
             // stack's runtime can take a few hundred µs more (`benches/lifecycle`).
             running.timings.handover = handed_over.elapsed();
@@ -175,7 +185,7 @@ impl WorkerBackend for TemporalBackend {
 
 /// A session's answer from the worker's thread: the worker, handed over at that instant,
 /// from which it polls.
-type Reply = oneshot::Sender<Result<(RunningWorker, Instant), BoxError>>;
+type Reply = oneshot::Sender<Result<(RunningWorker, Instant), LambdaWorkerError>>;
 
 /// One session on the host: start the worker, hand it over, run it to its end.
 async fn host_session(host: Rc<Host>, session: SessionConfig, reply: Reply) {
@@ -236,12 +246,24 @@ struct VersionOf {
 }
 
 /// Connects (or reuses a cached connection) and creates the worker.
-async fn start_worker(host: &Host, session: SessionConfig) -> Result<StartedWorker, BoxError> {
-    let runtime = host
-        .runtime(session.metrics.clone())
-        .map_err(|e| format!("the Temporal SDK runtime failed to start: {e}"))?;
-    let key = fingerprint(&session.connection);
+async fn start_worker(
+    host: &Host,
+    session: SessionConfig,
+) -> Result<StartedWorker, LambdaWorkerError> {
     let target = session.connection.target.to_string();
+    let failed = |source: BoxError, problem| LambdaWorkerError::Connect {
+        target: target.clone(),
+        source,
+        problem,
+    };
+    let runtime = host.runtime(session.metrics.clone()).map_err(|e| {
+        failed(
+            format!("the Temporal SDK runtime failed to start: {e}").into(),
+            ConnectProblem::Other,
+        )
+    })?;
+    let key = fingerprint(&session.connection);
+    let host_name = session.connection.target.host_str().map(str::to_owned);
     let deployment = &session.worker.deployment_options.version;
     let version = VersionOf {
         namespace: session.client.namespace.clone(),
@@ -257,7 +279,8 @@ async fn start_worker(host: &Host, session: SessionConfig) -> Result<StartedWork
             Ok(c) => (c, false),
             Err(e) => {
                 tracing::debug!(error = ?e, "connecting to Temporal failed (full detail)");
-                return Err(connect_failure(&e).into());
+                let kind = connect_failure_kind(&e, host_name.as_deref()).await;
+                return Err(failed(connect_failure(&e).into(), kind));
             }
         },
     };
@@ -283,7 +306,7 @@ async fn start_worker(host: &Host, session: SessionConfig) -> Result<StartedWork
         Err(e) => {
             // The options were refused, not the connection: keep it.
             host.connections.borrow_mut().give_back(lease, connection);
-            Err(e)
+            Err(failed(e, ConnectProblem::Other))
         }
     }
 }
@@ -301,7 +324,7 @@ async fn run_worker(host: Rc<Host>, started: StartedWorker, reply: Reply) {
         version,
     } = started;
     let Wired { connection, wire } = connection;
-    let (done_tx, done_rx) = oneshot::channel::<Result<(), BoxError>>();
+    let (done_tx, done_rx) = oneshot::channel::<Result<(), LambdaWorkerError>>();
     let stop = worker.shutdown_handle();
     if let Some(wire) = &wire {
         wire.begin();
@@ -309,9 +332,11 @@ async fn run_worker(host: Rc<Host>, started: StartedWorker, reply: Reply) {
     let running = RunningWorker {
         shutdown: shutdown(worker.shutdown_handle(), wire.clone()),
         finished: Box::pin(async move {
-            done_rx
-                .await
-                .unwrap_or_else(|_| Err("the Temporal worker thread dropped the worker".into()))
+            done_rx.await.unwrap_or_else(|_| {
+                Err(LambdaWorkerError::Worker(
+                    "the Temporal worker thread dropped the worker".into(),
+                ))
+            })
         }),
         connection_reused: reused,
         timings,
@@ -334,8 +359,8 @@ async fn run_worker(host: Rc<Host>, started: StartedWorker, reply: Reply) {
     let watch = watch_server(connection.clone(), reused);
     let result = tokio::select! {
         biased;
-        result = &mut run => result.map_err(BoxError::from),
-        why = watch => {
+        result = &mut run => result.map_err(worker_failure),
+        (why, problem) = watch => {
             // The SDK would retry its polls against a dead server until the shutdown
             // moment and report success: answer the error now, drop the connection, and
             // let the worker stop in the background (it can take no task without a server).
@@ -344,8 +369,8 @@ async fn run_worker(host: Rc<Host>, started: StartedWorker, reply: Reply) {
             let _ = done_tx.send(Err(LambdaWorkerError::ServerUnreachable {
                 target,
                 source: why.into(),
-            }
-            .into()));
+                problem,
+            }));
             let _ = run.await;
             finish(wire.as_deref()).await;
             deregister(&connection, instance);
@@ -523,7 +548,7 @@ const PROBE_RETRY: Duration = Duration::from_millis(300);
 
 /// Resolves (with what was seen) once the server fails two checks in a row; never while
 /// it answers. Checks at once when `now`, else after [`PROBE_INTERVAL`].
-async fn watch_server(connection: Connection, now: bool) -> String {
+async fn watch_server(connection: Connection, now: bool) -> (String, ConnectProblem) {
     if !now {
         tokio::time::sleep(PROBE_INTERVAL).await;
     }
@@ -540,13 +565,16 @@ async fn watch_server(connection: Connection, now: bool) -> String {
 
 /// One `GetSystemInfo` call, not retried. Any answer from the server, even an error
 /// status, means it is there; only an unreachable one or no answer in time fails.
-async fn probe(connection: &Connection) -> Result<(), String> {
+async fn probe(connection: &Connection) -> Result<(), (String, ConnectProblem)> {
     let request = unretried(GetSystemInfoRequest::default());
     let mut service = connection.workflow_service();
     match tokio::time::timeout(PROBE_TIMEOUT, service.get_system_info(request)).await {
-        Err(_) => Err(format!(
-            "no answer to a GetSystemInfo call within {:.1}s",
-            PROBE_TIMEOUT.as_secs_f64()
+        Err(_) => Err((
+            format!(
+                "no answer to a GetSystemInfo call within {:.1}s",
+                PROBE_TIMEOUT.as_secs_f64()
+            ),
+            ConnectProblem::Other,
         )),
         Ok(Ok(_)) => Ok(()),
         Ok(Err(status)) => match server_gone(&status) {
@@ -556,145 +584,18 @@ async fn probe(connection: &Connection) -> Result<(), String> {
     }
 }
 
-/// Why a failed call shows the server gone, or `None` when the server answered it (any
-/// status it sent, even an error, proves it is there). A status with a source was made on
-/// this side from a transport error, whatever its code: a connection refused
-/// A failed connect in words: the gRPC code and message the server answered, or the
-/// transport failure and its causes (the SDK's own text is a `Debug` dump; it is logged at
-/// debug level).
-pub(crate) fn connect_failure(e: &temporalio_client::errors::ClientConnectError) -> String {
-    use temporalio_client::errors::ClientConnectError as E;
+/// A worker's own failure: a namespace that cannot be described (its own `errorType`),
+/// else the SDK's error as it is.
+fn worker_failure(e: temporalio_sdk::error::WorkerRunError) -> LambdaWorkerError {
+    use temporalio_sdk::error::{WorkerRunError, WorkerValidationError};
     match e {
-        E::SystemInfoCallError(status) => format!(
-            "the server answered the first call (GetSystemInfo) with {}",
-            status_in_words(status)
-        ),
-        E::TonicTransportError(t) => format!("the connection failed: {}", causes(t)),
-        other => causes(other),
-    }
-}
-
-/// `Code: message`, then the causes a transport-made status carries.
-pub(crate) fn status_in_words(status: &tonic::Status) -> String {
-    let head = format!(
-        "{:?}: {}",
-        status.code(),
-        status.message().trim_end_matches('.')
-    );
-    joined(head, std::error::Error::source(status))
-}
-
-/// An error and its sources, each once, joined by `: `.
-pub(crate) fn causes(e: &(dyn std::error::Error + 'static)) -> String {
-    joined(e.to_string(), e.source())
-}
-
-/// `head`, then each error of the chain from `next` whose text it does not hold yet.
-fn joined(head: String, mut next: Option<&(dyn std::error::Error + 'static)>) -> String {
-    let mut words = head;
-    while let Some(e) = next {
-        let text = e.to_string();
-        if !words.contains(&text) {
-            words.push_str(": ");
-            words.push_str(&text);
-        }
-        next = e.source();
-    }
-    words
-}
-
-/// (Unavailable), or one the killed server closed under the call (Cancelled, "connection
-/// closed"), is not an answer.
-fn server_gone(status: &tonic::Status) -> Option<String> {
-    let sent_by_server = std::error::Error::source(status).is_none();
-    if sent_by_server
-        && !matches!(
-            status.code(),
-            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
-        )
-    {
-        return None;
-    }
-    Some(status_in_words(status))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{connect_failure, server_gone};
-    use std::io;
-    use temporalio_client::errors::ClientConnectError;
-    use temporalio_client::tonic::{Code, Status};
-
-    /// A status tonic makes from a transport error (it keeps the error as its source).
-    fn from_transport(kind: io::ErrorKind, what: &str) -> Status {
-        Status::from_error(Box::new(io::Error::new(kind, what.to_owned())))
-    }
-
-    #[test]
-    fn a_connection_the_killed_server_closed_under_the_call_is_not_an_answer() {
-        // What a reused connection gives the first call after the server died: hyper's
-        // "connection closed", which tonic reports as Cancelled or Unknown.
-        let closed = from_transport(io::ErrorKind::ConnectionReset, "connection closed");
-        assert_ne!(closed.code(), Code::Unavailable);
-        let why = server_gone(&closed).expect("a closed connection means the server is gone");
-        assert!(why.contains("connection closed"), "{why}");
-        let cancelled = Status::from_error(Box::new(Status::cancelled("operation was canceled")));
-        assert!(
-            server_gone(&cancelled).is_none(),
-            "a status sent as such (no transport error behind it) is an answer"
-        );
-    }
-
-    #[test]
-    fn a_refused_connection_or_no_answer_means_gone_and_an_error_answer_does_not() {
-        let refused = from_transport(io::ErrorKind::ConnectionRefused, "Connection refused");
-        assert!(
-            server_gone(&refused)
-                .unwrap()
-                .contains("Connection refused")
-        );
-        assert!(server_gone(&Status::unavailable("no healthy upstream")).is_some());
-        assert!(server_gone(&Status::deadline_exceeded("timeout")).is_some());
-        for answered in [
-            Status::permission_denied("bad API key"),
-            Status::unimplemented("GetSystemInfo"),
-            Status::cancelled("by the server"),
-            Status::unknown("something"),
-        ] {
-            assert!(server_gone(&answered).is_none(), "{answered:?}");
-        }
-    }
-
-    #[test]
-    fn a_refused_api_key_reads_as_its_code_and_message() {
-        let mut status = Status::new(Code::Unauthenticated, "Request unauthorized.");
-        status
-            .metadata_mut()
-            .insert("server", "envoy".parse().unwrap());
-        let words = connect_failure(&ClientConnectError::SystemInfoCallError(status));
-        assert_eq!(
-            words,
-            "the server answered the first call (GetSystemInfo) with Unauthenticated: Request \
-             unauthorized"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_closed_port_reads_as_the_transport_failure_and_its_cause() {
-        // Port 1 on loopback: nothing listens there.
-        let refused =
-            temporalio_client::tonic::transport::Endpoint::from_static("http://127.0.0.1:1")
-                .connect()
-                .await
-                .unwrap_err();
-        let words = connect_failure(&ClientConnectError::TonicTransportError(refused));
-        assert!(
-            words.starts_with("the connection failed: transport error: tcp connect error"),
-            "{words}"
-        );
-        assert!(words.contains("Connection refused"), "{words}");
-        for dump in ["Os {", "ConnectError(", "kind:", "Transport,"] {
-            assert!(!words.contains(dump), "{words}");
-        }
+        WorkerRunError::Validation(WorkerValidationError::NamespaceDescribeError {
+            source,
+            namespace,
+        }) if source.code() == tonic::Code::NotFound => LambdaWorkerError::Namespace {
+            namespace,
+            source: status_in_words(&source).into(),
+        },
+        other => LambdaWorkerError::Worker(other.into()),
     }
 }

@@ -77,7 +77,7 @@ where
 /// [`LambdaWorkerError`]: crate::LambdaWorkerError
 /// [`LambdaWorkerError::custom`]: crate::LambdaWorkerError::custom
 pub fn error_type(error: &BoxError) -> String {
-    crate::lambda::diagnostic(error).error_type
+    crate::lambda::stack_diagnostic(error).error_type
 }
 
 /// What [`FakeBackend`] was asked to start. Its `Debug` shows whether an API key was set,
@@ -196,7 +196,10 @@ impl FakeBackend {
 }
 
 impl WorkerBackend for FakeBackend {
-    fn start(&self, s: SessionConfig) -> BoxFuture<'static, Result<RunningWorker, BoxError>> {
+    fn start(
+        &self,
+        s: SessionConfig,
+    ) -> BoxFuture<'static, Result<RunningWorker, crate::LambdaWorkerError>> {
         let (c, w) = (&s.connection, &s.worker);
         let version = &w.deployment_options.version;
         let session = FakeSession {
@@ -220,13 +223,20 @@ impl WorkerBackend for FakeBackend {
         let (this, behaviour) = (self.clone(), self.behaviour);
         Box::pin(async move {
             if behaviour == FakeBehaviour::FailsToConnect {
-                return Err("connection refused".into());
+                return Err(crate::LambdaWorkerError::Connect {
+                    target: this.seen().sessions[index].target.clone(),
+                    source: "connection refused".into(),
+                    problem: crate::ConnectProblem::Refused,
+                });
             }
             this.seen().events.push("started");
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
             let drained = this.clone();
-            let finished: BoxFuture<'static, Result<(), BoxError>> = match behaviour {
-                FakeBehaviour::StopsWithError => Box::pin(async { Err("poll failed".into()) }),
+            let finished: BoxFuture<'static, Result<(), crate::LambdaWorkerError>> = match behaviour
+            {
+                FakeBehaviour::StopsWithError => {
+                    Box::pin(async { Err(crate::LambdaWorkerError::Worker("poll failed".into())) })
+                }
                 FakeBehaviour::NeverDrains => Box::pin(std::future::pending()),
                 _ => Box::pin(async move {
                     let _ = rx.await;

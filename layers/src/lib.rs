@@ -44,7 +44,7 @@ pub use disable_eager::{
     DisableEagerActivities, DisableEagerActivitiesLayer, DisableEagerActivitiesStep,
 };
 pub use env::{Environment, ProcessEnvironment, StaticEnvironment};
-pub use error::{BoxError, LambdaWorkerError};
+pub use error::{BoxError, ConnectProblem, LambdaWorkerError, error_type};
 pub use futures_util::future::BoxFuture;
 pub use identity::{WorkerIdentity, WorkerIdentityLayer, WorkerIdentityStep};
 pub use invocation::{Invocation, StopSignal, StopTrigger};

@@ -16,7 +16,9 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use super::{Telemetry, apply_metrics, apply_tracing};
-use crate::{BoxError, Environment, Invocation, ProcessEnvironment, lambda::diagnostic};
+use crate::{
+    BoxError, Environment, Invocation, ProcessEnvironment, lambda::stack_diagnostic as diagnostic,
+};
 
 /// Wraps the stack in OpenTelemetry: see the [module docs](super). Put it outermost.
 #[derive(Clone)]

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use crate::tasks::IdleExit;
 use crate::{
-    BoxError, Invocation, LambdaWorkerConfig, LambdaWorkerError, Timeline, WorkerReport,
+    Invocation, LambdaWorkerConfig, LambdaWorkerError, Timeline, WorkerReport,
     backend::{RunningWorker, SessionConfig, TaskActivity, WorkerBackend},
 };
 use stop::{StopReason, stop_decision};
@@ -50,9 +50,13 @@ pub(crate) async fn run<B: WorkerBackend>(
 
     // Start: connect (or reuse) and create the worker, before the shutdown moment.
     let started = timeline.shutdown_at().cut(backend.start(session)).await;
-    let running = started
-        .unwrap_or_else(|| Err("no connection before the shutdown moment".into()))
-        .map_err(|source| LambdaWorkerError::Connect { target, source })?;
+    let running = started.unwrap_or_else(|| {
+        Err(LambdaWorkerError::Connect {
+            target,
+            source: "no connection before the shutdown moment".into(),
+            problem: crate::ConnectProblem::Other,
+        })
+    })?;
     // The worker has been polling since its backend handed it over.
     let polling = Instant::now()
         .checked_sub(running.timings.handover)
@@ -90,7 +94,7 @@ pub(crate) async fn run<B: WorkerBackend>(
         None => Err(LambdaWorkerError::DrainTimeout {
             graceful_shutdown_timeout,
         }),
-        Some(result) => result.map_err(worker_error),
+        Some(result) => result,
     };
     let phases = summary::Phases {
         polling,
@@ -143,15 +147,6 @@ impl Plan {
             },
             tasks,
         })
-    }
-}
-
-/// A worker's failure; the backend's own diagnosis (a server gone while polling) is kept
-/// as it is.
-fn worker_error(e: BoxError) -> LambdaWorkerError {
-    match e.downcast::<LambdaWorkerError>() {
-        Ok(e) => *e,
-        Err(e) => LambdaWorkerError::Worker(e),
     }
 }
 

@@ -316,7 +316,10 @@ async fn the_stop_signal_begins_the_graceful_shutdown_at_once() {
 /// A backend that diagnoses its own failure (a server gone while polling).
 struct Unreachable;
 impl WorkerBackend for Unreachable {
-    fn start(&self, _: SessionConfig) -> BoxFuture<'static, Result<RunningWorker, BoxError>> {
+    fn start(
+        &self,
+        _: SessionConfig,
+    ) -> BoxFuture<'static, Result<RunningWorker, LambdaWorkerError>> {
         Box::pin(async {
             Ok(RunningWorker {
                 shutdown: Box::new(|| {}),
@@ -324,8 +327,8 @@ impl WorkerBackend for Unreachable {
                     Err(LambdaWorkerError::ServerUnreachable {
                         target: "http://x:7233/".into(),
                         source: "Unavailable".into(),
-                    }
-                    .into())
+                        problem: crate::ConnectProblem::Refused,
+                    })
                 }),
                 connection_reused: true,
                 timings: StartTimings::default(),
@@ -586,7 +589,10 @@ mod tls_rule_wherever_the_key_was_set {
 struct SlowStart;
 
 impl WorkerBackend for SlowStart {
-    fn start(&self, _: SessionConfig) -> BoxFuture<'static, Result<RunningWorker, BoxError>> {
+    fn start(
+        &self,
+        _: SessionConfig,
+    ) -> BoxFuture<'static, Result<RunningWorker, LambdaWorkerError>> {
         Box::pin(async {
             tokio::time::sleep(Duration::from_millis(300)).await;
             Ok(RunningWorker {

@@ -25,7 +25,7 @@ use temporalio_common::protos::temporal::api::{
 use super::{TaskKind, WORKFLOW_SERVICE, Worker, own_headers};
 
 /// The failure type a handed-back task is failed with.
-pub(crate) const HANDED_BACK_TYPE: &str = "TemporalLambdaWorker.TaskHandedBack";
+pub(crate) const HANDED_BACK_TYPE: &str = crate::error_type::TASK_HANDED_BACK;
 /// When a handed-back activity is retried.
 pub(crate) const ACTIVITY_RETRY: Duration = Duration::from_millis(100);
 

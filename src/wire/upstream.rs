@@ -127,7 +127,7 @@ impl Upstream for Server {
                 // there) keeps that meaning across the client's override, which carries
                 // no error source: Unavailable, with the causes in its message.
                 Err(status) if std::error::Error::source(&status).is_some() => Err(
-                    Status::unavailable(crate::temporal::status_in_words(&status)),
+                    Status::unavailable(crate::diagnosis::status_in_words(&status)),
                 ),
                 Err(status) => Err(status),
             }
@@ -137,7 +137,7 @@ impl Upstream for Server {
 
 /// A channel that could not be made ready, as the client reports one.
 fn transport_status(e: &tonic::transport::Error) -> Status {
-    Status::unavailable(crate::temporal::causes(e))
+    Status::unavailable(crate::diagnosis::causes(e))
 }
 
 /// The wire's upstream as the trait object the wire holds.

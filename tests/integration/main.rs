@@ -11,6 +11,7 @@ mod serverless_loop;
 
 use std::{path::PathBuf, time::Duration};
 
+use temporal_lambda_worker::ConnectProblem;
 use temporal_lambda_worker_testkit::{Bootstrap, DevServer, Outcome, RuntimeApi};
 
 pub(crate) const ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:hello";
@@ -152,6 +153,31 @@ async fn each_fault_fails_only_its_invocation_and_the_process_goes_on() {
     assert_eq!(ty, "TemporalLambdaWorker.ConnectError", "{msg}");
     assert!(msg.contains(&format!("127.0.0.1:{closed}")), "{msg}");
     assert!(a.slack() > 0.0);
+    // Each connect failure says what to change by its kind, told from the error's type.
+    assert!(msg.ends_with(ConnectProblem::Refused.hint()), "{msg}");
+    let plaintext_with_tls = format!("{good}[profile.default.tls]\ndisabled = false\n");
+    let unresolved = "[profile.default]\naddress = \"temporal.invalid:7233\"\n".to_owned();
+    for (config, problem) in [
+        (plaintext_with_tls, ConnectProblem::NotTls),
+        (unresolved, ConnectProblem::Dns),
+    ] {
+        std::fs::write(&file, &config).unwrap();
+        let a = api.invoke(b"", Duration::from_secs(12)).await;
+        let (ty, msg) = a.error();
+        assert_eq!(ty, "TemporalLambdaWorker.ConnectError", "{msg}");
+        assert!(msg.ends_with(problem.hint()), "{problem:?}: {msg}");
+    }
+
+    // A namespace the server does not have.
+    std::fs::write(&file, format!("{good}namespace = \"nope\"\n")).unwrap();
+    let a = api.invoke(b"", Duration::from_secs(12)).await;
+    let (ty, msg) = a.error();
+    assert_eq!(ty, "TemporalLambdaWorker.NamespaceError", "{msg}");
+    assert!(msg.starts_with("the namespace nope was not found"), "{msg}");
+    assert!(
+        msg.ends_with("Check TEMPORAL_NAMESPACE / the config file's namespace"),
+        "{msg}"
+    );
 
     // A too-short timeout.
     std::fs::write(&file, &good).unwrap();

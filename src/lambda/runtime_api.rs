@@ -6,17 +6,18 @@
 //! it so, aws/aws-lambda-rust-runtime#322), and third-party emulators do send such
 //! answers. So the loop is ours: a malformed answer becomes an error answer naming the
 //! header, or, without a request id to answer, one log line and a Runtime API failure.
-//! Its types (`Context`, `Config`, `Diagnostic`) and HTTP client stay `lambda_runtime`'s.
+//! Its types (`Context`, `Config`, `LambdaEvent`, `Diagnostic`) and HTTP client stay
+//! `lambda_runtime`'s.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
-use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use http_body_util::BodyExt;
-use lambda_runtime::{Config, Context, Diagnostic};
+use lambda_runtime::{Config, Context, Diagnostic, LambdaEvent};
 use lambda_runtime_api_client::{Client, body::Body, build_request};
 
-use crate::{BoxError, Environment};
+use super::{HostError, environment::LambdaEnvironment};
+use crate::{BoxError, error_type};
 
 const NEXT: &str = "/2018-06-01/runtime/invocation/next";
 const REQUEST_ID: &str = "lambda-runtime-aws-request-id";
@@ -25,8 +26,6 @@ const DEADLINE_MS: &str = "lambda-runtime-deadline-ms";
 const INVOCATION_ID: &str = "lambda-runtime-invocation-id";
 /// How long to wait before asking `next` again after a 204 (no invocation yet).
 const NO_CONTENT_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
-/// The `errorType` answered for a `next` answer this crate could not read.
-pub(crate) const INVALID_INVOCATION: &str = "TemporalLambdaWorker.InvalidInvocation";
 
 /// The Runtime API's base URI from `AWS_LAMBDA_RUNTIME_API`: `host:port` as Lambda sets
 /// it, or a whole URI with a scheme and a path, as `cargo lambda watch` sets it
@@ -39,13 +38,20 @@ pub(crate) fn runtime_api_uri(value: &str) -> Result<http::Uri, http::uri::Inval
     }
 }
 
-/// One invocation handed out by `next`.
+/// One invocation handed out by `next`: where its answer goes, and its event (the body
+/// parsed once), or why it could not be read (answered as that error).
+#[derive(Debug)]
 pub(crate) struct Next {
+    pub(crate) to: AnswerTo,
+    pub(crate) event: Result<LambdaEvent<serde_json::Value>, HostError>,
+}
+
+/// Where an invocation's answer goes.
+#[derive(Debug, Clone)]
+pub(crate) struct AnswerTo {
     pub(crate) request_id: String,
+    /// Echoed back, so the Runtime API can refuse a stale answer.
     invocation_id: Option<String>,
-    /// Its context, or why it could not be read (to answer as an error).
-    pub(crate) context: Result<Context, String>,
-    pub(crate) body: Bytes,
 }
 
 /// A client of the Runtime API at `AWS_LAMBDA_RUNTIME_API`.
@@ -55,20 +61,13 @@ pub(crate) struct RuntimeApi {
 }
 
 impl RuntimeApi {
-    /// From the Lambda variables, which `check_lambda_environment` has checked.
-    pub(crate) fn from_env(env: &dyn Environment) -> Result<Self, BoxError> {
-        let var = |name: &str| env.var(name).unwrap_or_default();
-        let uri = runtime_api_uri(&var("AWS_LAMBDA_RUNTIME_API"))?;
-        let config = Config {
-            function_name: var("AWS_LAMBDA_FUNCTION_NAME"),
-            memory: var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").parse()?,
-            version: var("AWS_LAMBDA_FUNCTION_VERSION"),
-            log_stream: var("AWS_LAMBDA_LOG_STREAM_NAME"),
-            log_group: var("AWS_LAMBDA_LOG_GROUP_NAME"),
-        };
+    /// A client of the Runtime API `env` names.
+    pub(crate) fn new(env: &LambdaEnvironment) -> Result<Self, BoxError> {
         Ok(Self {
-            client: Client::builder().with_endpoint(uri).build()?,
-            config: Arc::new(config),
+            client: Client::builder()
+                .with_endpoint(env.runtime_api.clone())
+                .build()?,
+            config: Arc::new(env.function.clone()),
         })
     }
 
@@ -97,7 +96,7 @@ impl RuntimeApi {
                 )
                 .into());
             }
-            return read_next(&parts.headers, &self.config, body);
+            return read_next(&parts.headers, &self.config, &body);
         }
     }
 
@@ -105,10 +104,10 @@ impl RuntimeApi {
     /// invocation timed out, say) is logged and is not an error; a failed request is.
     pub(crate) async fn answer(
         &self,
-        next: &Next,
+        to: &AnswerTo,
         answer: Result<Vec<u8>, Diagnostic>,
     ) -> Result<(), BoxError> {
-        let id = &next.request_id;
+        let id = &to.request_id;
         let mut request = build_request().method(Method::POST);
         let body = match answer {
             Ok(json) => {
@@ -122,7 +121,7 @@ impl RuntimeApi {
                 serde_json::to_vec(&diagnostic)?
             }
         };
-        if let Some(invocation_id) = &next.invocation_id {
+        if let Some(invocation_id) = &to.invocation_id {
             request = request.header(INVOCATION_ID, invocation_id);
         }
         let response = self.client.call(request.body(Body::from(body))?).await?;
@@ -141,9 +140,9 @@ impl RuntimeApi {
     }
 }
 
-/// Reads a `next` answer's headers: a missing request id is an error (it cannot be
-/// answered), any other problem is the invocation's error to answer.
-fn read_next(headers: &HeaderMap, config: &Arc<Config>, body: Bytes) -> Result<Next, BoxError> {
+/// Reads a `next` answer: a missing request id is an error (it cannot be answered), any
+/// other problem is the invocation's error to answer.
+fn read_next(headers: &HeaderMap, config: &Arc<Config>, body: &[u8]) -> Result<Next, BoxError> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let Some(request_id) = text(REQUEST_ID).filter(|id| !id.trim().is_empty()) else {
         return Err(format!(
@@ -173,10 +172,26 @@ fn read_next(headers: &HeaderMap, config: &Arc<Config>, body: Bytes) -> Result<N
         )),
     };
     Ok(Next {
-        request_id: request_id.to_owned(),
-        invocation_id: text(INVOCATION_ID).map(str::to_owned),
-        context,
-        body,
+        to: AnswerTo {
+            request_id: request_id.to_owned(),
+            invocation_id: text(INVOCATION_ID).map(str::to_owned),
+        },
+        event: context
+            .map(|context| LambdaEvent::new(payload(body), context))
+            .map_err(HostError::InvalidInvocation),
+    })
+}
+
+/// The payload of a body: any body is accepted. Temporal's Worker Controller invokes the
+/// function with an *empty* one (`null`), and a body that is not JSON becomes a JSON
+/// string.
+pub(crate) fn payload(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body).unwrap_or_else(|_| {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            serde_json::Value::Null
+        } else {
+            serde_json::Value::String(String::from_utf8_lossy(body).into_owned())
+        }
     })
 }
 
@@ -184,6 +199,33 @@ fn read_next(headers: &HeaderMap, config: &Arc<Config>, body: Bytes) -> Result<N
 fn header_names(headers: &HeaderMap) -> String {
     let names: Vec<&str> = headers.keys().map(http::HeaderName::as_str).collect();
     names.join(", ")
+}
+
+/// Posts `/runtime/init/error` to the Runtime API at `uri`; a failure to report is logged.
+pub(crate) async fn init_error(uri: http::Uri, message: &str) {
+    let client = lambda_runtime_api_client::PooledClient::builder()
+        .with_endpoint(uri)
+        .build();
+    let body = serde_json::to_vec(&Diagnostic {
+        error_type: error_type::INVALID_LAMBDA_ENVIRONMENT.to_owned(),
+        error_message: message.to_owned(),
+    })
+    .expect("a diagnostic serializes");
+    let request = build_request()
+        .method(Method::POST)
+        .uri("/2018-06-01/runtime/init/error")
+        .header("lambda-runtime-function-error-type", "Runtime.InitError")
+        .body(body.into());
+    let sent = match request {
+        Ok(r) => tokio::time::timeout(Duration::from_secs(2), client.call(r))
+            .await
+            .map_err(|_| "no answer within 2s".to_owned())
+            .and_then(|r| r.map_err(|e| e.to_string())),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = sent {
+        tracing::warn!("could not report the init error to the Lambda Runtime API: {e}");
+    }
 }
 
 #[cfg(test)]
@@ -198,7 +240,7 @@ mod tests {
     }
 
     fn read(pairs: &[(&'static str, &str)]) -> Result<Next, BoxError> {
-        read_next(&headers(pairs), &Arc::default(), Bytes::new())
+        read_next(&headers(pairs), &Arc::default(), b"")
     }
 
     #[test]
@@ -220,9 +262,9 @@ mod tests {
             (INVOCATION_ID, "inv-1"),
         ])
         .unwrap();
-        assert_eq!(next.request_id, "id-1");
-        assert_eq!(next.invocation_id.as_deref(), Some("inv-1"));
-        let context = next.context.unwrap();
+        assert_eq!(next.to.request_id, "id-1");
+        assert_eq!(next.to.invocation_id.as_deref(), Some("inv-1"));
+        let context = next.event.unwrap().context;
         assert_eq!(context.request_id, "id-1");
         assert_eq!(context.deadline, 1_700_000_000_000);
     }
@@ -230,14 +272,16 @@ mod tests {
     #[test]
     fn a_missing_or_broken_deadline_is_the_invocations_error_naming_the_header() {
         let next = read(&[(REQUEST_ID, "id-2")]).unwrap();
-        let e = next.context.unwrap_err();
+        let e = next.event.unwrap_err();
+        assert_eq!(e.error_type(), error_type::INVALID_INVOCATION);
+        let e = e.to_string();
         assert!(
             e.contains("without a Lambda-Runtime-Deadline-Ms header"),
             "{e}"
         );
         assert!(e.contains("lambda-runtime-aws-request-id"), "{e}");
         let next = read(&[(REQUEST_ID, "id-3"), (DEADLINE_MS, "soon")]).unwrap();
-        let e = next.context.unwrap_err();
+        let e = next.event.unwrap_err().to_string();
         assert!(e.contains("Lambda-Runtime-Deadline-Ms header is"), "{e}");
     }
 
@@ -250,5 +294,17 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn any_body_is_parsed_once_into_json() {
+        use serde_json::json;
+        assert_eq!(payload(b"{}"), json!({}));
+        assert_eq!(payload(b"[1, 2]"), json!([1, 2]));
+        assert_eq!(payload(b"null"), json!(null));
+        assert_eq!(payload(b""), json!(null));
+        assert_eq!(payload(b"  \n"), json!(null));
+        assert_eq!(payload(b"hello"), json!("hello"));
+        assert_eq!(payload(b"{broken"), json!("{broken"));
     }
 }
