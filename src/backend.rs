@@ -10,7 +10,7 @@ use futures_util::future::BoxFuture;
 use temporalio_client::{ClientOptions, ConnectionOptions};
 use temporalio_sdk::WorkerOptions;
 
-pub use crate::tasks::{TaskActivity, TaskCounts, TaskKind};
+pub use crate::session::tasks::{TaskActivity, TaskCounts, TaskKind};
 pub use crate::temporal::TemporalBackend;
 use crate::{CoreMeter, LambdaWorkerError};
 
@@ -26,9 +26,23 @@ pub struct SessionConfig {
     ///
     /// [`LambdaWorkerConfig::metrics`]: crate::LambdaWorkerConfig::metrics
     pub metrics: Option<Arc<dyn CoreMeter>>,
-    /// The session's task activity; its interceptors are already registered on `worker`.
-    /// A backend that runs no real worker (a test's) reports tasks to it directly.
+    /// The session's task activity (read it for the counts and the idle time); its
+    /// interceptors are already registered on `worker`, so a real worker reports to it.
     pub tasks: TaskActivity,
+}
+
+/// Shows what the session runs, never a secret (the connection's target and whether an
+/// API key is set, not the key).
+impl std::fmt::Debug for SessionConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionConfig")
+            .field("target", &self.connection.target.as_str())
+            .field("api_key_set", &self.connection.api_key.is_some())
+            .field("namespace", &self.client.namespace)
+            .field("task_queue", &self.worker.task_queue)
+            .field("metrics", &self.metrics.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A worker that is polling.
@@ -43,6 +57,15 @@ pub struct RunningWorker {
     pub connection_reused: bool,
     /// How long connecting and creating the worker took.
     pub timings: StartTimings,
+}
+
+impl std::fmt::Debug for RunningWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningWorker")
+            .field("connection_reused", &self.connection_reused)
+            .field("timings", &self.timings)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where a worker's start-up time went; reported in [`WorkerReport`](crate::WorkerReport).

@@ -1,10 +1,9 @@
 //! Connection reuse across warm invocations.
 //!
 //! A Lambda container serves many invocations in one process. Reconnecting to Temporal
-//! on every invocation costs a TLS handshake and, with the Rust SDK, leaks a gRPC
-//! connection each time (workers are never deregistered from it), so the connection is
-//! kept while the options it was made from stay the same, and dropped when they change
-//! or a session on it failed.
+//! on every invocation costs a TLS handshake (and a new channel, whose workers the backend
+//! deregisters when each session ends), so the connection is kept while the options it
+//! was made from stay the same, and dropped when they change or a session on it failed.
 
 use std::{
     collections::hash_map::DefaultHasher,

@@ -47,17 +47,49 @@ async fn or_dns(found: Option<ConnectProblem>, host: Option<&str>) -> ConnectPro
     }
 }
 
+/// The metadata key that carries a [`ConnectProblem`] on a status the wire made from a
+/// transport error: the client's `service_override` passes a status on without its
+/// source, so the kind told from the source's types travels beside it.
+const PROBLEM_KEY: &str = "tlw-connect-problem";
+
+/// Every kind with its tag, for [`PROBLEM_KEY`].
+const TAGS: [(ConnectProblem, &str); 6] = [
+    (ConnectProblem::NotTls, "not-tls"),
+    (ConnectProblem::Certificate, "certificate"),
+    (ConnectProblem::Credentials, "credentials"),
+    (ConnectProblem::Refused, "refused"),
+    (ConnectProblem::Dns, "dns"),
+    (ConnectProblem::Other, "other"),
+];
+
+/// `status` with the kind of `cause` (told from its types) in its metadata.
+pub(crate) fn tagged(mut status: tonic::Status, cause: &(dyn Error + 'static)) -> tonic::Status {
+    let kind = problem_in(cause).unwrap_or_default();
+    if let Some((_, tag)) = TAGS.iter().find(|(k, _)| *k == kind) {
+        status.metadata_mut().insert(
+            PROBLEM_KEY,
+            tonic::metadata::MetadataValue::from_static(tag),
+        );
+    }
+    status
+}
+
 /// The kind of the first error in `e`'s chain that has one: a TLS error (the endpoint
 /// answered in plaintext, or its certificate was refused), a refused connection, a
-/// refused credential.
+/// refused credential, or the kind a status was [`tagged`] with.
 pub(crate) fn problem_in(e: &(dyn Error + 'static)) -> Option<ConnectProblem> {
-    if let Some(status) = e.downcast_ref::<tonic::Status>()
-        && matches!(
+    if let Some(status) = e.downcast_ref::<tonic::Status>() {
+        if matches!(
             status.code(),
             tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
-        )
-    {
-        return Some(ConnectProblem::Credentials);
+        ) {
+            return Some(ConnectProblem::Credentials);
+        }
+        let tag = status.metadata().get(PROBLEM_KEY);
+        let tagged = tag.and_then(|t| TAGS.iter().find(|(_, name)| t == *name));
+        if let Some((kind, _)) = tagged {
+            return Some(*kind);
+        }
     }
     if let Some(tls) = e.downcast_ref::<rustls::Error>() {
         return match tls {
@@ -284,5 +316,18 @@ mod tests {
         );
         assert_eq!(or_dns(None, Some("127.0.0.1")).await, ConnectProblem::Other);
         assert_eq!(or_dns(None, Some("[::1]")).await, ConnectProblem::Other);
+    }
+
+    #[test]
+    fn a_kind_survives_the_overrides_status_without_its_source() {
+        // The wire makes a status from a transport error; the client's override passes it
+        // on as HTTP headers (its source is lost), and the client reads it back.
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        let status = tagged(Status::unavailable("tcp connect error"), &refused);
+        let http = status.into_http::<()>();
+        let back = Status::from_header_map(http.headers()).expect("a status");
+        assert!(Error::source(&back).is_none());
+        let (_, kind) = server_gone(&back).expect("a transport-made status means gone");
+        assert_eq!(kind, ConnectProblem::Refused);
     }
 }

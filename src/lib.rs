@@ -84,7 +84,7 @@
 //! With the `otel` feature, `otel::run_worker` serves the same stack under an
 //! `otel::OtelLayer`: an invocation span with the SDK's workflow and activity spans inside,
 //! the SDK's worker metrics, all over OTLP/gRPC and flushed before every answer.
-#![warn(missing_docs)]
+#![warn(missing_docs, missing_debug_implementations)]
 #![deny(unreachable_pub)]
 
 pub mod backend;
@@ -99,10 +99,8 @@ pub mod otel;
 mod rollout;
 mod session;
 mod stack;
-mod tasks;
 mod temporal;
 pub mod testing;
-mod waits;
 mod wire;
 pub mod worker_service;
 
@@ -125,6 +123,12 @@ pub use worker_service::{WorkerReport, WorkerService};
 /// their order around a [`WorkerService`]; a hand-built stack in
 /// another order fails its first invocation with `TemporalLambdaWorker.LayerOrder`.
 pub mod layers {
+    /// The variables [`LoadConfigLayer`] reads beside the client configuration, and the
+    /// defaults it gives the idle exit (a test's `StaticEnvironment` names them here).
+    pub use temporal_lambda_worker_layers::{
+        ALLOW_UNPUBLISHED_CODE_VAR, DEFAULT_IDLE_SHUTDOWN, DEFAULT_IDLE_SHUTDOWN_SETTLED,
+        IDLE_SHUTDOWN_SETTLED_VAR, IDLE_SHUTDOWN_VAR, LONGEST_ACTIVITY_VAR,
+    };
     pub use temporal_lambda_worker_layers::{
         ApiKeySecret, ApiKeySecretLayer, Configure, ConfigureLayer, DeadlineWatchdog,
         DeadlineWatchdogLayer, DisableEagerActivities, DisableEagerActivitiesLayer,
@@ -185,7 +189,6 @@ mod deploy_guide {
     use crate::{
         BoxError, ConnectProblem, Invocation, LambdaWorkerError, StaticEnvironment,
         WorkerDeploymentVersion, layers::WorkerVersioningLayer,
-        rules::load_config::resolve_config_file,
     };
 
     const GUIDE: &str = include_str!("../docs/deploy.md");
@@ -256,7 +259,13 @@ mod deploy_guide {
 
         let env =
             StaticEnvironment::new().with_var("TEMPORAL_CONFIG_FILE", "/var/task/temporal.toml");
-        assert_quoted(&resolve_config_file(&env, |_| false).unwrap_err());
+        let svc = crate::layers::LoadConfigLayer::with_environment(env)
+            .layer(service_fn(|_: Invocation| async { Ok::<_, BoxError>(()) }));
+        let err = svc
+            .oneshot(Invocation::new(serde_json::Value::Null, Default::default()))
+            .await
+            .unwrap_err();
+        assert_quoted(&err.downcast::<LambdaWorkerError>().unwrap());
 
         let version = WorkerDeploymentVersion::builder()
             .deployment_name("")

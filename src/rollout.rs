@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime};
 
 pub(crate) use temporalio_common::protos::temporal::api::enums::v1::WorkerDeploymentVersionStatus as Status;
 
-use crate::tasks::TaskActivity;
+use crate::session::tasks::TaskActivity;
 
 /// A version created this recently and not yet current or ramping is being rolled out.
 /// Lambda's longest invocation is 15 minutes: a version older than that was made by a
@@ -231,7 +231,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_watch_holds_the_idle_exit_until_the_version_is_routed_to_and_settled() {
-        use crate::tasks::IdleExit;
+        use crate::session::tasks::IdleExit;
         let tasks = TaskActivity::default();
         tasks.polling_started();
         let start = tokio::time::Instant::now();
@@ -282,7 +282,7 @@ mod tests {
             async move { Ok(known.then(|| version(Status::Inactive, S(1)))) }
         };
         let wall = || SystemTime::UNIX_EPOCH + NOW;
-        let exit = crate::tasks::IdleExit {
+        let exit = crate::session::tasks::IdleExit {
             window: S(2),
             settled: None,
         };
@@ -310,7 +310,7 @@ mod tests {
         let denied = || async { Err("PermissionDenied".to_owned()) };
         assert!(!watch(&tasks, denied, SystemTime::now).await);
         let start = tokio::time::Instant::now();
-        let exit = crate::tasks::IdleExit {
+        let exit = crate::session::tasks::IdleExit {
             window: S(2),
             settled: None,
         };

@@ -245,6 +245,22 @@ struct VersionOf {
     tasks: TaskActivity,
 }
 
+/// Connects as `options` say; a failure in words, with its kind.
+async fn connect_or_say_why(
+    options: temporalio_client::ConnectionOptions,
+    failed: impl Fn(BoxError, ConnectProblem) -> LambdaWorkerError,
+) -> Result<Wired, LambdaWorkerError> {
+    let host = options.target.host_str().map(str::to_owned);
+    match connect(options).await {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            tracing::debug!(error = ?e, "connecting to Temporal failed (full detail)");
+            let kind = connect_failure_kind(&e, host.as_deref()).await;
+            Err(failed(connect_failure(&e).into(), kind))
+        }
+    }
+}
+
 /// Connects (or reuses a cached connection) and creates the worker.
 async fn start_worker(
     host: &Host,
@@ -263,7 +279,6 @@ async fn start_worker(
         )
     })?;
     let key = fingerprint(&session.connection);
-    let host_name = session.connection.target.host_str().map(str::to_owned);
     let deployment = &session.worker.deployment_options.version;
     let version = VersionOf {
         namespace: session.client.namespace.clone(),
@@ -275,14 +290,10 @@ async fn start_worker(
     let (cached, lease) = host.connections.borrow_mut().take(key);
     let (connection, reused) = match cached {
         Some(c) => (c, true),
-        None => match connect(session.connection).await {
-            Ok(c) => (c, false),
-            Err(e) => {
-                tracing::debug!(error = ?e, "connecting to Temporal failed (full detail)");
-                let kind = connect_failure_kind(&e, host_name.as_deref()).await;
-                return Err(failed(connect_failure(&e).into(), kind));
-            }
-        },
+        None => (
+            connect_or_say_why(session.connection, &failed).await?,
+            false,
+        ),
     };
     let connect = connecting.elapsed();
     let creating = Instant::now();
@@ -324,13 +335,52 @@ async fn run_worker(host: Rc<Host>, started: StartedWorker, reply: Reply) {
         version,
     } = started;
     let Wired { connection, wire } = connection;
+    let done = hand_over(&worker, wire.as_ref(), reused, timings, reply);
+    let instance = worker.worker_instance_key();
+    let hold = tokio::task::spawn_local(hold_while_rolled_out(
+        host.clone(),
+        connection.clone(),
+        version,
+    ));
+    let _hold = AbortOnDrop(hold);
+    let result = poll_beside_watch(&host, &mut worker, &connection, reused, target, done).await;
+    finish(wire.as_deref()).await;
+    deregister(&connection, instance);
+    match result {
+        // Answered already: the server is gone.
+        None => {}
+        Some((result, done)) => {
+            if result.is_err() {
+                // The connection may be what broke: make the next invocations reconnect.
+                host.connections.borrow_mut().invalidate();
+            } else {
+                host.connections
+                    .borrow_mut()
+                    .give_back(lease, Wired { connection, wire });
+            }
+            let _ = done.send(result);
+        }
+    }
+}
+
+/// The end of a worker's run, as the session's `finished` future receives it.
+type Done = oneshot::Sender<Result<(), LambdaWorkerError>>;
+
+/// Hands the worker over through `reply` (stopping it at once when nobody waits for it
+/// any more); returns where its end is to be sent.
+fn hand_over(
+    worker: &Worker,
+    wire: Option<&Arc<Wire>>,
+    reused: bool,
+    timings: StartTimings,
+    reply: Reply,
+) -> Done {
     let (done_tx, done_rx) = oneshot::channel::<Result<(), LambdaWorkerError>>();
-    let stop = worker.shutdown_handle();
-    if let Some(wire) = &wire {
+    if let Some(wire) = wire {
         wire.begin();
     }
     let running = RunningWorker {
-        shutdown: shutdown(worker.shutdown_handle(), wire.clone()),
+        shutdown: shutdown(worker.shutdown_handle(), wire.cloned()),
         finished: Box::pin(async move {
             done_rx.await.unwrap_or_else(|_| {
                 Err(LambdaWorkerError::Worker(
@@ -343,51 +393,44 @@ async fn run_worker(host: Rc<Host>, started: StartedWorker, reply: Reply) {
     };
     if reply.send(Ok((running, Instant::now()))).is_err() {
         // Nobody waits for this worker any more (the invocation gave up): stop it at once.
-        stop();
+        (worker.shutdown_handle())();
     }
-    let instance = worker.worker_instance_key();
-    let hold = tokio::task::spawn_local(hold_while_rolled_out(
-        host.clone(),
-        connection.clone(),
-        version,
-    ));
-    let _hold = AbortOnDrop(hold);
+    done_tx
+}
+
+/// Runs the worker beside a check of its server. Returns its result (and where to send
+/// it), or `None` when the server went away: that was answered at once (the SDK would
+/// retry its polls against a dead server until the shutdown moment and report success),
+/// the connection dropped, and the worker stopped.
+async fn poll_beside_watch(
+    host: &Host,
+    worker: &mut Worker,
+    connection: &Connection,
+    reused: bool,
+    target: String,
+    done: Done,
+) -> Option<(Result<(), LambdaWorkerError>, Done)> {
+    let stop = worker.shutdown_handle();
     let run = worker.run();
     tokio::pin!(run);
     // Beside the polls (never in front of them): is the server still there? A reused
     // connection is checked at once, a fresh one (just proven by connecting) later.
     let watch = watch_server(connection.clone(), reused);
-    let result = tokio::select! {
+    tokio::select! {
         biased;
-        result = &mut run => result.map_err(worker_failure),
+        result = &mut run => Some((result.map_err(worker_failure), done)),
         (why, problem) = watch => {
-            // The SDK would retry its polls against a dead server until the shutdown
-            // moment and report success: answer the error now, drop the connection, and
-            // let the worker stop in the background (it can take no task without a server).
             host.connections.borrow_mut().invalidate();
             stop();
-            let _ = done_tx.send(Err(LambdaWorkerError::ServerUnreachable {
+            let _ = done.send(Err(LambdaWorkerError::ServerUnreachable {
                 target,
                 source: why.into(),
                 problem,
             }));
             let _ = run.await;
-            finish(wire.as_deref()).await;
-            deregister(&connection, instance);
-            return;
+            None
         }
-    };
-    finish(wire.as_deref()).await;
-    deregister(&connection, instance);
-    if result.is_err() {
-        // The connection may be what broke: make the next invocations reconnect.
-        host.connections.borrow_mut().invalidate();
-    } else {
-        host.connections
-            .borrow_mut()
-            .give_back(lease, Wired { connection, wire });
     }
-    let _ = done_tx.send(result);
 }
 
 /// The worker's graceful shutdown: through the wire, its polls closed first

@@ -195,14 +195,12 @@ impl FakeBackend {
     }
 }
 
-impl WorkerBackend for FakeBackend {
-    fn start(
-        &self,
-        s: SessionConfig,
-    ) -> BoxFuture<'static, Result<RunningWorker, crate::LambdaWorkerError>> {
+impl FakeSession {
+    /// What a backend was asked to start.
+    fn of(s: &SessionConfig) -> Self {
         let (c, w) = (&s.connection, &s.worker);
         let version = &w.deployment_options.version;
-        let session = FakeSession {
+        Self {
             target: c.target.to_string(),
             tls: c.tls_options.is_some(),
             api_key_set: c.api_key.is_some(),
@@ -214,7 +212,16 @@ impl WorkerBackend for FakeBackend {
             eager_activity_reservations: w.max_eager_activity_reservations_per_workflow_task,
             graceful_shutdown: w.graceful_shutdown_period,
             shut_down: false,
-        };
+        }
+    }
+}
+
+impl WorkerBackend for FakeBackend {
+    fn start(
+        &self,
+        s: SessionConfig,
+    ) -> BoxFuture<'static, Result<RunningWorker, crate::LambdaWorkerError>> {
+        let session = FakeSession::of(&s);
         let index = {
             let mut seen = self.seen();
             seen.sessions.push(session);

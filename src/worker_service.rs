@@ -55,6 +55,14 @@ pub struct WorkerService<B> {
     backend: Arc<B>,
 }
 
+impl<B> std::fmt::Debug for WorkerService<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerService")
+            .field("backend", &std::any::type_name::<B>())
+            .finish()
+    }
+}
+
 impl<B> Clone for WorkerService<B> {
     fn clone(&self) -> Self {
         Self {

@@ -61,7 +61,7 @@ pub struct LambdaWorkerConfig {
     /// `TEMPORAL_IDLE_SHUTDOWN_SETTLED_SECS` (decimal seconds; `off` or `0`: `None`), and
     /// to [`DEFAULT_IDLE_SHUTDOWN_SETTLED`](crate::DEFAULT_IDLE_SHUTDOWN_SETTLED) when that
     /// is unset; configure may change it. `None`: always wait the whole `idle_shutdown`.
-    /// The policy and its measurements: `docs/operations.md`, "Idle exit".
+    /// The policy and its measurements: [Idle exit](https://github.com/temporal-lambda-worker/temporal-lambda-worker/blob/main/docs/operations.md#idle-exit-temporal_idle_shutdown_secs-temporal_idle_shutdown_settled_secs).
     pub idle_shutdown_settled: Option<Duration>,
     /// The longest an activity of this worker is expected to run. When set, an activity
     /// task that could not finish before the worker's drain ends (shutdown moment +

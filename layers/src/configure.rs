@@ -54,6 +54,15 @@ pub struct Configured {
     teardown: Option<BoxFuture<'static, ()>>,
 }
 
+impl std::fmt::Debug for Configured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Configured")
+            .field("config", &self.config)
+            .field("teardown", &self.teardown.is_some())
+            .finish()
+    }
+}
+
 impl Configured {
     /// Just the config.
     pub fn new(config: LambdaWorkerConfig) -> Self {
@@ -140,6 +149,12 @@ pub struct ConfigureLayer<C> {
     configure: Arc<C>,
 }
 
+impl<C> std::fmt::Debug for ConfigureLayer<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigureLayer").finish_non_exhaustive()
+    }
+}
+
 impl<C> Clone for ConfigureLayer<C> {
     fn clone(&self) -> Self {
         Self {
@@ -173,6 +188,14 @@ pub struct Configure<S, C> {
     configure: Arc<C>,
 }
 
+impl<S: std::fmt::Debug, C> std::fmt::Debug for Configure<S, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Configure")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<S: Clone, C> Clone for Configure<S, C> {
     fn clone(&self) -> Self {
         Self {
@@ -204,7 +227,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let configure = self.configure.clone();
         Box::pin(async move {
-            inv.enter(crate::invocation::Stage::Configure, "ConfigureLayer")?;
+            inv.enter(crate::invocation::Lifecycle::Configure)?;
             let config = std::mem::take(&mut *inv.config);
             let configured = AssertUnwindSafe(async { configure.configure(config).await })
                 .catch_unwind()

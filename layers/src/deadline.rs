@@ -37,51 +37,20 @@ use std::{
     future::Future,
     pin::Pin,
     task::{Context as TaskContext, Poll},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
-use lambda_runtime::Context;
 use pin_project::pin_project;
 
 use tokio::time::Timeout;
 use tower::{Layer, Service};
 
-use crate::{BoxError, Invocation, LambdaWorkerError};
+use crate::{BoxError, Invocation, LambdaWorkerError, failed::Failed};
 
 /// Work time at or below this fails the invocation.
 pub const MIN_WORK_TIME: Duration = Duration::from_secs(1);
 /// Work time below this logs a warning.
 pub const WARN_WORK_TIME: Duration = Duration::from_secs(5);
-/// The variable that gives invocations a timeout when the Runtime API's deadline cannot
-/// be real (a local emulator's), as a decimal number of seconds.
-pub const LOCAL_TIMEOUT_VAR: &str = "TEMPORAL_LOCAL_TIMEOUT_SECS";
-
-/// A deadline this far in the past when it is handed out is not a deadline.
-const UNREAL_BEFORE: Duration = Duration::from_secs(24 * 3600);
-
-/// What to do with the deadline the Runtime API sent: keep it (`Ok(None)`), replace an
-/// unreal one with `now + TEMPORAL_LOCAL_TIMEOUT_SECS` (`Ok(Some(timeout))`), or fail
-/// when an unreal one has no local timeout to replace it.
-pub fn normalize_deadline(
-    context: &mut Context,
-    local_timeout: Option<&str>,
-    now: SystemTime,
-) -> Result<Option<Duration>, LambdaWorkerError> {
-    let sent = context.deadline;
-    if sent == 0 || UNIX_EPOCH + Duration::from_millis(sent) + UNREAL_BEFORE > now {
-        return Ok(None);
-    }
-    let timeout = local_timeout
-        .and_then(|t| t.trim().parse::<f64>().ok())
-        .filter(|t| t.is_finite() && *t > 0.0)
-        .map(Duration::from_secs_f64)
-        .ok_or(LambdaWorkerError::InvalidDeadline { sent_ms: sent })?;
-    context.deadline = (now + timeout)
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    Ok(Some(timeout))
-}
-
 /// Layer that schedules graceful shutdown and enforces the answer deadline. Place it
 /// after the configure layer (it reads the buffer the callback may have set), closest
 /// to the worker service.
@@ -124,8 +93,10 @@ where
     }
 
     fn call(&mut self, mut inv: Invocation) -> Self::Future {
-        if let Err(error) = inv.enter(crate::invocation::Stage::Enforce, "DeadlineWatchdogLayer") {
-            return ResponseFuture::Failed { error: Some(error) };
+        if let Err(error) = inv.enter(crate::invocation::Lifecycle::DeadlineWatchdog) {
+            return ResponseFuture::new(Kind::Failed {
+                failed: Failed::new(error),
+            });
         }
         let buffer = inv.config.effective_shutdown_deadline_buffer();
         let planned = inv
@@ -134,15 +105,15 @@ where
         let (Some(remaining), Some(cleanup_by)) =
             (planned.remaining(), planned.cleanup_by().instant())
         else {
-            return ResponseFuture::Unbounded {
+            return ResponseFuture::new(Kind::Unbounded {
                 future: self.inner.call(inv),
-            };
+            });
         };
         let work = remaining.saturating_sub(buffer);
         if work <= MIN_WORK_TIME {
-            return ResponseFuture::Failed {
-                error: Some(LambdaWorkerError::TimeoutTooShort { remaining, buffer }),
-            };
+            return ResponseFuture::new(Kind::Failed {
+                failed: Failed::new(LambdaWorkerError::TimeoutTooShort { remaining, buffer }),
+            });
         }
         if work < WARN_WORK_TIME {
             tracing::warn!(
@@ -156,33 +127,41 @@ where
             );
         }
         let inv = inv.with_timeline(planned);
-        ResponseFuture::Bounded {
+        ResponseFuture::new(Kind::Bounded {
             future: tokio::time::timeout_at(cleanup_by, self.inner.call(inv)),
-        }
+        })
     }
 }
 
 /// Response future of [`DeadlineWatchdog`].
-#[pin_project(project = WatchdogProj)]
+#[pin_project]
 #[derive(Debug)]
-pub enum ResponseFuture<F> {
+pub struct ResponseFuture<F> {
+    #[pin]
+    kind: Kind<F>,
+}
+
+impl<F> ResponseFuture<F> {
+    fn new(kind: Kind<F>) -> Self {
+        Self { kind }
+    }
+}
+
+#[pin_project(project = KindProj)]
+#[derive(Debug)]
+enum Kind<F> {
     /// No deadline: the inner future as is.
     Unbounded {
-        /// The inner future.
         #[pin]
         future: F,
     },
     /// The inner future, cut off at the timeline's `cleanup_by`.
     Bounded {
-        /// The inner future under a timeout.
         #[pin]
         future: Timeout<F>,
     },
     /// Failed before calling the inner service.
-    Failed {
-        /// The error, taken when polled.
-        error: Option<LambdaWorkerError>,
-    },
+    Failed { failed: Failed },
 }
 
 impl<F, R, E> Future for ResponseFuture<F>
@@ -193,19 +172,16 @@ where
     type Output = Result<R, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            WatchdogProj::Unbounded { future } => future.poll(cx).map_err(Into::into),
-            WatchdogProj::Bounded { future } => match future.poll(cx) {
+        match self.project().kind.project() {
+            KindProj::Unbounded { future } => future.poll(cx).map_err(Into::into),
+            KindProj::Bounded { future } => match future.poll(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Ok(result)) => Poll::Ready(result.map_err(Into::into)),
                 Poll::Ready(Err(_elapsed)) => {
                     Poll::Ready(Err(LambdaWorkerError::DeadlineExceeded.into()))
                 }
             },
-            WatchdogProj::Failed { error } => Poll::Ready(Err(error
-                .take()
-                .expect("ResponseFuture polled after completion")
-                .into())),
+            KindProj::Failed { failed } => failed.poll(),
         }
     }
 }
@@ -233,43 +209,6 @@ mod tests {
     }
 
     const S: fn(u64) -> Duration = Duration::from_secs;
-
-    #[test]
-    fn an_emulators_deadline_is_recognised_and_replaced_only_when_told_how() {
-        let now = SystemTime::now();
-        let mut ctx = Context::default();
-        // `cargo lambda watch` sends its 600 s timeout as the deadline.
-        ctx.deadline = 600_000;
-        let err = normalize_deadline(&mut ctx.clone(), None, now).unwrap_err();
-        assert_eq!(err.error_type(), "TemporalLambdaWorker.InvalidDeadline");
-        let text = err.to_string();
-        assert!(
-            text.contains("Lambda-Runtime-Deadline-Ms: 600000"),
-            "{text}"
-        );
-        assert!(text.contains("cargo lambda watch"), "{text}");
-        assert!(text.contains(LOCAL_TIMEOUT_VAR), "{text}");
-        assert!(!text.contains("0.0s remained"), "{text}");
-        assert!(normalize_deadline(&mut ctx.clone(), Some("soon"), now).is_err());
-
-        assert_eq!(
-            normalize_deadline(&mut ctx, Some("45.5"), now).unwrap(),
-            Some(Duration::from_millis(45_500))
-        );
-        let expected = (now + Duration::from_millis(45_500))
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
-        assert_eq!(ctx.deadline, expected);
-
-        // Real deadlines (even one just missed) and no deadline are left alone.
-        for real in [expected, expected - 50_000, 0] {
-            let mut ctx = Context::default();
-            ctx.deadline = real;
-            assert_eq!(normalize_deadline(&mut ctx, Some("45"), now).unwrap(), None);
-            assert_eq!(ctx.deadline, real);
-        }
-    }
 
     #[tokio::test(start_paused = true)]
     async fn the_timeline_is_planned_as_deadline_minus_buffer() {

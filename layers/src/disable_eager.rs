@@ -4,7 +4,9 @@
 //! a Lambda invocation does not. This layer goes *after* [`ConfigureLayer`](crate::ConfigureLayer)
 //! so the setting cannot be overridden.
 
-use crate::{Invocation, InvocationStep, LambdaWorkerError, Step, StepLayer, invocation::Stage};
+use crate::{
+    Invocation, InvocationStep, LambdaWorkerError, Step, StepLayer, invocation::Lifecycle,
+};
 
 /// Sets the eager activity reservations per workflow task to zero.
 #[derive(Clone, Copy, Debug, Default)]
@@ -12,7 +14,7 @@ pub struct DisableEagerActivitiesStep;
 
 impl InvocationStep for DisableEagerActivitiesStep {
     fn apply(&self, inv: &mut Invocation) -> Result<(), LambdaWorkerError> {
-        inv.enter(Stage::Enforce, "DisableEagerActivitiesLayer")?;
+        inv.enter(Lifecycle::DisableEagerActivities)?;
         inv.config
             .worker
             .max_eager_activity_reservations_per_workflow_task = 0;

@@ -4,7 +4,9 @@
 //! so one connection can be reused across warm invocations while each invocation's
 //! worker still shows up under its own request id.
 
-use crate::{Invocation, InvocationStep, LambdaWorkerError, Step, StepLayer, invocation::Stage};
+use crate::{
+    Invocation, InvocationStep, LambdaWorkerError, Step, StepLayer, invocation::Lifecycle,
+};
 
 /// Sets the per-invocation worker identity.
 #[derive(Clone, Copy, Debug, Default)]
@@ -12,7 +14,7 @@ pub struct WorkerIdentityStep;
 
 impl InvocationStep for WorkerIdentityStep {
     fn apply(&self, inv: &mut Invocation) -> Result<(), LambdaWorkerError> {
-        inv.enter(Stage::Enforce, "WorkerIdentityLayer")?;
+        inv.enter(Lifecycle::WorkerIdentity)?;
         let config = &mut inv.config;
         if config.worker.client_identity_override.is_none() && config.connection.identity.is_empty()
         {

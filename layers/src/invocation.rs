@@ -17,7 +17,7 @@ pub struct Invocation {
     pub context: Context,
     /// The configuration being built for this invocation's worker. Boxed: every layer
     /// moves the invocation on to the next, and the config is three quarters of it
-    /// (`benches/RESULTS.md`, "The invocation's size"). Fields read and write through the
+    /// ([measured](https://github.com/temporal-lambda-worker/temporal-lambda-worker/blob/main/benches/RESULTS.md)). Fields read and write through the
     /// box as they are (`inv.config.worker.task_queue`), and `&mut inv.config` coerces to
     /// `&mut LambdaWorkerConfig`.
     pub config: Box<LambdaWorkerConfig>,
@@ -106,16 +106,13 @@ impl Invocation {
         self.env = env;
     }
 
-    /// The layer-order check, the one place it is made. Records that `layer`, of lifecycle
-    /// `stage`, runs now; fails when a layer of a later stage already ran (a misordered
-    /// hand-built stack), or, for `LoadConfigLayer`, which builds the connection options
-    /// from scratch, when a layer above it already set some (an API key a layer of your own
-    /// set there would be lost without a word).
-    pub(crate) fn enter(
-        &mut self,
-        stage: Stage,
-        layer: &'static str,
-    ) -> Result<(), crate::LambdaWorkerError> {
+    /// The layer-order check, the one place it is made. Records that `layer` runs now;
+    /// fails when a layer of a later stage already ran (a misordered hand-built stack),
+    /// or, for `LoadConfigLayer`, which builds the connection options from scratch, when a
+    /// layer above it already set some (an API key a layer of your own set there would be
+    /// lost without a word).
+    pub(crate) fn enter(&mut self, layer: Lifecycle) -> Result<(), crate::LambdaWorkerError> {
+        let (stage, layer) = (layer.stage(), layer.name());
         if let Some((seen, after)) = self.stage
             && seen > stage
         {
@@ -136,6 +133,64 @@ impl Invocation {
             self.stage = Some((stage, layer));
         }
         Ok(())
+    }
+}
+
+/// The built-in lifecycle layers, each with its name and its stage: the order check and
+/// its message read both from here, so neither can drift from the other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lifecycle {
+    LoadConfig,
+    ApiKeySecret,
+    LambdaDefaults,
+    Configure,
+    DisableEagerActivities,
+    WorkerVersioning,
+    WorkerIdentity,
+    DeadlineWatchdog,
+}
+
+impl Lifecycle {
+    /// Every built-in layer, outermost first: the documented order (the order message's
+    /// test reads it).
+    #[cfg(test)]
+    pub(crate) const ORDER: [Self; 8] = [
+        Self::LoadConfig,
+        Self::ApiKeySecret,
+        Self::LambdaDefaults,
+        Self::Configure,
+        Self::DisableEagerActivities,
+        Self::WorkerVersioning,
+        Self::WorkerIdentity,
+        Self::DeadlineWatchdog,
+    ];
+
+    /// The layer's type name.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::LoadConfig => "LoadConfigLayer",
+            Self::ApiKeySecret => "ApiKeySecretLayer",
+            Self::LambdaDefaults => "LambdaDefaultsLayer",
+            Self::Configure => "ConfigureLayer",
+            Self::DisableEagerActivities => "DisableEagerActivitiesLayer",
+            Self::WorkerVersioning => "WorkerVersioningLayer",
+            Self::WorkerIdentity => "WorkerIdentityLayer",
+            Self::DeadlineWatchdog => "DeadlineWatchdogLayer",
+        }
+    }
+
+    /// Where it belongs.
+    pub(crate) fn stage(self) -> Stage {
+        match self {
+            Self::LoadConfig => Stage::Load,
+            Self::ApiKeySecret => Stage::Connection,
+            Self::LambdaDefaults => Stage::Defaults,
+            Self::Configure => Stage::Configure,
+            Self::DisableEagerActivities
+            | Self::WorkerVersioning
+            | Self::WorkerIdentity
+            | Self::DeadlineWatchdog => Stage::Enforce,
+        }
     }
 }
 
@@ -216,5 +271,26 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    #[test]
+    fn the_order_message_names_the_layers_in_their_stages_order() {
+        let message = crate::LambdaWorkerError::LayerOrder {
+            layer: Lifecycle::LambdaDefaults.name(),
+            after: Lifecycle::Configure.name(),
+        }
+        .to_string();
+        let order = message.split_once("outermost first: ").unwrap().1;
+        let at: Vec<usize> = Lifecycle::ORDER
+            .iter()
+            .map(|l| {
+                order
+                    .find(l.name())
+                    .unwrap_or_else(|| panic!("{}", l.name()))
+            })
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{order}");
+        let stages: Vec<Stage> = Lifecycle::ORDER.iter().map(|l| l.stage()).collect();
+        assert!(stages.windows(2).all(|w| w[0] <= w[1]), "{stages:?}");
     }
 }

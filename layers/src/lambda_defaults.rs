@@ -23,7 +23,7 @@
 //! worker completed) is not picked up by anyone; the server keeps it there for this long
 //! before handing it to the workflow's own task queue, and neither `ShutdownWorker` nor
 //! `ResetStickyTaskQueue` moves it sooner. `cargo bench --bench boundary_load` measures
-//! it (issue 11, `benches/RESULTS.md`).
+//! it ([the measurements](https://github.com/temporal-lambda-worker/temporal-lambda-worker/blob/main/benches/RESULTS.md)).
 //!
 //! ```
 //! use temporal_lambda_worker_layers::{Invocation, LambdaDefaultsLayer, BoxError};
@@ -47,7 +47,9 @@ use temporalio_sdk::runtime::{
     worker_tuner::{FixedSizeSlotSupplier, TunerHolder},
 };
 
-use crate::{Invocation, InvocationStep, LambdaWorkerError, Step, StepLayer, invocation::Stage};
+use crate::{
+    Invocation, InvocationStep, LambdaWorkerError, Step, StepLayer, invocation::Lifecycle,
+};
 
 /// The Lambda default numbers (the table in the module docs).
 #[derive(Clone, Debug, PartialEq)]
@@ -95,7 +97,7 @@ impl Default for LambdaDefaultsStep {
 
 impl InvocationStep for LambdaDefaultsStep {
     fn apply(&self, inv: &mut Invocation) -> Result<(), LambdaWorkerError> {
-        inv.enter(Stage::Defaults, "LambdaDefaultsLayer")?;
+        inv.enter(Lifecycle::LambdaDefaults)?;
         let w = &mut inv.config.worker;
         w.tuner = TunerHolder::builder()
             .workflow_task_slot_supplier(FixedSizeSlotSupplier::new(

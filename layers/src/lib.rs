@@ -16,7 +16,7 @@
 //! | [`WorkerVersioningLayer`] | Worker Deployment Versioning on, with the deployment version |
 //! | [`WorkerIdentityLayer`] | identity `request_id@function_arn` unless set |
 //! | [`DeadlineWatchdogLayer`] | plan the [`Timeline`] (shutdown moment, drain end) from the final buffer; answer before the deadline |
-#![warn(missing_docs)]
+#![warn(missing_docs, missing_debug_implementations)]
 #![deny(unreachable_pub)]
 
 mod cleanup;
@@ -26,6 +26,7 @@ pub mod deadline;
 pub mod disable_eager;
 pub mod env;
 pub mod error;
+mod failed;
 pub mod identity;
 pub mod invocation;
 pub mod lambda_defaults;
@@ -39,7 +40,7 @@ pub use config::{LambdaWorkerConfig, ShutdownHook};
 pub use configure::{
     AsyncConfigure, Configure, ConfigureCallback, ConfigureLayer, Configured, async_configure,
 };
-pub use deadline::{DeadlineWatchdog, DeadlineWatchdogLayer, LOCAL_TIMEOUT_VAR};
+pub use deadline::{DeadlineWatchdog, DeadlineWatchdogLayer};
 pub use disable_eager::{
     DisableEagerActivities, DisableEagerActivitiesLayer, DisableEagerActivitiesStep,
 };
@@ -80,11 +81,7 @@ pub mod testing {
     //! );
     //! # }
     //! ```
-    use std::{
-        path::{Path, PathBuf},
-        sync::atomic::{AtomicUsize, Ordering},
-        time::{Duration, SystemTime, UNIX_EPOCH},
-    };
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     pub use lambda_runtime::Context;
     use tower::{Layer, Service, ServiceExt, service_fn};
@@ -147,33 +144,5 @@ pub mod testing {
             serde_json::Value::Null,
             context_in("test-request", remaining),
         )
-    }
-
-    /// A temporary directory removed on drop.
-    #[doc(hidden)]
-    pub struct TempDir(PathBuf);
-    impl TempDir {
-        #[allow(clippy::new_without_default)]
-        pub fn new() -> Self {
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let p = std::env::temp_dir().join(format!(
-                "tlw-test-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            std::fs::create_dir_all(&p).unwrap();
-            Self(p)
-        }
-        pub fn path(&self) -> &Path {
-            &self.0
-        }
-        pub fn write(&self, name: &str, text: &str) {
-            std::fs::write(self.0.join(name), text).unwrap();
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
     }
 }

@@ -27,7 +27,7 @@ use temporalio_common::envconfig::{
 
 use crate::{
     Environment, Invocation, InvocationStep, LambdaWorkerError, ProcessEnvironment, Step,
-    StepLayer, config::DEFAULT_NAMESPACE, invocation::Stage,
+    StepLayer, config::DEFAULT_NAMESPACE, invocation::Lifecycle,
 };
 
 /// The variable that sets the idle exit: decimal seconds with no task in flight, or `off`.
@@ -37,7 +37,7 @@ pub const IDLE_SHUTDOWN_VAR: &str = "TEMPORAL_IDLE_SHUTDOWN_SECS";
 /// decimal seconds, or `off`.
 pub const IDLE_SHUTDOWN_SETTLED_VAR: &str = "TEMPORAL_IDLE_SHUTDOWN_SETTLED_SECS";
 /// The settled idle exit when `TEMPORAL_IDLE_SHUTDOWN_SETTLED_SECS` is unset, chosen from
-/// the workload suite of `benches/idle_exit` (`benches/RESULTS.md`).
+/// the workload suite of `benches/idle_exit` ([the measurements](https://github.com/temporal-lambda-worker/temporal-lambda-worker/blob/main/benches/RESULTS.md)).
 pub const DEFAULT_IDLE_SHUTDOWN_SETTLED: std::time::Duration =
     std::time::Duration::from_millis(500);
 /// `1` or `true`: no warning about unpublished code
@@ -52,10 +52,10 @@ pub const DEFAULT_IDLE_SHUTDOWN: std::time::Duration = std::time::Duration::from
 pub const LONGEST_ACTIVITY_VAR: &str = "TEMPORAL_LONGEST_ACTIVITY_SECS";
 
 /// The file name looked for in `$LAMBDA_TASK_ROOT` and the working directory.
-pub const CONFIG_FILE_NAME: &str = "temporal.toml";
+pub(crate) const CONFIG_FILE_NAME: &str = "temporal.toml";
 
 /// Finds the config file by the resolution order above; `Ok(None)` when there is none.
-pub fn resolve_config_file(
+pub(crate) fn resolve_config_file(
     env: &dyn Environment,
     exists: impl Fn(&Path) -> bool,
 ) -> Result<Option<PathBuf>, LambdaWorkerError> {
@@ -90,19 +90,21 @@ pub fn resolve_config_file(
 }
 
 /// What [`load_client_config`] produces.
-pub struct LoadedClientConfig {
+pub(crate) struct LoadedClientConfig {
     /// Connection options.
-    pub connection: ConnectionOptions,
+    pub(crate) connection: ConnectionOptions,
     /// Client options.
-    pub client: ClientOptions,
+    pub(crate) client: ClientOptions,
     /// The file read, if any.
-    pub file: Option<PathBuf>,
+    pub(crate) file: Option<PathBuf>,
     /// TLS explicitly disabled by `TEMPORAL_TLS=false` or the profile's `tls.disabled`.
-    pub tls_disabled: bool,
+    pub(crate) tls_disabled: bool,
 }
 
 /// Resolves, reads and parses the client configuration.
-pub fn load_client_config(env: &dyn Environment) -> Result<LoadedClientConfig, LambdaWorkerError> {
+pub(crate) fn load_client_config(
+    env: &dyn Environment,
+) -> Result<LoadedClientConfig, LambdaWorkerError> {
     let file = resolve_config_file(env, Path::is_file)?;
     let config_error = |message: String| LambdaWorkerError::Config {
         path: file.clone(),
@@ -193,7 +195,7 @@ impl LoadConfigStep {
 
 impl InvocationStep for LoadConfigStep {
     fn apply(&self, inv: &mut Invocation) -> Result<(), LambdaWorkerError> {
-        inv.enter(Stage::Load, "LoadConfigLayer")?;
+        inv.enter(Lifecycle::LoadConfig)?;
         let loaded = load_client_config(self.env.as_ref())?;
         inv.config.connection = loaded.connection;
         inv.config.client = loaded.client;
@@ -269,11 +271,10 @@ impl Default for StepLayer<LoadConfigStep> {
 
 #[cfg(test)]
 mod tests {
+    use temporal_lambda_worker_testkit::TempDir;
+
     use super::*;
-    use crate::{
-        StaticEnvironment,
-        testing::{TempDir, run_through},
-    };
+    use crate::{StaticEnvironment, testing::run_through};
 
     fn load(env: StaticEnvironment) -> Result<Invocation, crate::BoxError> {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -298,7 +299,7 @@ mod tests {
 
     #[test]
     fn no_file_anywhere_uses_environment_only() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("load-config-1");
         let inv = load(
             StaticEnvironment::new()
                 .with_var("LAMBDA_TASK_ROOT", dir.path().to_str().unwrap())
@@ -328,9 +329,9 @@ mod tests {
 
     #[test]
     fn resolution_order_named_then_task_root_then_cwd() {
-        let named = TempDir::new();
-        let root = TempDir::new();
-        let cwd = TempDir::new();
+        let named = TempDir::new("load-config-2");
+        let root = TempDir::new("load-config-3");
+        let cwd = TempDir::new("load-config-4");
         named.write("custom.toml", TOML_A);
         root.write(CONFIG_FILE_NAME, TOML_B);
         cwd.write(
@@ -365,7 +366,7 @@ mod tests {
 
     #[test]
     fn environment_overrides_the_file() {
-        let root = TempDir::new();
+        let root = TempDir::new("load-config-5");
         root.write(CONFIG_FILE_NAME, TOML_A);
         let inv = load(
             StaticEnvironment::new()
@@ -393,7 +394,7 @@ mod tests {
 
     #[test]
     fn profile_is_chosen_by_temporal_profile() {
-        let root = TempDir::new();
+        let root = TempDir::new("load-config-6");
         let text = toml::to_string(&toml::toml! {
             [profile.default]
             namespace = "dflt"
@@ -410,7 +411,7 @@ mod tests {
 
     #[test]
     fn a_named_file_that_does_not_exist_is_an_error_naming_it() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("load-config-7");
         let missing = dir.path().join("nope.toml");
         let (path, text) = config_error(
             load(
@@ -426,7 +427,7 @@ mod tests {
 
     #[test]
     fn a_malformed_file_is_an_error_naming_it() {
-        let root = TempDir::new();
+        let root = TempDir::new("load-config-8");
         root.write(CONFIG_FILE_NAME, "[profile.default\naddress = ");
         let file = root.path().join(CONFIG_FILE_NAME);
         let (path, text) = config_error(
@@ -443,7 +444,7 @@ mod tests {
 
     #[test]
     fn an_unreadable_file_is_an_error_naming_it() {
-        let root = TempDir::new();
+        let root = TempDir::new("load-config-9");
         // A directory where the file should be: exists but cannot be read as a file.
         std::fs::create_dir(root.path().join("cfg.toml")).unwrap();
         let named = root.path().join("cfg.toml");
@@ -456,7 +457,7 @@ mod tests {
 
     #[test]
     fn a_missing_profile_is_an_error() {
-        let root = TempDir::new();
+        let root = TempDir::new("load-config-10");
         root.write(CONFIG_FILE_NAME, TOML_A);
         let (_, text) = config_error(
             load(

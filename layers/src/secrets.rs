@@ -266,6 +266,16 @@ pub struct ApiKeySecret<S, R> {
     max_age: Option<Duration>,
 }
 
+/// Never shows the key: the inner service and the cache's lifetime only.
+impl<S: fmt::Debug, R> fmt::Debug for ApiKeySecret<S, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKeySecret")
+            .field("inner", &self.inner)
+            .field("max_age", &self.max_age)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<S: Clone, R> Clone for ApiKeySecret<S, R> {
     fn clone(&self) -> Self {
         Self {
@@ -298,7 +308,7 @@ where
         let shared = self.shared.clone();
         let max_age = self.max_age;
         Box::pin(async move {
-            invocation.enter(crate::invocation::Stage::Connection, "ApiKeySecretLayer")?;
+            invocation.enter(crate::invocation::Lifecycle::ApiKeySecret)?;
             if let Some(source) = shared.source(invocation.environment()) {
                 invocation.config.connection.api_key = Some(shared.key(source, max_age).await?);
             }
@@ -311,10 +321,12 @@ where
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use temporal_lambda_worker_testkit::TempDir;
+
     use super::*;
     use crate::{
         StaticEnvironment,
-        testing::{TempDir, context, run_through},
+        testing::{context, run_through},
     };
 
     fn invocation() -> Invocation {
@@ -344,7 +356,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_its_own_environment_it_reads_the_stacks_from_load_config() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("secrets-1");
         let file = dir.path().join("api-key");
         std::fs::write(&file, "stack-key\n").unwrap();
         let env = StaticEnvironment::new()
@@ -369,7 +381,7 @@ mod tests {
 
     #[tokio::test]
     async fn reads_the_file_once_and_serves_warm_invocations_from_the_cache() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("secrets-2");
         let file = dir.path().join("api-key");
         std::fs::write(&file, "file-key\n").unwrap();
         let env = StaticEnvironment::new().with_var(API_KEY_FILE_VAR, file.to_str().unwrap());
@@ -409,7 +421,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_file_wins_over_the_secret_arn() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("secrets-3");
         let file = dir.path().join("k");
         std::fs::write(&file, "from-file").unwrap();
         let resolver = Counting::default();
@@ -469,7 +481,7 @@ mod tests {
         }
         assert_eq!(resolver.0.load(Ordering::SeqCst), 2, "failures are retried");
 
-        let dir = TempDir::new();
+        let dir = TempDir::new("secrets-4");
         let file = dir.path().join("k");
         std::fs::write(&file, " \n").unwrap();
         let env = StaticEnvironment::new().with_var(API_KEY_FILE_VAR, file.to_str().unwrap());

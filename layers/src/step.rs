@@ -31,7 +31,7 @@ use std::{
 use pin_project::pin_project;
 use tower::{Layer, Service};
 
-use crate::{BoxError, Invocation, LambdaWorkerError};
+use crate::{BoxError, Invocation, LambdaWorkerError, failed::Failed};
 
 /// One synchronous lifecycle rule applied to an invocation before the inner service runs.
 pub trait InvocationStep: Clone + Send + Sync + 'static {
@@ -50,10 +50,6 @@ impl<T> StepLayer<T> {
     /// Wraps a step.
     pub fn from_step(step: T) -> Self {
         Self { step }
-    }
-    /// The step this layer applies.
-    pub fn step(&self) -> &T {
-        &self.step
     }
 }
 
@@ -89,30 +85,36 @@ where
     }
 
     fn call(&mut self, mut invocation: Invocation) -> Self::Future {
-        match self.step.apply(&mut invocation) {
-            Ok(()) => ResponseFuture::Inner {
+        let kind = match self.step.apply(&mut invocation) {
+            Ok(()) => Kind::Inner {
                 future: self.inner.call(invocation),
             },
-            Err(error) => ResponseFuture::Failed { error: Some(error) },
-        }
+            Err(error) => Kind::Failed {
+                failed: Failed::new(error),
+            },
+        };
+        ResponseFuture { kind }
     }
 }
 
 /// Response future of [`Step`].
-#[pin_project(project = ResponseFutureProj)]
+#[pin_project]
 #[derive(Debug)]
-pub enum ResponseFuture<F> {
+pub struct ResponseFuture<F> {
+    #[pin]
+    kind: Kind<F>,
+}
+
+#[pin_project(project = KindProj)]
+#[derive(Debug)]
+enum Kind<F> {
     /// The step passed; waiting on the inner service.
     Inner {
-        /// The inner service's future.
         #[pin]
         future: F,
     },
     /// The step failed the invocation.
-    Failed {
-        /// The error, taken when polled.
-        error: Option<LambdaWorkerError>,
-    },
+    Failed { failed: Failed },
 }
 
 impl<F, R, E> Future for ResponseFuture<F>
@@ -123,12 +125,9 @@ where
     type Output = Result<R, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            ResponseFutureProj::Inner { future } => future.poll(cx).map_err(Into::into),
-            ResponseFutureProj::Failed { error } => Poll::Ready(Err(error
-                .take()
-                .expect("ResponseFuture polled after completion")
-                .into())),
+        match self.project().kind.project() {
+            KindProj::Inner { future } => future.poll(cx).map_err(Into::into),
+            KindProj::Failed { failed } => failed.poll(),
         }
     }
 }

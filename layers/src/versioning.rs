@@ -21,7 +21,9 @@ use temporalio_common::worker::{
     VersioningBehavior, WorkerDeploymentOptions, WorkerDeploymentVersion,
 };
 
-use crate::{Invocation, InvocationStep, LambdaWorkerError, Step, StepLayer, invocation::Stage};
+use crate::{
+    Invocation, InvocationStep, LambdaWorkerError, Step, StepLayer, invocation::Lifecycle,
+};
 
 /// Puts the worker on a Worker Deployment Version with versioning turned on.
 #[derive(Clone, Debug)]
@@ -65,16 +67,9 @@ pub(crate) fn unpublished_code_warning(
     ))
 }
 
-impl WorkerVersioningStep {
-    /// The version the worker polls as.
-    pub fn version(&self) -> &WorkerDeploymentVersion {
-        &self.version
-    }
-}
-
 impl InvocationStep for WorkerVersioningStep {
     fn apply(&self, inv: &mut Invocation) -> Result<(), LambdaWorkerError> {
-        inv.enter(Stage::Enforce, "WorkerVersioningLayer")?;
+        inv.enter(Lifecycle::WorkerVersioning)?;
         let v = &self.version;
         let missing = match (
             v.deployment_name.trim().is_empty(),

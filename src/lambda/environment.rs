@@ -5,8 +5,9 @@ use std::fmt;
 
 use lambda_runtime::Config;
 
+use super::deadline::LOCAL_TIMEOUT_VAR;
 use super::runtime_api::runtime_api_uri;
-use crate::{Environment, rules::LOCAL_TIMEOUT_VAR};
+use crate::Environment;
 
 /// The variables every Lambda function has (`lambda_runtime` panics on a missing one).
 pub(crate) const LAMBDA_VARIABLES: [&str; 4] = [

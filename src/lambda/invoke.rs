@@ -18,11 +18,11 @@ use lambda_runtime::LambdaEvent;
 use serde::Serialize;
 use tower::Service;
 
-use super::HostError;
-use crate::{
-    BoxError, Invocation, StopSignal,
-    rules::{LOCAL_TIMEOUT_VAR, deadline::normalize_deadline, error::panic_message},
+use super::{
+    HostError,
+    deadline::{LOCAL_TIMEOUT_VAR, normalize_deadline},
 };
+use crate::{BoxError, Invocation, StopSignal};
 
 /// The event as the Runtime API hands it out.
 pub(crate) type Event = LambdaEvent<serde_json::Value>;
@@ -66,7 +66,11 @@ where
 }
 
 fn panicked(panic: &(dyn std::any::Any + Send)) -> HostError {
-    HostError::Panicked(panic_message(panic))
+    let text = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied());
+    HostError::Panicked(text.unwrap_or("(a panic without a message)").to_owned())
 }
 
 /// Turns the Runtime API's event into an [`Invocation`] for the stack, and the stack's

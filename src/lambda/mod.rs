@@ -18,6 +18,7 @@
 //! Nothing below the Runtime API client is Lambda's: a second host (an HTTP endpoint)
 //! drives the same stack through [`Invoke`] with events of its own.
 
+mod deadline;
 mod environment;
 mod error;
 mod invoke;

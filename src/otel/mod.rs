@@ -98,7 +98,8 @@ pub use options::{
     DEFAULT_SERVICE_NAME, OtelOptions, ResolvedOtelOptions,
 };
 pub use telemetry::{FlushError, NOT_EXPORTED_TARGETS, Telemetry};
-pub use tracer::{LambdaIdGenerator, is_xray_trace_id};
+pub(crate) use tracer::LambdaIdGenerator;
+pub use tracer::is_xray_trace_id;
 
 use crate::{BoxError, WorkerDeploymentVersion, WorkerStack, serve};
 

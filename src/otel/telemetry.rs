@@ -236,7 +236,7 @@ impl Telemetry {
 
     /// Whether [`apply_metrics`](super::apply_metrics) with this telemetry was applied to `config` (the
     /// [`OtelLayer`](super::OtelLayer) applies metrics and tracing together).
-    pub fn applied_to(&self, config: &LambdaWorkerConfig) -> bool {
+    pub(crate) fn applied_to(&self, config: &LambdaWorkerConfig) -> bool {
         config
             .metrics
             .as_ref()

@@ -17,7 +17,7 @@ use temporalio_sdk::opentelemetry::WorkflowIdGenerator;
 /// Trace ids in X-Ray format (epoch seconds, then 96 random bits) and span ids from the
 /// SDK's [`WorkflowIdGenerator`], so workflow spans keep their ids across replays.
 #[derive(Debug, Default)]
-pub struct LambdaIdGenerator {
+pub(crate) struct LambdaIdGenerator {
     xray: XrayIdGenerator,
     workflow: WorkflowIdGenerator,
 }

@@ -11,21 +11,24 @@
 //! runs them after it, whether a worker started or not.
 
 mod admission;
+mod interceptors;
 mod stop;
 mod summary;
+pub(crate) mod tasks;
 #[cfg(test)]
 mod tests;
+mod waits;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
-use crate::tasks::IdleExit;
 use crate::{
     Invocation, LambdaWorkerConfig, LambdaWorkerError, Timeline, WorkerReport,
     backend::{RunningWorker, SessionConfig, TaskActivity, WorkerBackend},
 };
 use stop::{StopReason, stop_decision};
+use tasks::IdleExit;
 
 /// Runs one invocation's poll session through `backend`.
 pub(crate) async fn run<B: WorkerBackend>(
@@ -47,8 +50,50 @@ pub(crate) async fn run<B: WorkerBackend>(
         graceful_shutdown_timeout,
         mut report,
     } = Plan::new(*config, &timeline)?;
+    let (running, polling) = start(backend, session, &timeline, target, &mut report).await?;
+    tasks.polling_started();
 
-    // Start: connect (or reuse) and create the worker, before the shutdown moment.
+    // Poll until the worker stops by itself or the stop decision; then drain.
+    let RunningWorker {
+        shutdown,
+        mut finished,
+        ..
+    } = running;
+    let mut reason = StopReason::WorkerStopped;
+    let mut shutdown_began = None;
+    let outcome = tokio::select! {
+        result = &mut finished => Some(result),
+        why = stop_decision(&timeline, idle, &tasks, &signal) => {
+            (reason, shutdown_began) = (why, Some(Instant::now()));
+            shutdown();
+            timeline.drain_by().cut(&mut finished).await
+        }
+    };
+    let ended = Instant::now();
+    report.ran_for_ms = (ended - polling).as_millis() as u64;
+    let result = outcome.unwrap_or(Err(LambdaWorkerError::DrainTimeout {
+        graceful_shutdown_timeout,
+    }));
+    let phases = summary::Phases {
+        polling,
+        shutdown_began,
+        ended,
+    };
+    let reused = report.connection_reused;
+    let id = &context.request_id;
+    summary::log(id, &result, reason, &tasks, &timeline, &phases, reused);
+    result.map(|()| report)
+}
+
+/// Connects (or reuses a connection) and creates the worker through `backend`, before the
+/// shutdown moment. Returns it and the instant it began polling (its hand-over).
+async fn start<B: WorkerBackend>(
+    backend: &B,
+    session: SessionConfig,
+    timeline: &Timeline,
+    target: String,
+    report: &mut WorkerReport,
+) -> Result<(RunningWorker, Instant), LambdaWorkerError> {
     let started = timeline.shutdown_at().cut(backend.start(session)).await;
     let running = started.unwrap_or_else(|| {
         Err(LambdaWorkerError::Connect {
@@ -70,41 +115,7 @@ pub(crate) async fn run<B: WorkerBackend>(
         reused_connection = running.connection_reused,
         "worker polling"
     );
-    tasks.polling_started();
-    let RunningWorker {
-        shutdown,
-        mut finished,
-        ..
-    } = running;
-
-    // Poll until the worker stops by itself or the stop decision; then drain.
-    let mut reason = StopReason::WorkerStopped;
-    let mut shutdown_began = None;
-    let outcome = tokio::select! {
-        result = &mut finished => Some(result),
-        why = stop_decision(&timeline, idle, &tasks, &signal) => {
-            (reason, shutdown_began) = (why, Some(Instant::now()));
-            shutdown();
-            timeline.drain_by().cut(&mut finished).await
-        }
-    };
-    let ended = Instant::now();
-    report.ran_for_ms = (ended - polling).as_millis() as u64;
-    let result = match outcome {
-        None => Err(LambdaWorkerError::DrainTimeout {
-            graceful_shutdown_timeout,
-        }),
-        Some(result) => result,
-    };
-    let phases = summary::Phases {
-        polling,
-        shutdown_began,
-        ended,
-    };
-    let reused = report.connection_reused;
-    let id = &context.request_id;
-    summary::log(id, &result, reason, &tasks, &timeline, &phases, reused);
-    result.map(|()| report)
+    Ok((running, polling))
 }
 
 /// What a session starts from: the worker's final options, checked, with the task

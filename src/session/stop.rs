@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
+use super::tasks::{IdleExit, IdleReason};
 use crate::{
     StopSignal, Timeline,
     backend::TaskActivity,
     rules::{IDLE_SHUTDOWN_SETTLED_VAR, IDLE_SHUTDOWN_VAR},
-    tasks::{IdleExit, IdleReason},
 };
 
 /// Why polling stopped.

@@ -12,6 +12,7 @@ use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
+use temporal_lambda_worker_testkit::TempDir;
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
@@ -423,7 +424,7 @@ mod tls_rule_wherever_the_key_was_set {
 
     #[tokio::test(start_paused = true)]
     async fn a_key_from_the_profile_turns_tls_on() {
-        let dir = testing::TempDir::new();
+        let dir = TempDir::new("session-1");
         dir.write(
             "temporal.toml",
             "[profile.default]\naddress = \"ns.tmprl.cloud:7233\"\napi_key = \"from-file\"\n",
@@ -443,7 +444,7 @@ mod tls_rule_wherever_the_key_was_set {
 
     #[tokio::test(start_paused = true)]
     async fn a_key_from_the_api_key_secret_layer_turns_tls_on() {
-        let dir = testing::TempDir::new();
+        let dir = TempDir::new("session-2");
         dir.write("key", "from-secret\n");
         let seen = connection_for(
             env("ns.tmprl.cloud:7233").with_var(
@@ -558,7 +559,7 @@ mod tls_rule_wherever_the_key_was_set {
 
     #[tokio::test(start_paused = true)]
     async fn tls_disabled_in_the_profile_keeps_it_off_with_one_warning() {
-        let dir = testing::TempDir::new();
+        let dir = TempDir::new("session-3");
         dir.write(
             "temporal.toml",
             "[profile.default]\naddress = \"127.0.0.1:7233\"\napi_key = \"k\"\n\

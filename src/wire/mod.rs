@@ -280,6 +280,17 @@ impl Wire {
             self.released().await;
             return Ok(empty());
         }
+        self.send_poll(request, kind).await
+    }
+
+    /// Sends a poll upstream in a task of its own and waits for its answer (the task
+    /// outlives this future: a poll the SDK gives up on still delivers its task, handed
+    /// back at once).
+    async fn send_poll(
+        self: Arc<Self>,
+        request: GrpcRequest,
+        kind: PollKind,
+    ) -> Result<GrpcSuccessResponse, Status> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         // In flight before its task runs: the task removes it when the answer comes.
         let id = {
@@ -294,30 +305,7 @@ impl Wire {
         let wire = self.clone();
         let task = tokio::spawn(async move {
             let answer = wire.upstream.call(request).await;
-            let task = answer
-                .as_ref()
-                .ok()
-                .and_then(|a| proto::task_token(&a.proto))
-                .map(|token| (token, kind.task()));
-            {
-                let mut s = wire.lock();
-                s.polls.remove(&id);
-                if let Some((token, kind)) = &task {
-                    s.handed.insert(token.clone(), *kind);
-                }
-                if kind == PollKind::Sticky
-                    && let Ok(answer) = &answer
-                {
-                    s.sticky_backlog = proto::backlog_hint(&answer.proto).unwrap_or(0);
-                }
-            }
-            wire.changed.notify_waiters();
-            tracing::debug!(
-                ?kind,
-                task = task.is_some(),
-                error = answer.as_ref().err().map(|s| s.code() as i32),
-                "the wire: a poll came back"
-            );
+            let task = wire.came_back(id, kind, &answer);
             if tx.send(answer).is_err()
                 && let Some((token, kind)) = task
             {
@@ -333,6 +321,41 @@ impl Wire {
         self.changed.notify_waiters();
         rx.await
             .unwrap_or_else(|_| Err(Status::cancelled("the poll was dropped")))
+    }
+
+    /// Poll `id` came back with `answer`: no longer in flight, its task (if any) handed to
+    /// the worker, the sticky backlog as reported. Returns the task.
+    fn came_back(
+        &self,
+        id: u64,
+        kind: PollKind,
+        answer: &Result<GrpcSuccessResponse, Status>,
+    ) -> Option<(Bytes, TaskKind)> {
+        let task = answer
+            .as_ref()
+            .ok()
+            .and_then(|a| proto::task_token(&a.proto))
+            .map(|token| (token, kind.task()));
+        {
+            let mut s = self.lock();
+            s.polls.remove(&id);
+            if let Some((token, kind)) = &task {
+                s.handed.insert(token.clone(), *kind);
+            }
+            if kind == PollKind::Sticky
+                && let Ok(answer) = answer
+            {
+                s.sticky_backlog = proto::backlog_hint(&answer.proto).unwrap_or(0);
+            }
+        }
+        self.changed.notify_waiters();
+        tracing::debug!(
+            ?kind,
+            task = task.is_some(),
+            error = answer.as_ref().err().map(|s| s.code() as i32),
+            "the wire: a poll came back"
+        );
+        task
     }
 
     /// Remembers the worker a poll names (its sticky queue, for `ShutdownWorker`).
@@ -413,15 +436,17 @@ impl Wire {
         };
         let left = || limit.saturating_sub(began.elapsed());
         self.changed.notify_waiters();
+        let mut sticky_drained = true;
         if sticky.is_some() {
             // Until the queue reports no backlog and a sticky poll waits for nothing.
-            self.wait_for(STICKY_DRAIN.min(limit), |s| {
-                s.sticky_backlog == 0
-                    && s.polls
-                        .values()
-                        .any(|p| p.kind == PollKind::Sticky && p.since.elapsed() >= STICKY_QUIET)
-            })
-            .await;
+            sticky_drained = self
+                .wait_for(STICKY_DRAIN.min(limit), |s| {
+                    s.sticky_backlog == 0
+                        && s.polls.values().any(|p| {
+                            p.kind == PollKind::Sticky && p.since.elapsed() >= STICKY_QUIET
+                        })
+                })
+                .await;
         }
         self.lock().phase = Phase::Closing { sticky_open: false };
         self.changed.notify_waiters();
@@ -440,6 +465,9 @@ impl Wire {
         let s = self.lock();
         tracing::debug!(
             sticky = ?sticky,
+            sticky_drained,
+            sticky_backlog = s.sticky_backlog,
+            limit_ms = limit.as_millis() as u64,
             sticky_drained_ms = drained.as_millis() as u64,
             closed_ms = began.elapsed().as_millis() as u64,
             polls_out = s.polls.len(),

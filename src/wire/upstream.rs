@@ -126,9 +126,13 @@ impl Upstream for Server {
                 // A status made on this side from a transport error (the server is not
                 // there) keeps that meaning across the client's override, which carries
                 // no error source: Unavailable, with the causes in its message.
-                Err(status) if std::error::Error::source(&status).is_some() => Err(
-                    Status::unavailable(crate::diagnosis::status_in_words(&status)),
-                ),
+                Err(status) if std::error::Error::source(&status).is_some() => {
+                    let words = crate::diagnosis::status_in_words(&status);
+                    Err(crate::diagnosis::tagged(
+                        Status::unavailable(words),
+                        &status,
+                    ))
+                }
                 Err(status) => Err(status),
             }
         })
@@ -137,7 +141,7 @@ impl Upstream for Server {
 
 /// A channel that could not be made ready, as the client reports one.
 fn transport_status(e: &tonic::transport::Error) -> Status {
-    Status::unavailable(crate::diagnosis::causes(e))
+    crate::diagnosis::tagged(Status::unavailable(crate::diagnosis::causes(e)), e)
 }
 
 /// The wire's upstream as the trait object the wire holds.

@@ -177,6 +177,7 @@ fn epoch_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
+/// Routes a request to its endpoint: `next`, an invocation's answer, or the init error.
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
@@ -184,68 +185,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         return reply(StatusCode::NOT_FOUND, "unknown path");
     };
     if method == Method::GET && rest == "/invocation/next" {
-        if state
-            .reset_next
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-            .is_ok()
-        {
-            state.resets_done.fetch_add(1, Ordering::Relaxed);
-            return reset();
-        }
-        state
-            .first_next
-            .lock()
-            .unwrap()
-            .get_or_insert_with(SystemTime::now);
-        let q = loop {
-            let notified = state.queued.notified();
-            if let Some(q) = state.queue.lock().unwrap().pop_front() {
-                break q;
-            }
-            notified.await;
-        };
-        let deadline = SystemTime::now() + q.timeout;
-        let _ = q.handed_out.send(SystemTime::now());
-        state
-            .in_flight
-            .lock()
-            .unwrap()
-            .insert(q.request_id.clone(), q.reply);
-        let mut r = reply(StatusCode::OK, q.payload);
-        let h = r.headers_mut();
-        h.insert(
-            "Lambda-Runtime-Aws-Request-Id",
-            q.request_id.parse().unwrap(),
-        );
-        h.insert(
-            "Lambda-Runtime-Deadline-Ms",
-            epoch_ms(deadline).to_string().parse().unwrap(),
-        );
-        h.insert(
-            "Lambda-Runtime-Invoked-Function-Arn",
-            q.invoked_arn
-                .as_deref()
-                .unwrap_or(&state.function_arn)
-                .parse()
-                .unwrap(),
-        );
-        h.insert(
-            "Lambda-Runtime-Trace-Id",
-            format!(
-                "Root=1-{:08x}-{:024x};Parent={:016x};Sampled={}",
-                epoch_ms(deadline) / 1000,
-                q.trace_seed,
-                q.trace_seed,
-                u8::from(state.active_tracing.load(Ordering::Relaxed))
-            )
-            .parse()
-            .unwrap(),
-        );
-        h.insert("Content-Type", "application/json".parse().unwrap());
-        if let Some(name) = q.omit {
-            h.remove(name);
-        }
-        return r;
+        return next(&state).await;
     }
     if method == Method::POST && rest == "/init/error" {
         let body = read_body(req).await;
@@ -260,33 +200,93 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         && let Some(rest) = rest.strip_prefix("/invocation/")
         && let Some((id, kind)) = rest.split_once('/')
     {
-        let at = SystemTime::now();
-        let id = id.to_owned();
-        let kind = kind.to_owned();
-        let body = read_body(req).await;
-        let outcome = match kind.as_str() {
-            "response" => {
-                Outcome::Response(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
-            }
-            "error" => {
-                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                Outcome::Error {
-                    error_type: v["errorType"].as_str().unwrap_or_default().to_owned(),
-                    error_message: v["errorMessage"].as_str().unwrap_or_default().to_owned(),
-                }
-            }
-            _ => return reply(StatusCode::NOT_FOUND, "unknown path"),
-        };
-        let Some(tx) = state.in_flight.lock().unwrap().remove(&id) else {
-            return reply(
-                StatusCode::BAD_REQUEST,
-                r#"{"errorType":"InvalidRequestID"}"#,
-            );
-        };
-        let _ = tx.send((at, outcome));
-        return reply(StatusCode::ACCEPTED, r#"{"status":"OK"}"#);
+        let (id, kind) = (id.to_owned(), kind.to_owned());
+        return answer(&state, req, &id, &kind).await;
     }
     reply(StatusCode::NOT_FOUND, "unknown path")
+}
+
+/// `GET …/invocation/next`: the next queued invocation, once there is one (or the reset a
+/// test asked for).
+async fn next(state: &State) -> Response<Body> {
+    if state
+        .reset_next
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        state.resets_done.fetch_add(1, Ordering::Relaxed);
+        return reset();
+    }
+    state
+        .first_next
+        .lock()
+        .unwrap()
+        .get_or_insert_with(SystemTime::now);
+    let q = loop {
+        let notified = state.queued.notified();
+        if let Some(q) = state.queue.lock().unwrap().pop_front() {
+            break q;
+        }
+        notified.await;
+    };
+    let deadline = SystemTime::now() + q.timeout;
+    let _ = q.handed_out.send(SystemTime::now());
+    state
+        .in_flight
+        .lock()
+        .unwrap()
+        .insert(q.request_id.clone(), q.reply);
+    let mut r = reply(StatusCode::OK, q.payload);
+    let h = r.headers_mut();
+    let arn = q.invoked_arn.as_deref().unwrap_or(&state.function_arn);
+    let sampled = u8::from(state.active_tracing.load(Ordering::Relaxed));
+    let trace = format!(
+        "Root=1-{:08x}-{:024x};Parent={:016x};Sampled={sampled}",
+        epoch_ms(deadline) / 1000,
+        q.trace_seed,
+        q.trace_seed,
+    );
+    for (name, value) in [
+        ("Lambda-Runtime-Aws-Request-Id", q.request_id.clone()),
+        ("Lambda-Runtime-Deadline-Ms", epoch_ms(deadline).to_string()),
+        ("Lambda-Runtime-Invoked-Function-Arn", arn.to_owned()),
+        ("Lambda-Runtime-Trace-Id", trace),
+        ("Content-Type", "application/json".to_owned()),
+    ] {
+        h.insert(name, value.parse().unwrap());
+    }
+    if let Some(name) = q.omit {
+        h.remove(name);
+    }
+    r
+}
+
+/// `POST …/invocation/{id}/response` or `…/error`: the invocation's answer, handed to
+/// whoever invoked it.
+async fn answer(state: &State, req: Request<Incoming>, id: &str, kind: &str) -> Response<Body> {
+    let at = SystemTime::now();
+    let body = read_body(req).await;
+    let outcome = match kind {
+        "response" => {
+            Outcome::Response(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+        }
+        "error" => {
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            Outcome::Error {
+                error_type: v["errorType"].as_str().unwrap_or_default().to_owned(),
+                error_message: v["errorMessage"].as_str().unwrap_or_default().to_owned(),
+            }
+        }
+        _ => return reply(StatusCode::NOT_FOUND, "unknown path"),
+    };
+    let Some(tx) = state.in_flight.lock().unwrap().remove(id) else {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            r#"{"errorType":"InvalidRequestID"}"#,
+        );
+    };
+    let _ = tx.send((at, outcome));
+    reply(StatusCode::ACCEPTED, r#"{"status":"OK"}"#)
 }
 
 impl RuntimeApi {

@@ -74,6 +74,41 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// Ramps 50 % of new workflows to build-2 and checks that [`RAMPED`] new workflows went
+    /// to both builds (`one`, `two`: what each build's workflows answer).
+    async fn check_ramp(&mut self, one: &str, two: &str) -> Result<(), String> {
+        self.lp
+            .server
+            .set_ramping_version(DEPLOYMENT, "build-2", 50.0)
+            .await?;
+        (self.say)(format!(
+            "ramping 50 % of new workflows to build-2; starting {RAMPED}"
+        ));
+        let ids: Vec<String> = (0..RAMPED).map(|i| format!("ramp-{i}")).collect();
+        for id in &ids {
+            self.start(id, false).await?;
+        }
+        let mut seen = BTreeSet::new();
+        for id in &ids {
+            let got = self.result(id).await?;
+            if got != one && got != two {
+                return Err(format!(
+                    "workflow {id} ran as {got:?}, expected build-1 or build-2"
+                ));
+            }
+            seen.insert(got);
+        }
+        if seen.len() != 2 {
+            return Err(format!(
+                "the 50 % ramp sent all {RAMPED} new workflows to one build: {seen:?}"
+            ));
+        }
+        (self.say)(format!(
+            "  ok  the ramp sent new workflows to both builds: {seen:?}"
+        ));
+        Ok(())
+    }
+
     async fn start(&mut self, id: &str, wait_for_signal: bool) -> Result<(), String> {
         let input = wait_for_signal.to_string();
         self.lp
@@ -177,35 +212,7 @@ pub async fn run_published(scenario: &Scenario, say: &mut dyn FnMut(String)) -> 
 
     let arn2 = run.deploy("build-2", true).await?;
     run.register("build-2", &arn2).await?;
-    run.lp
-        .server
-        .set_ramping_version(DEPLOYMENT, "build-2", 50.0)
-        .await?;
-    (run.say)(format!(
-        "ramping 50 % of new workflows to build-2; starting {RAMPED}"
-    ));
-    let ids: Vec<String> = (0..RAMPED).map(|i| format!("ramp-{i}")).collect();
-    for id in &ids {
-        run.start(id, false).await?;
-    }
-    let mut seen = BTreeSet::new();
-    for id in &ids {
-        let got = run.result(id).await?;
-        if got != one && got != two {
-            return Err(format!(
-                "workflow {id} ran as {got:?}, expected build-1 or build-2"
-            ));
-        }
-        seen.insert(got);
-    }
-    if seen.len() != 2 {
-        return Err(format!(
-            "the 50 % ramp sent all {RAMPED} new workflows to one build: {seen:?}"
-        ));
-    }
-    (run.say)(format!(
-        "  ok  the ramp sent new workflows to both builds: {seen:?}"
-    ));
+    run.check_ramp(&one, &two).await?;
 
     run.make_current("build-2").await?;
     run.start("new-1", false).await?;

@@ -343,6 +343,19 @@ pub(super) struct Function {
 }
 
 /// What an invocation or a lookup names: the function and, if given, a qualifier.
+/// One invocation the control plane was asked for.
+pub(super) struct Invocation {
+    /// What the qualifier named when it came in.
+    pub(super) env: Arc<Environments>,
+    pub(super) qualifier: Option<String>,
+    /// The ARN the caller named (with its qualifier, if it had one).
+    pub(super) invoked_arn: String,
+    pub(super) payload: Bytes,
+    pub(super) invocation_type: InvocationType,
+    /// Lambda's waits before each retry of an `Event` invocation.
+    pub(super) retry_delays: Vec<Duration>,
+}
+
 pub(super) type Qualifier<'a> = Option<&'a str>;
 
 impl Function {
@@ -455,59 +468,26 @@ impl Function {
         out
     }
 
-    /// Runs one invocation on `env` (what `qualifier` named when it came in), invoked as
-    /// `invoked_arn`, with Lambda's retries when it is an `Event`. Each retry goes to what
-    /// the qualifier names then (after an update: `$LATEST`'s new code).
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn run(
-        self: Arc<Self>,
-        mut env: Arc<Environments>,
-        qualifier: Option<String>,
-        invoked_arn: String,
-        payload: Bytes,
-        invocation_type: InvocationType,
-        retry_delays: Vec<Duration>,
-    ) -> Answer {
+    /// Runs one invocation (see [`Invocation`]), with Lambda's retries when it is an
+    /// `Event`. Each retry goes to what the qualifier names then (after an update:
+    /// `$LATEST`'s new code).
+    pub(super) async fn run(self: Arc<Self>, inv: Invocation) -> Answer {
         let invoke = self.invokes.fetch_add(1, Ordering::Relaxed) + 1;
-        let attempts = match invocation_type {
-            InvocationType::Event => retry_delays.len() + 1,
+        let attempts = match inv.invocation_type {
+            InvocationType::Event => inv.retry_delays.len() + 1,
             InvocationType::RequestResponse => 1,
         };
         let name = &self.name;
+        let mut env = inv.env.clone();
         let mut attempt = 0;
         loop {
             if attempt > 0 {
-                env = self.resolve(qualifier.as_deref()).unwrap_or(env);
+                env = self.resolve(inv.qualifier.as_deref()).unwrap_or(env);
             }
-            let version = env.version.clone();
-            // Queued and scaled under one lock, so the background scaler cannot start the
-            // process this invocation needs in between.
-            let (pending, cold_start) = {
-                let mut st = env.state.lock().unwrap();
-                st.invokes += u64::from(attempt == 0);
-                let pending = env
-                    .api
-                    .submit_invoked(&payload, env.spec.timeout, &invoked_arn);
-                (pending, env.scale_locked(&mut st))
-            };
-            let request_id = pending.request_id().to_owned();
-            tracing::info!(function = %name, %version, invoke, attempt, %request_id, cold_start, "invocation");
-            let started = Instant::now();
-            let answer = pending.answer().await;
-            let took = started.elapsed().as_secs_f64();
-            self.attempts.lock().unwrap().push(Attempt {
-                invoke,
-                attempt: attempt as u32,
-                invocation_type,
-                version: version.clone(),
-                cold_start,
-                answer: answer.clone(),
-            });
+            let (answer, request_id) = self.attempt(&env, &inv, invoke, attempt).await;
+            let version = &env.version;
             let failure = match &answer.outcome {
-                Outcome::Response(_) => {
-                    tracing::info!(function = %name, %version, invoke, %request_id, took, slack = answer.slack(), "answered");
-                    return answer;
-                }
+                Outcome::Response(_) => return answer,
                 Outcome::Error {
                     error_type,
                     error_message,
@@ -519,10 +499,49 @@ impl Function {
                 tracing::error!(function = %name, %version, invoke, %request_id, error = %failure, attempts, "invocation failed; no retries left");
                 return answer;
             }
-            let delay = retry_delays[attempt - 1];
+            let delay = inv.retry_delays[attempt - 1];
             tracing::warn!(function = %name, %version, invoke, %request_id, error = %failure, retry_in = ?delay, "invocation failed; retrying");
             tokio::time::sleep(delay).await;
         }
+    }
+
+    /// One attempt of invocation number `invoke` on `env`, recorded; its answer and
+    /// request id.
+    async fn attempt(
+        &self,
+        env: &Environments,
+        inv: &Invocation,
+        invoke: u64,
+        attempt: usize,
+    ) -> (Answer, String) {
+        let (name, version) = (&self.name, env.version.clone());
+        // Queued and scaled under one lock, so the background scaler cannot start the
+        // process this invocation needs in between.
+        let (pending, cold_start) = {
+            let mut st = env.state.lock().unwrap();
+            st.invokes += u64::from(attempt == 0);
+            let pending = env
+                .api
+                .submit_invoked(&inv.payload, env.spec.timeout, &inv.invoked_arn);
+            (pending, env.scale_locked(&mut st))
+        };
+        let request_id = pending.request_id().to_owned();
+        tracing::info!(function = %name, %version, invoke, attempt, %request_id, cold_start, "invocation");
+        let started = Instant::now();
+        let answer = pending.answer().await;
+        let took = started.elapsed().as_secs_f64();
+        self.attempts.lock().unwrap().push(Attempt {
+            invoke,
+            attempt: attempt as u32,
+            invocation_type: inv.invocation_type,
+            version: version.clone(),
+            cold_start,
+            answer: answer.clone(),
+        });
+        if let Outcome::Response(_) = &answer.outcome {
+            tracing::info!(function = %name, %version, invoke, %request_id, took, slack = answer.slack(), "answered");
+        }
+        (answer, request_id)
     }
 
     /// The function's stats (`qualifier` `None`), or those of the version it names.

@@ -26,6 +26,7 @@
 
 mod aws;
 mod function;
+mod lambda_api;
 
 use std::{
     net::SocketAddr,
@@ -39,14 +40,11 @@ use std::{
 use hyper::{Method, Request, Response, StatusCode, body::Incoming};
 use tokio::{net::TcpListener, task::AbortHandle};
 
-use crate::{
-    Outcome,
-    http::{Body, read_body, reply, serve},
-};
+use crate::http::{Body, read_body, reply, serve};
 
-use aws::{assume_role, aws_error, form_value, percent_decode, xml};
+use aws::{assume_role, aws_error, form_value, xml};
+use function::Function;
 pub use function::{Attempt, FunctionSpec, FunctionStats, InvocationType, LATEST, function_arn};
-use function::{Function, timed_out};
 
 /// The account id local ARNs use.
 pub const ACCOUNT: &str = "000000000000";
@@ -252,238 +250,38 @@ impl Drop for ControlPlane {
     }
 }
 
+/// Routes a request: STS at `/`, Lambda under `/2015-03-31/functions/` ([`lambda_api`]).
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let n = shared.requests.fetch_add(1, Ordering::Relaxed);
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     if method == Method::POST && path == "/" {
-        let body = read_body(req).await;
-        let form = String::from_utf8_lossy(&body);
-        return match form_value(&form, "Action").as_deref() {
-            Some("AssumeRole") => assume_role(&shared, &form, n),
-            other => xml(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidAction</Code>\
-                     <Message>the local control plane answers AssumeRole only, not {}\
-                     </Message></Error></ErrorResponse>",
-                    other.unwrap_or("(no Action)")
-                ),
-            ),
-        };
+        return sts(&shared, req, n).await;
     }
-    let Some(rest) = path.strip_prefix("/2015-03-31/functions/") else {
-        return aws_error(
+    match path.strip_prefix("/2015-03-31/functions/") {
+        Some(rest) => lambda_api::route(&shared, req, rest).await,
+        None => aws_error(
             StatusCode::NOT_FOUND,
             "UnknownOperationException",
             &format!("the local control plane does not serve {method} {path}"),
-        );
-    };
-    let query = req.uri().query().unwrap_or("").to_owned();
-    let qualifier = form_value(&query, "Qualifier");
-    let (id, operation) = match rest.trim_end_matches('/').split_once('/') {
-        Some((id, op)) => (percent_decode(id), op.to_owned()),
-        None => (percent_decode(rest.trim_end_matches('/')), String::new()),
-    };
-    let not_found = |what: &str| {
-        aws_error(
-            StatusCode::NOT_FOUND,
-            "ResourceNotFoundException",
-            &format!("Function not found: {what}"),
-        )
-    };
-    let Some((function, q)) = shared.function(&id, qualifier.as_deref()) else {
-        return not_found(&id);
-    };
-    let function = function.clone();
-    let q = q.map(str::to_owned);
-    let env = match function.resolve(q.as_deref()) {
-        Ok(env) => env,
-        Err(e) => {
-            return aws_error(StatusCode::NOT_FOUND, "ResourceNotFoundException", &e);
-        }
-    };
-    // The error for an operation that takes the bare function name, if `id` had a qualifier.
-    let qualified_error = || {
-        q.is_some().then(|| {
-            aws_error(
-                StatusCode::BAD_REQUEST,
-                "InvalidParameterValueException",
-                &format!("{operation} takes the function's name without a qualifier, not {id}"),
-            )
-        })
-    };
-    match (method, operation.as_str()) {
-        // GetFunction
-        (Method::GET, "") => json(
-            StatusCode::OK,
-            serde_json::json!({
-                "Configuration": env.configuration(),
-                "Code": { "RepositoryType": "S3", "Location": "" }
-            }),
         ),
-        // GetFunctionConfiguration
-        (Method::GET, "configuration") => json(StatusCode::OK, env.configuration()),
-        // DeleteFunction with a version as qualifier
-        (Method::DELETE, "") => match q.as_deref() {
-            Some(v) => match function.delete_version(v) {
-                Ok(()) => reply(StatusCode::NO_CONTENT, ""),
-                Err(e) => aws_error(
-                    StatusCode::BAD_REQUEST,
-                    "InvalidParameterValueException",
-                    &e,
-                ),
-            },
-            None => aws_error(
-                StatusCode::BAD_REQUEST,
-                "InvalidParameterValueException",
-                "the local control plane deletes published versions only: give a Qualifier",
+    }
+}
+
+/// STS: `AssumeRole` only.
+async fn sts(shared: &Shared, req: Request<Incoming>, n: u64) -> Response<Body> {
+    let body = read_body(req).await;
+    let form = String::from_utf8_lossy(&body);
+    match form_value(&form, "Action").as_deref() {
+        Some("AssumeRole") => assume_role(shared, &form, n),
+        other => xml(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidAction</Code>\
+                 <Message>the local control plane answers AssumeRole only, not {}\
+                 </Message></Error></ErrorResponse>",
+                other.unwrap_or("(no Action)")
             ),
-        },
-        // PublishVersion
-        (Method::POST, "versions") => {
-            if let Some(r) = qualified_error() {
-                return r;
-            }
-            match function.publish().await {
-                Ok(v) => json(StatusCode::CREATED, v.configuration()),
-                Err(e) => aws_error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "ServiceException",
-                    &e.to_string(),
-                ),
-            }
-        }
-        // ListVersionsByFunction
-        (Method::GET, "versions") => json(
-            StatusCode::OK,
-            serde_json::json!({ "Versions": function.list_versions() }),
-        ),
-        // UpdateFunctionConfiguration: `Environment.Variables` (replaced whole, as on
-        // Lambda) and `Timeout`.
-        (Method::PUT, "configuration") => {
-            if let Some(r) = qualified_error() {
-                return r;
-            }
-            let body = read_body(req).await;
-            let v: serde_json::Value = match serde_json::from_slice(&body) {
-                Ok(v) => v,
-                Err(e) => {
-                    return aws_error(
-                        StatusCode::BAD_REQUEST,
-                        "InvalidRequestContentException",
-                        &format!("could not parse request body into json: {e}"),
-                    );
-                }
-            };
-            let vars = v["Environment"]["Variables"].as_object().cloned();
-            let timeout = v["Timeout"].as_u64();
-            let changed = function
-                .update(|spec| {
-                    if let Some(vars) = vars {
-                        spec.env = vars
-                            .iter()
-                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                            .collect();
-                    }
-                    if let Some(secs) = timeout {
-                        spec.timeout = Duration::from_secs(secs);
-                    }
-                })
-                .await;
-            match changed.and_then(|()| function.resolve(None).map_err(std::io::Error::other)) {
-                Ok(latest) => json(StatusCode::OK, latest.configuration()),
-                Err(e) => aws_error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "ServiceException",
-                    &e.to_string(),
-                ),
-            }
-        }
-        // Invoke
-        (Method::POST, "invocations") => {
-            let kind = req
-                .headers()
-                .get("X-Amz-Invocation-Type")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("RequestResponse")
-                .to_owned();
-            let mut payload = read_body(req).await;
-            if payload.is_empty() {
-                // Lambda hands a function `{}` when the Invoke call carries no payload (as the
-                // Worker Controller's does), not an empty body: "When you invoke a function
-                // with no payload the Lambda service passes {} (an empty json object) to your
-                // handler", AWS's own aws/aws-lambda-dotnet pull request 834, which made its
-                // test tool do the same. awslambdaric fails an empty body with
-                // `Runtime.UnmarshalError`, and Temporal documents its Python worker as
-                // working with the Worker Controller on Lambda.
-                payload = bytes::Bytes::from_static(b"{}");
-            }
-            // Lambda passes the ARN the caller named, with its qualifier if it had one.
-            let invoked_arn = match &q {
-                Some(q) => format!("{}:{q}", function_arn(&function.name)),
-                None => function_arn(&function.name),
-            };
-            let delays = shared.retry_delays.clone();
-            let executed = env.version.clone();
-            match kind.as_str() {
-                "Event" => {
-                    shared.spawn(async move {
-                        function
-                            .run(env, q, invoked_arn, payload, InvocationType::Event, delays)
-                            .await;
-                    });
-                    reply(StatusCode::ACCEPTED, "")
-                }
-                "RequestResponse" => {
-                    let timeout = env.spec.timeout;
-                    let answer = function
-                        .run(
-                            env,
-                            q,
-                            invoked_arn,
-                            payload,
-                            InvocationType::RequestResponse,
-                            delays,
-                        )
-                        .await;
-                    let (body, error) = match answer.outcome {
-                        Outcome::Response(v) => (v.to_string(), false),
-                        Outcome::Error {
-                            error_type,
-                            error_message,
-                        } => (
-                            serde_json::json!({"errorType": error_type, "errorMessage": error_message})
-                                .to_string(),
-                            true,
-                        ),
-                        Outcome::NoAnswer => (
-                            serde_json::json!({"errorType": "Sandbox.Timedout", "errorMessage": timed_out(timeout)})
-                                .to_string(),
-                            true,
-                        ),
-                    };
-                    let mut r = reply(StatusCode::OK, body);
-                    r.headers_mut()
-                        .insert("X-Amz-Executed-Version", executed.parse().unwrap());
-                    if error {
-                        r.headers_mut()
-                            .insert("X-Amz-Function-Error", "Unhandled".parse().unwrap());
-                    }
-                    r
-                }
-                "DryRun" => reply(StatusCode::NO_CONTENT, ""),
-                other => aws_error(
-                    StatusCode::BAD_REQUEST,
-                    "InvalidParameterValueException",
-                    &format!("unknown X-Amz-Invocation-Type {other}"),
-                ),
-            }
-        }
-        (method, _) => aws_error(
-            StatusCode::NOT_FOUND,
-            "UnknownOperationException",
-            &format!("the local control plane does not serve {method} {path}"),
         ),
     }
 }
@@ -497,7 +295,10 @@ fn json(status: StatusCode, v: serde_json::Value) -> Response<Body> {
 
 #[cfg(test)]
 mod tests {
-    use super::{aws::rfc3339, *};
+    use super::{
+        aws::{percent_decode, rfc3339},
+        *,
+    };
 
     #[test]
     fn decodes_forms_and_paths() {

@@ -1,8 +1,9 @@
-//! What one poll session's worker is doing, seen through the SDK's own interceptors:
-//! every workflow activation and every activity execution begins and ends here. It feeds
-//! the invocation's summary line (tasks completed and failed, idle time) and the idle
-//! exit (no task in flight for a while); with `LambdaWorkerConfig::longest_activity` set,
-//! it also hands back activity tasks that could not finish before the drain ends.
+//! What one poll session's worker is doing, as the SDK's own interceptors report it
+//! ([`interceptors`](super::interceptors)): every workflow activation and every activity
+//! execution begins and ends here. It feeds the invocation's summary line (tasks completed
+//! and failed, idle time) and the idle exit (no task in flight for a while, or the
+//! shorter settled wait); with `LambdaWorkerConfig::longest_activity` set, it also says
+//! which activity tasks must be handed back ([`admission`](super::admission)).
 
 use std::{
     collections::HashSet,
@@ -10,24 +11,14 @@ use std::{
     time::Duration,
 };
 
-use futures_util::future::BoxFuture;
-use temporalio_common::{
-    ActivityError, RetryPolicy,
-    error::{ApplicationErrorCategory, ApplicationFailure},
-    protos::coresdk::{
-        workflow_activation::WorkflowActivation, workflow_completion::WorkflowActivationCompletion,
-    },
-};
-use temporalio_sdk::{
-    WorkerOptions,
-    interceptors::{
-        ActivityInboundInterceptor, ExecuteActivityInput, ExecuteActivityResult, Next,
-        WorkerInterceptor,
-    },
-};
+use temporalio_sdk::WorkerOptions;
 use tokio::{sync::Notify, time::Instant};
 
-use crate::waits::Waits;
+use super::{
+    admission::{RETRY_MARGIN, Retry},
+    interceptors::{ActivityWatch, WorkflowWatch},
+    waits::Waits,
+};
 
 /// Task counts of one session.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -64,12 +55,6 @@ pub(crate) enum PollsEnd {
     OnHandBack,
 }
 
-/// The type of the failure an activity handed back is failed with.
-pub(crate) const DEFERRED_ERROR_TYPE: &str = crate::error_type::ACTIVITY_DEFERRED;
-/// How long after this worker stopped polling a handed-back activity becomes available
-/// again.
-const RETRY_MARGIN: Duration = Duration::from_secs(1);
-
 /// The idle exit: leave after `window` with no task in flight, or after the shorter
 /// `settled` once nothing this worker ran expects a task soon ([`Waits`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,12 +73,12 @@ pub(crate) enum IdleReason {
 }
 
 #[derive(Debug)]
-struct State {
+pub(super) struct State {
     in_flight: usize,
     /// Whether any task began: a worker that has had none waits the whole window.
     any_task: bool,
-    waits: Waits,
-    workflows: HashSet<String>,
+    pub(super) waits: Waits,
+    pub(super) workflows: HashSet<String>,
     /// Since when nothing has been in flight (`None` while something is).
     idle_since: Option<Instant>,
     /// Idle time before `idle_since`.
@@ -145,12 +130,12 @@ pub enum TaskKind {
 }
 
 impl TaskActivity {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Idle time counts from now (the worker started polling).
-    pub fn polling_started(&self) {
+    pub(crate) fn polling_started(&self) {
         let mut s = self.lock();
         if s.in_flight == 0 {
             s.idle_since = Some(Instant::now());
@@ -159,7 +144,7 @@ impl TaskActivity {
     }
 
     /// A task began.
-    pub fn begin(&self) {
+    pub(crate) fn begin(&self) {
         let mut s = self.lock();
         if let Some(since) = s.idle_since.take() {
             s.idle_before += since.elapsed();
@@ -171,7 +156,7 @@ impl TaskActivity {
     }
 
     /// A task ended.
-    pub fn end(&self, kind: TaskKind, ok: bool) {
+    pub(crate) fn end(&self, kind: TaskKind, ok: bool) {
         let mut s = self.lock();
         s.in_flight = s.in_flight.saturating_sub(1);
         let c = &mut s.counts;
@@ -213,7 +198,7 @@ impl TaskActivity {
     /// `Some(retry delay)` when an activity starting now must be handed back (counted).
     /// `retry` says whether the server would retry this one (see [`retried`]): one it would
     /// not retry runs, as without the setting, since handing it back would fail it.
-    fn defer_now(&self, retry: Retry) -> Option<Duration> {
+    pub(super) fn defer_now(&self, retry: Retry) -> Option<Duration> {
         let mut s = self.lock();
         let a = s.admission?;
         let now = Instant::now();
@@ -331,134 +316,19 @@ impl TaskActivity {
     }
 
     /// Registers the interceptors that report to this on `worker`.
-    pub fn watch(&self, worker: &mut WorkerOptions) {
+    pub(crate) fn watch(&self, worker: &mut WorkerOptions) {
         worker.worker_interceptor(WorkflowWatch(self.clone()));
         worker.activity_inbound_interceptor(ActivityWatch(self.clone()));
     }
 }
 
-struct WorkflowWatch(TaskActivity);
-
-#[async_trait::async_trait(?Send)]
-impl WorkerInterceptor for WorkflowWatch {
-    async fn on_workflow_activation(
-        &self,
-        activation: &WorkflowActivation,
-    ) -> Result<(), anyhow::Error> {
-        let begins = {
-            let mut s = self.0.lock();
-            s.waits.activation(activation, Instant::now());
-            !activation.is_only_eviction() && s.workflows.insert(activation.run_id.clone())
-        };
-        if begins {
-            self.0.begin();
-        }
-        Ok(())
-    }
-
-    async fn on_workflow_activation_completion(&self, completion: &WorkflowActivationCompletion) {
-        let ends = {
-            let mut s = self.0.lock();
-            s.waits.completion(completion, Instant::now());
-            s.workflows.remove(&completion.run_id)
-        };
-        if ends {
-            let ok = completion.status.as_ref().is_some_and(|s| s.is_success());
-            self.0.end(TaskKind::Workflow, ok);
-        }
-    }
-}
-
-struct ActivityWatch(TaskActivity);
-
-impl ActivityInboundInterceptor for ActivityWatch {
-    fn execute_activity<'a>(
-        &'a self,
-        input: ExecuteActivityInput,
-        next: Next<'a, ExecuteActivityInput, BoxFuture<'a, ExecuteActivityResult>>,
-    ) -> BoxFuture<'a, ExecuteActivityResult> {
-        let info = input.activity_info();
-        let (run, is_local) = (info.workflow_run_id.as_deref(), info.is_local);
-        self.0.lock().waits.activity(run, is_local, Instant::now());
-        let retry = retried(info.attempt, info.retry_policy.as_ref(), info.is_local);
-        if let Some(retry_in) = self.0.defer_now(retry) {
-            drop((input, next));
-            return Box::pin(async move { Err(deferred(retry_in)) });
-        }
-        self.0.begin();
-        let run = next.run(input);
-        Box::pin(async move {
-            // Ends the task even when the future is dropped (a cancelled activity).
-            struct Ending<'b>(&'b TaskActivity, bool);
-            impl Drop for Ending<'_> {
-                fn drop(&mut self) {
-                    self.0.end(TaskKind::Activity, self.1);
-                }
-            }
-            let mut ending = Ending(&self.0, false);
-            let result = run.await;
-            ending.1 = result.is_ok();
-            result
-        })
-    }
-}
-
-/// Whether a failed attempt of an activity is retried through the task queue.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Retry {
-    Yes,
-    /// Not retried, and why.
-    No(&'static str),
-}
-
-/// Whether the server would retry attempt `attempt` of an activity with `policy` (none: the
-/// server's default, unlimited attempts) if it were handed back. A hand-back uses one
-/// attempt, so an activity on the last attempt its policy allows would fail; a local
-/// activity is retried inside its workflow task, not through the queue.
-fn retried(attempt: u32, policy: Option<&RetryPolicy>, is_local: bool) -> Retry {
-    if is_local {
-        return Retry::No("it is a local activity");
-    }
-    let Some(policy) = policy else {
-        return Retry::Yes;
-    };
-    let max = policy.maximum_attempts();
-    if max != 0 && attempt >= max {
-        return Retry::No("it is on the last attempt its retry policy allows");
-    }
-    if policy
-        .non_retryable_error_types()
-        .iter()
-        .any(|t| t == DEFERRED_ERROR_TYPE)
-    {
-        return Retry::No(
-            "its retry policy lists TemporalLambdaWorker.ActivityDeferred as non-retryable",
-        );
-    }
-    Retry::Yes
-}
-
-/// The benign, retryable failure that hands an activity task back, retried after
-/// `retry_in`.
-fn deferred(retry_in: Duration) -> ActivityError {
-    ActivityError::application(
-        ApplicationFailure::builder(format!(
-            "not started: it could run longer than the time left before this Lambda \
-             invocation's drain ends (LambdaWorkerConfig::longest_activity / \
-             TEMPORAL_LONGEST_ACTIVITY_SECS); handed back to run in the next invocation, in \
-             {:.1}s",
-            retry_in.as_secs_f64()
-        ))
-        .type_name(DEFERRED_ERROR_TYPE.to_owned())
-        .next_retry_delay(retry_in)
-        .category(ApplicationErrorCategory::Benign)
-        .build(),
-    )
-}
-
 #[cfg(test)]
 mod tests {
+    use temporalio_common::{ActivityError, error::ApplicationErrorCategory};
+    use temporalio_sdk::interceptors::WorkerInterceptor;
+
     use super::*;
+    use crate::session::admission::{DEFERRED_ERROR_TYPE, deferred};
 
     #[tokio::test(start_paused = true)]
     async fn idle_time_and_counts_follow_the_tasks() {
@@ -508,7 +378,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_settled_exit_leaves_early_only_once_nothing_is_expected() {
-        use crate::waits::fixtures::{
+        use crate::session::waits::fixtures::{
             activation, complete, completion, resolved, schedule, start, timer,
         };
         use temporalio_common::protos::coresdk::{
@@ -633,34 +503,6 @@ mod tests {
         assert_eq!(tasks.defer_now(Retry::No("test")), None);
         assert_eq!(tasks.counts().activity_deferred, 0);
         assert!(tasks.defer_now(Retry::Yes).is_some());
-    }
-
-    #[test]
-    fn only_an_activity_with_an_attempt_left_is_retried() {
-        let policy = |max: u32, non_retryable: &[&str]| {
-            let mut p = RetryPolicy::default();
-            p.set_maximum_attempts(max);
-            p.set_non_retryable_error_types(non_retryable.iter().copied());
-            p
-        };
-        // No policy: the server's default, unlimited attempts.
-        assert_eq!(retried(1, None, false), Retry::Yes);
-        assert_eq!(retried(7, Some(&policy(0, &[])), false), Retry::Yes);
-        assert_eq!(retried(2, Some(&policy(3, &[])), false), Retry::Yes);
-        for (attempt, max) in [(1, 1), (3, 3), (4, 3)] {
-            assert!(
-                matches!(retried(attempt, Some(&policy(max, &[])), false), Retry::No(why) if why.contains("last attempt")),
-                "attempt {attempt} of {max}"
-            );
-        }
-        assert!(matches!(
-            retried(1, Some(&policy(0, &["Other", DEFERRED_ERROR_TYPE])), false),
-            Retry::No(why) if why.contains("non-retryable")
-        ));
-        assert!(matches!(
-            retried(1, None, true),
-            Retry::No(why) if why.contains("local")
-        ));
     }
 
     #[tokio::test(start_paused = true)]
