@@ -25,7 +25,7 @@
 
 use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
 
-use temporal_lambda_worker_testkit::{
+use temporal_lambda_local::{
     DevServer, FunctionSpec, ServerlessLoop, TempDir,
     bench::{bootstraps_or, debug_example, env_or, percentile, server_args_from_env, timeouts},
     control_plane::function_arn,

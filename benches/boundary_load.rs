@@ -29,7 +29,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use temporal_lambda_worker_testkit::{
+use temporal_lambda_local::{
     Bootstrap, DevServer, Outcome, RuntimeApi, TempDir,
     bench::{bootstraps_or, debug_example, dev_server_from_env, env_or, epoch_secs, timeouts},
     dev_server::event_is,

@@ -31,7 +31,7 @@
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use temporal_lambda_worker_testkit::{
+use temporal_lambda_local::{
     DevServer, FunctionSpec, ServerlessLoop, TempDir,
     bench::{debug_example, env_or, epoch_secs, percentile, server_args_from_env, workflow_times},
 };

@@ -29,7 +29,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use temporal_lambda_worker_testkit::{
+use temporal_lambda_local::{
     Answer, Bootstrap, DevServer, RuntimeApi, TempDir,
     bench::{
         bootstraps_or, percentile, release_example, start_hellos, status_kib, system_secs,

@@ -17,7 +17,7 @@
 
 use std::{path::Path, time::Duration};
 
-use temporal_lambda_worker_testkit::{
+use temporal_lambda_local::{
     Bootstrap, DevServer, RuntimeApi, TempDir,
     bench::{bootstraps_or, dev_server_from_env, env_or, percentile, release_example, status_kib},
 };
@@ -34,12 +34,9 @@ async fn hold(api: &RuntimeApi, pid: u32, k: usize) -> (u64, bool) {
     tokio::time::sleep(READ_AFTER).await;
     let rss = status_kib(pid, "VmRSS").unwrap_or(0);
     let answers = futures::future::join_all(pending.into_iter().map(|p| p.answer())).await;
-    let ok = answers.iter().all(|a| {
-        matches!(
-            a.outcome,
-            temporal_lambda_worker_testkit::Outcome::Response(_)
-        )
-    });
+    let ok = answers
+        .iter()
+        .all(|a| matches!(a.outcome, temporal_lambda_local::Outcome::Response(_)));
     (rss, ok)
 }
 

@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use temporal_lambda_worker_testkit::{
+use temporal_lambda_local::{
     Bootstrap, DevServer, RuntimeApi, TempDir,
     bench::{env_or, percentile, start_hellos, wait_for_count},
 };
@@ -122,7 +122,7 @@ fn start(binary: &Path, api: &RuntimeApi, server: &DevServer, root: &Path) -> Bo
     .unwrap()
 }
 
-fn polling_at(a: &temporal_lambda_worker_testkit::Answer) -> SystemTime {
+fn polling_at(a: &temporal_lambda_local::Answer) -> SystemTime {
     let us = a.response()["polling_since_epoch_us"]
         .as_u64()
         .unwrap_or_else(|| panic!("no polling time in {:?}", a.outcome));

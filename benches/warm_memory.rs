@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use temporal_lambda_worker_testkit::{
+use temporal_lambda_local::{
     Bootstrap, DevServer, RuntimeApi, TempDir,
     bench::{
         bootstraps_or, dev_server_from_env, env_or, percentile, release_example, status_kib,
@@ -92,11 +92,7 @@ async fn measure(binary: &Path, server: &DevServer, n: usize, tag: usize) {
             warm_ms.push(d.as_secs_f64() * 1e3);
             handed_out.insert(id.clone(), answer.handed_out);
         }
-        if result.is_err()
-            || !matches!(
-                answer.outcome,
-                temporal_lambda_worker_testkit::Outcome::Response(_)
-            )
+        if result.is_err() || !matches!(answer.outcome, temporal_lambda_local::Outcome::Response(_))
         {
             failed += 1;
         }

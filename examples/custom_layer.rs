@@ -10,24 +10,21 @@ use futures_util::future::BoxFuture;
 use temporal_lambda_worker::{layers::*, *};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Resolves secrets through the Parameters and Secrets Lambda Extension.
-struct SecretsExtension {
-    port: u16,
-}
-
-impl SecretsExtension {
-    fn from_env() -> Self {
-        let port = std::env::var("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT")
-            .ok()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(2773);
-        Self { port }
-    }
-}
+/// Resolves secrets through the Parameters and Secrets Lambda Extension; its port and the
+/// session token come from the stack's environment (on Lambda, the function's).
+struct SecretsExtension;
 
 impl SecretResolver for SecretsExtension {
-    fn resolve(&self, secret_arn: &str) -> BoxFuture<'static, Result<String, BoxError>> {
-        let port = self.port;
+    fn resolve(
+        &self,
+        secret_arn: &str,
+        env: &dyn Environment,
+    ) -> BoxFuture<'static, Result<String, BoxError>> {
+        let port: u16 = env
+            .var("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(2773);
+        let token = env.var("AWS_SESSION_TOKEN");
         let arn: String = secret_arn
             .bytes()
             .map(|b| match b {
@@ -38,8 +35,7 @@ impl SecretResolver for SecretsExtension {
             })
             .collect();
         Box::pin(async move {
-            let token = std::env::var("AWS_SESSION_TOKEN")
-                .map_err(|_| "AWS_SESSION_TOKEN is not set (not running on Lambda?)")?;
+            let token = token.ok_or("AWS_SESSION_TOKEN is not set (not running on Lambda?)")?;
             let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
                 .map_err(|e| {
@@ -73,7 +69,9 @@ fn configure(config: &mut LambdaWorkerConfig) -> Result<(), BoxError> {
     if config.worker.task_queue.is_empty() {
         config.worker.task_queue = "hello-task-queue".into();
     }
-    // Register workflows and activities here, as in the `hello` example.
+    // The `hello` example's workflows and activities (a worker that registers nothing is
+    // refused: TemporalLambdaWorker.NothingRegistered).
+    hello_workflows::register(&mut config.worker)?;
     Ok(())
 }
 
@@ -88,7 +86,7 @@ async fn main() -> Result<(), BoxError> {
     // (Wrapped around the whole stack instead, the key would be rebuilt away by
     // LoadConfigLayer: that order fails every invocation with LayerOrder.)
     let stack = WorkerStack::new(version, configure)
-        .layer(ApiKeySecretLayer::new(SecretsExtension::from_env()))
+        .layer(ApiKeySecretLayer::new(SecretsExtension))
         .build();
     serve(stack).await
 }

@@ -31,6 +31,8 @@ aws() {
   fi
   case "$query" in
     FunctionArn) echo "$FUNCTION_ARN:1" ;;
+    *FunctionVersionArn*) echo "$FUNCTION_ARN:1" ;;
+    *InvokerRoleArn*) echo "$INVOKER_ROLE_ARN" ;;
     Version) echo 1 ;;
     CapacityProvider.CapacityProviderArn) echo "arn:aws:lambda:$AWS_REGION:$ACCOUNT_ID:capacity-provider:$CAPACITY_PROVIDER" ;;
   esac

@@ -20,6 +20,6 @@ fi
 step "building the hello bootstrap (cargo build --example hello)" \
   cargo build --example hello -p temporal-lambda-worker
 step "building the local loop (lambda-local)" \
-  cargo build -p temporal-lambda-worker-testkit --bin lambda-local
+  cargo build -p temporal-lambda-local --bin lambda-local
 echo "==> running the serverless loop" >&2
 exec target/debug/lambda-local target/debug/examples/hello "$@"

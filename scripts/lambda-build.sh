@@ -73,7 +73,7 @@ for arch in "${archs[@]}"; do
     bootstrap="$run/bootstrap-qemu" loop=(--workflows 2 --timeout 15) # emulation is slower
   fi
   echo "running the $arch zip's bootstrap through the local serverless loop"
-  TLW_QUIET_BOOTSTRAP=1 RUST_LOG=warn cargo run --quiet -p temporal-lambda-worker-testkit \
+  TLW_QUIET_BOOTSTRAP=1 RUST_LOG=warn cargo run --quiet -p temporal-lambda-local \
     --bin lambda-local -- "$bootstrap" "${loop[@]}"
   rm -rf "$run"
 done

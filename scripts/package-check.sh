@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Packages both published crates (`cargo package --no-verify`: the manifest, the metadata,
-# the file list) and type-checks the packages as a user's build would see them: each
-# `.crate` unpacked, the main crate resolving `temporal-lambda-worker-layers` to the
-# unpacked one (not the workspace), the workspace's Cargo.lock, `cargo check --all-targets`
+# Packages the three published crates (`cargo package --no-verify`: the manifest, the
+# metadata, the file list) and type-checks the packages as a user's build would see them:
+# each `.crate` unpacked, the main crate resolving `temporal-lambda-worker-layers` and its
+# dev-dependency `temporal-lambda-local` (the local loop, `lambda-local`) to the unpacked
+# ones (not the workspace), the workspace's Cargo.lock, `cargo check --all-targets`
 # with `otel` (every source file, the unit tests included; no code is for the default
 # features only, and the default build of the same files is the release zips' in
 # scripts/lambda-build.sh). That is what `cargo package`'s verify proves (the package
@@ -19,24 +20,29 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 cargo package --quiet --no-verify --allow-dirty \
-  -p temporal-lambda-worker-layers -p temporal-lambda-worker
+  -p temporal-lambda-worker-layers -p temporal-lambda-worker -p temporal-lambda-local
 check=target/package-check
 rm -rf "$check"
 mkdir -p "$check"
-for crate in temporal-lambda-worker-layers temporal-lambda-worker; do
+for crate in temporal-lambda-worker-layers temporal-lambda-worker temporal-lambda-local; do
   tar -xzf "target/package/$crate-$version.crate" -C "$check"
 done
 cat > "$check/Cargo.toml" <<TOML
 [workspace]
-members = ["temporal-lambda-worker-$version", "temporal-lambda-worker-layers-$version"]
+members = [
+  "temporal-lambda-worker-$version",
+  "temporal-lambda-worker-layers-$version",
+  "temporal-lambda-local-$version",
+]
 resolver = "3"
 
 [patch.crates-io]
 temporal-lambda-worker-layers = { path = "temporal-lambda-worker-layers-$version" }
+temporal-lambda-local = { path = "temporal-lambda-local-$version" }
 
 $(sed -n '/^\[profile\.dev/,/^$/p' Cargo.toml)
 TOML
 cp Cargo.lock "$check/Cargo.lock"
 CARGO_TARGET_DIR="$PWD/target" cargo check --quiet --manifest-path "$check/Cargo.toml" \
   --workspace --all-targets --features temporal-lambda-worker/otel
-echo "packaged and checked: temporal-lambda-worker-layers $version, temporal-lambda-worker $version"
+echo "packaged and checked: temporal-lambda-worker-layers, temporal-lambda-worker, temporal-lambda-local $version"

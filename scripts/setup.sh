@@ -19,6 +19,12 @@ if ! cargo lambda --version >/dev/null 2>&1 || ! python3 -m ziglang version >/de
   python3 -m pip install --quiet --disable-pip-version-check cargo-lambda ziglang
   hash -r
 fi
+# cfn-lint: the test command validates the deploy-as-code template (docs/template.yaml).
+if ! command -v cfn-lint >/dev/null 2>&1; then
+  echo "installing cfn-lint (PyPI)…"
+  python3 -m pip install --quiet --disable-pip-version-check cfn-lint
+  hash -r
+fi
 cargo lambda --version >/dev/null 2>&1 || {
   echo "cargo lambda is still not available after 'pip install cargo-lambda'; add pip's bin directory to PATH" >&2
   exit 1

@@ -3,8 +3,8 @@
 # Runtime API, the local Lambda control plane and an OTLP receiver on loopback) + doc tests,
 # rustdoc without warnings, both published crates packaged and the packages type-checked
 # (scripts/package-check.sh), the cargo-lambda zips for arm64 and x86_64 (checked, and run
-# through the local serverless loop), and the deploy guide's commands checked against their
-# CLIs. Each step prints how long it took, and the total at the end.
+# through the local serverless loop), the deploy guide's commands checked against their
+# CLIs, and the deploy-as-code template validated (cfn-lint, and what create-version needs). Each step prints how long it took, and the total at the end.
 #
 # The release zips share nothing with the test build: they build in the background at the
 # lowest CPU priority from the start, taking the CPU the other steps leave (a crate that
@@ -51,5 +51,6 @@ step doc env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps "${featu
 step background-builds finish_background
 step lambda-run bash scripts/lambda-build.sh --run
 step deploy-doc bash scripts/check_deploy_doc.sh
+step deploy-template bash scripts/check_deploy_template.sh
 trap - EXIT
 echo "== all steps: $((SECONDS - started)) s" >&2

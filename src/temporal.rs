@@ -261,11 +261,27 @@ async fn connect_or_say_why(
     }
 }
 
+impl VersionOf {
+    fn of(session: &SessionConfig) -> Self {
+        let deployment = &session.worker.deployment_options.version;
+        Self {
+            namespace: session.client.namespace.clone(),
+            deployment_name: deployment.deployment_name.clone(),
+            build_id: deployment.build_id.clone(),
+            tasks: session.tasks.clone(),
+        }
+    }
+}
+
 /// Connects (or reuses a cached connection) and creates the worker.
 async fn start_worker(
     host: &Host,
     session: SessionConfig,
 ) -> Result<StartedWorker, LambdaWorkerError> {
+    if session.worker.workflows().is_empty() && registers_no_activity(&session.worker) {
+        // The SDK would refuse it too, after connecting, in words that point elsewhere.
+        return Err(LambdaWorkerError::NothingRegistered);
+    }
     let target = session.connection.target.to_string();
     let failed = |source: BoxError, problem| LambdaWorkerError::Connect {
         target: target.clone(),
@@ -279,13 +295,7 @@ async fn start_worker(
         )
     })?;
     let key = fingerprint(&session.connection);
-    let deployment = &session.worker.deployment_options.version;
-    let version = VersionOf {
-        namespace: session.client.namespace.clone(),
-        deployment_name: deployment.deployment_name.clone(),
-        build_id: deployment.build_id.clone(),
-        tasks: session.tasks.clone(),
-    };
+    let version = VersionOf::of(&session);
     let connecting = Instant::now();
     let (cached, lease) = host.connections.borrow_mut().take(key);
     let (connection, reused) = match cached {
@@ -627,6 +637,16 @@ async fn probe(connection: &Connection) -> Result<(), (String, ConnectProblem)> 
     }
 }
 
+/// Whether `worker` registers no activity. The SDK 1.1 keeps `ActivityDefinitions::is_empty`
+/// crate-private; its `Debug` lists the registered activity types, so an empty list is
+/// read there (a unit test pins that form, so an SDK that changes it fails the test).
+fn registers_no_activity(worker: &temporalio_sdk::WorkerOptions) -> bool {
+    format!("{:?}", worker.activities()) == NO_ACTIVITIES
+}
+
+/// What `Debug` shows for an `ActivityDefinitions` with no activity.
+const NO_ACTIVITIES: &str = "ActivityDefinitions { activities: [] }";
+
 /// A worker's own failure: a namespace that cannot be described (its own `errorType`),
 /// else the SDK's error as it is.
 fn worker_failure(e: temporalio_sdk::error::WorkerRunError) -> LambdaWorkerError {
@@ -640,5 +660,55 @@ fn worker_failure(e: temporalio_sdk::error::WorkerRunError) -> LambdaWorkerError
             source: status_in_words(&source).into(),
         },
         other => LambdaWorkerError::Worker(other.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An activity registry with one activity (the macro's constants are not read here).
+    mod pings {
+        #![allow(dead_code)]
+        pub(super) struct Pings;
+
+        #[temporalio_macros::activities]
+        impl Pings {
+            #[activity]
+            async fn ping(
+                _ctx: temporalio_sdk::activities::ActivityContext,
+                _: (),
+            ) -> Result<(), temporalio_sdk::activities::ActivityError> {
+                Ok(())
+            }
+        }
+    }
+    use pings::Pings;
+
+    #[test]
+    fn an_empty_activity_registry_is_told_from_a_filled_one() {
+        let mut worker = crate::LambdaWorkerConfig::default().worker;
+        assert!(registers_no_activity(&worker));
+        worker.register_activities(Pings);
+        assert!(!registers_no_activity(&worker));
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_registers_nothing_is_refused_before_it_connects() {
+        let config = crate::LambdaWorkerConfig::default();
+        let session = SessionConfig {
+            // Nothing listens there: the refusal comes before any connection.
+            connection: temporalio_client::ConnectionOptions::new(
+                temporalio_client::Url::parse("http://127.0.0.1:1").unwrap(),
+            )
+            .build(),
+            client: config.client,
+            worker: config.worker,
+            metrics: None,
+            tasks: TaskActivity::default(),
+        };
+        let e = TemporalBackend::new().start(session).await.unwrap_err();
+        assert_eq!(e.error_type(), crate::error_type::NOTHING_REGISTERED);
+        assert!(e.to_string().contains("register_workflow"), "{e}");
     }
 }

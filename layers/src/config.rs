@@ -104,6 +104,35 @@ pub struct LambdaWorkerConfig {
     /// `Arc` every time (the `otel` feature's `apply_metrics` does).
     pub metrics: Option<Arc<dyn CoreMeter>>,
     shutdown_hooks: ShutdownHooks,
+    /// The invocation this config is built for ([`invocation`](Self::invocation)).
+    invocation: Arc<InvocationInfo>,
+}
+
+/// The invocation a config is being built for, as the configure callback reads it
+/// ([`LambdaWorkerConfig::invocation`]): the same for the sync and the async callback.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct InvocationInfo {
+    /// The Lambda context: request id, deadline (epoch milliseconds), invoked function ARN
+    /// (with its qualifier), X-Ray trace id, the function's name, version and memory.
+    pub context: lambda_runtime::Context,
+    /// The invocation's payload, parsed once (the Worker Controller sends `{}`; a body
+    /// that is not JSON is a JSON string, an empty one `null`).
+    pub payload: serde_json::Value,
+    /// The moments that bound the invocation: its deadline and when it must answer (the
+    /// watchdog, after configure, plans when polling stops).
+    pub timeline: crate::Timeline,
+}
+
+impl Default for InvocationInfo {
+    fn default() -> Self {
+        let context = lambda_runtime::Context::default();
+        Self {
+            timeline: crate::Timeline::from_context(&context),
+            context,
+            payload: serde_json::Value::Null,
+        }
+    }
 }
 
 /// The shutdown hooks of one config, shared with [`ConfigureLayer`](crate::ConfigureLayer),
@@ -153,6 +182,7 @@ impl Default for LambdaWorkerConfig {
             tls_disabled: false,
             metrics: None,
             shutdown_hooks: ShutdownHooks::default(),
+            invocation: Arc::default(),
         }
     }
 }
@@ -236,6 +266,39 @@ impl LambdaWorkerConfig {
     /// Number of shutdown hooks registered.
     pub fn shutdown_hook_count(&self) -> usize {
         self.shutdown_hooks.len()
+    }
+
+    /// The invocation this config is built for: its Lambda context (request id,
+    /// deadline, invoked ARN), payload and timeline. `ConfigureLayer` sets it before your
+    /// callback runs; a config made outside a stack has an empty one.
+    ///
+    /// ```
+    /// use temporal_lambda_worker_layers::{
+    ///     BoxError, ConfigureLayer, LambdaWorkerConfig, testing::{invocation_in, run_through},
+    /// };
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// // One task queue per tenant, named in the invocation's payload.
+    /// let layer = ConfigureLayer::new(|config: &mut LambdaWorkerConfig| {
+    ///     let inv = config.invocation();
+    ///     let tenant = inv.payload["tenant"].as_str().unwrap_or("shared").to_owned();
+    ///     tracing::info!(request_id = %inv.context.request_id, tenant, "configuring");
+    ///     config.worker.task_queue = format!("orders-{tenant}");
+    ///     Ok::<_, BoxError>(())
+    /// });
+    /// let mut inv = invocation_in(std::time::Duration::from_secs(60));
+    /// inv.payload = serde_json::json!({ "tenant": "acme" });
+    /// let inv = run_through(layer, inv).await.unwrap();
+    /// assert_eq!(inv.config.worker.task_queue, "orders-acme");
+    /// # }
+    /// ```
+    pub fn invocation(&self) -> &InvocationInfo {
+        &self.invocation
+    }
+
+    /// Sets the invocation this config is built for (`ConfigureLayer`).
+    pub(crate) fn set_invocation(&mut self, invocation: InvocationInfo) {
+        self.invocation = Arc::new(invocation);
     }
 
     /// The hooks, shared: `ConfigureLayer` runs what they hold once the inner service

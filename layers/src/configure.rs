@@ -3,8 +3,10 @@
 //! The callback may be a plain closure `Fn(&mut LambdaWorkerConfig) -> Result<(), E>`,
 //! or async through [`async_configure`], in which case it may hand back a teardown
 //! future that runs after the worker stopped and after the shutdown hooks (the
-//! equivalent of the Python reference's async-generator form). A panic or an error in
-//! the callback fails the invocation with a message saying so; the process keeps serving.
+//! equivalent of the Python reference's async-generator form). Either form reads the
+//! invocation it configures from [`LambdaWorkerConfig::invocation`] (the Lambda context,
+//! the payload, the timeline). A panic or an error in the callback fails the invocation
+//! with a message saying so; the process keeps serving.
 //!
 //! ```
 //! use temporal_lambda_worker_layers::{
@@ -228,7 +230,12 @@ where
         let configure = self.configure.clone();
         Box::pin(async move {
             inv.enter(crate::invocation::Lifecycle::Configure)?;
-            let config = std::mem::take(&mut *inv.config);
+            let mut config = std::mem::take(&mut *inv.config);
+            config.set_invocation(crate::InvocationInfo {
+                context: inv.context.clone(),
+                payload: inv.payload.clone(),
+                timeline: *inv.timeline(),
+            });
             let configured = AssertUnwindSafe(async { configure.configure(config).await })
                 .catch_unwind()
                 .await
@@ -257,6 +264,48 @@ mod tests {
         time::Duration,
     };
     use tower::{ServiceBuilder, ServiceExt, service_fn};
+
+    #[tokio::test]
+    async fn the_sync_and_the_async_callback_read_their_invocation_the_same_way() {
+        fn seen(config: &mut LambdaWorkerConfig) {
+            let inv = config.invocation();
+            config.worker.task_queue = format!(
+                "{}|{}|{}",
+                inv.context.request_id, inv.payload["tenant"], inv.context.invoked_function_arn
+            );
+        }
+        let invocation = || {
+            let mut inv = Invocation::new(
+                serde_json::json!({ "tenant": "acme" }),
+                context_in("req-7", Duration::from_secs(60)),
+            );
+            inv.context.invoked_function_arn = "arn:aws:lambda:us-east-1:1:function:f:3".into();
+            inv
+        };
+        let want = "req-7|\"acme\"|arn:aws:lambda:us-east-1:1:function:f:3";
+        let sync = ConfigureLayer::new(|config: &mut LambdaWorkerConfig| {
+            seen(config);
+            Ok::<_, BoxError>(())
+        });
+        let inv = run_through(sync, invocation()).await.unwrap();
+        assert_eq!(inv.config.worker.task_queue, want);
+        let asynchronous = ConfigureLayer::new(crate::async_configure(
+            |mut config: LambdaWorkerConfig| async move {
+                seen(&mut config);
+                Ok::<_, BoxError>(config)
+            },
+        ));
+        let inv = run_through(asynchronous, invocation()).await.unwrap();
+        assert_eq!(inv.config.worker.task_queue, want);
+        assert!(
+            inv.config
+                .invocation()
+                .timeline
+                .deadline()
+                .instant()
+                .is_some()
+        );
+    }
 
     #[tokio::test]
     async fn sync_callback_changes_the_config() {

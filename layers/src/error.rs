@@ -34,6 +34,10 @@ pub mod error_type {
     pub const WORKER: &str = "TemporalLambdaWorker.WorkerError";
     /// [`LambdaWorkerError::Namespace`](super::LambdaWorkerError::Namespace).
     pub const NAMESPACE: &str = "TemporalLambdaWorker.NamespaceError";
+    /// [`LambdaWorkerError::Secret`](super::LambdaWorkerError::Secret).
+    pub const SECRET: &str = "TemporalLambdaWorker.SecretError";
+    /// [`LambdaWorkerError::NothingRegistered`](super::LambdaWorkerError::NothingRegistered).
+    pub const NOTHING_REGISTERED: &str = "TemporalLambdaWorker.NothingRegistered";
     /// [`LambdaWorkerError::DrainTimeout`](super::LambdaWorkerError::DrainTimeout): the
     /// process is recycled after the answer.
     pub const DRAIN_TIMEOUT: &str = "TemporalLambdaWorker.DrainTimeout";
@@ -69,6 +73,8 @@ pub mod error_type {
         SERVER_UNREACHABLE,
         WORKER,
         NAMESPACE,
+        SECRET,
+        NOTHING_REGISTERED,
         DRAIN_TIMEOUT,
         DEADLINE_EXCEEDED,
         INVALID_DEADLINE,
@@ -118,6 +124,17 @@ pub enum LambdaWorkerError {
     },
     /// The user's configure callback returned an error.
     ConfigureFailed(BoxError),
+    /// The [`SecretResolver`](crate::SecretResolver) failed to resolve the API key's secret.
+    Secret {
+        /// The secret's id (`TEMPORAL_API_KEY_SECRET_ARN`), never its value.
+        secret_id: String,
+        /// The resolver's type.
+        resolver: &'static str,
+        /// Why it failed.
+        source: BoxError,
+    },
+    /// The worker registers no workflow and no activity: it could serve nothing.
+    NothingRegistered,
     /// The user's configure callback panicked.
     ConfigurePanicked(String),
     /// Connecting to Temporal or creating the worker failed.
@@ -157,9 +174,9 @@ pub enum LambdaWorkerError {
     },
     /// The invocation was still running when it had to answer; the process is recycled.
     DeadlineExceeded,
-    /// The Runtime API sent a deadline that cannot be real (a local emulator, such as
-    /// `cargo lambda watch`, sends its timeout in milliseconds instead of an epoch time),
-    /// and `TEMPORAL_LOCAL_TIMEOUT_SECS` does not say how long to poll instead.
+    /// The Runtime API sent a deadline that cannot be real and is not a timeout in
+    /// milliseconds either (`cargo lambda watch`'s `600000` is read as one), and
+    /// `TEMPORAL_LOCAL_TIMEOUT_SECS` does not say how long to poll instead.
     InvalidDeadline {
         /// The `Lambda-Runtime-Deadline-Ms` value received.
         sent_ms: u64,
@@ -209,6 +226,8 @@ impl LambdaWorkerError {
             Self::ServerUnreachable { .. } => t::SERVER_UNREACHABLE,
             Self::Worker(_) => t::WORKER,
             Self::Namespace { .. } => t::NAMESPACE,
+            Self::Secret { .. } => t::SECRET,
+            Self::NothingRegistered => t::NOTHING_REGISTERED,
             Self::DrainTimeout { .. } => t::DRAIN_TIMEOUT,
             Self::DeadlineExceeded => t::DEADLINE_EXCEEDED,
             Self::InvalidDeadline { .. } => t::INVALID_DEADLINE,
@@ -294,6 +313,16 @@ impl fmt::Display for LambdaWorkerError {
             Self::InvalidVersion(msg) => write!(f, "invalid worker deployment version: {msg}"),
             Self::TimeoutTooShort { remaining, buffer } => timeout_message(f, *remaining, *buffer),
             Self::ConfigureFailed(e) => write!(f, "the configure callback failed: {e}"),
+            Self::Secret {
+                secret_id,
+                resolver,
+                source,
+            } => secret_message(f, secret_id, resolver, source),
+            Self::NothingRegistered => f.write_str(
+                "the worker registers no workflow and no activity, so it could serve nothing: \
+                 register them on `config.worker` in your configure callback \
+                 (`register_workflow::<W>()`, `register_activities(…)`)",
+            ),
             Self::ConfigurePanicked(msg) => write!(
                 f,
                 "the configure callback panicked: {msg}. Fix the callback; this invocation did \
@@ -312,13 +341,7 @@ impl fmt::Display for LambdaWorkerError {
                 target,
                 source,
                 problem,
-            } => write!(
-                f,
-                "the Temporal server at {target} stopped answering while the worker polled: \
-                 {source}. The worker was stopped and the cached connection dropped; the next \
-                 invocation reconnects. {}",
-                problem.hint()
-            ),
+            } => unreachable_message(f, target, source, *problem),
             Self::Worker(e) => write!(f, "the Temporal worker stopped with an error: {e}"),
             Self::Namespace { namespace, source } => write!(
                 f,
@@ -354,6 +377,35 @@ fn config_message(f: &mut fmt::Formatter<'_>, path: Option<&Path>, message: &str
              variables of the function"
         ),
     }
+}
+
+fn unreachable_message(
+    f: &mut fmt::Formatter<'_>,
+    target: &str,
+    source: &BoxError,
+    problem: ConnectProblem,
+) -> fmt::Result {
+    write!(
+        f,
+        "the Temporal server at {target} stopped answering while the worker polled: {source}. \
+         The worker was stopped and the cached connection dropped; the next invocation \
+         reconnects. {}",
+        problem.hint()
+    )
+}
+
+fn secret_message(
+    f: &mut fmt::Formatter<'_>,
+    secret_id: &str,
+    resolver: &str,
+    source: &BoxError,
+) -> fmt::Result {
+    write!(
+        f,
+        "the API key's secret {secret_id} (TEMPORAL_API_KEY_SECRET_ARN) could not be resolved \
+         by {resolver}: {source}. Check the secret's id, that the function's role may read it, \
+         and the resolver's own settings"
+    )
 }
 
 fn timeout_message(
@@ -401,9 +453,10 @@ fn layer_order_message(f: &mut fmt::Formatter<'_>, layer: &str, after: &str) -> 
 fn deadline_message(f: &mut fmt::Formatter<'_>, sent_ms: u64) -> fmt::Result {
     write!(
         f,
-        "the Lambda Runtime API sent Lambda-Runtime-Deadline-Ms: {sent_ms}, which is not a \
-         deadline (it is {} after 1970-01-01): a local emulator such as `cargo lambda watch` \
-         sends its timeout there. Set TEMPORAL_LOCAL_TIMEOUT_SECS on the process (for example \
+        "the Lambda Runtime API sent Lambda-Runtime-Deadline-Ms: {sent_ms}, which is neither a \
+         deadline nor a timeout in milliseconds (it is {} after 1970-01-01, more than a day): a \
+         local emulator sent it (`cargo lambda watch` sends its timeout there, which is read \
+         as one). Set TEMPORAL_LOCAL_TIMEOUT_SECS on the process (for example \
          TEMPORAL_LOCAL_TIMEOUT_SECS=60) to poll as if the function's timeout were that long; \
          deadlines from AWS Lambda never need it",
         secs(Duration::from_millis(sent_ms))
@@ -417,7 +470,8 @@ impl std::error::Error for LambdaWorkerError {
             | Self::Worker(e)
             | Self::Connect { source: e, .. }
             | Self::ServerUnreachable { source: e, .. }
-            | Self::Namespace { source: e, .. } => Some(e.as_ref()),
+            | Self::Namespace { source: e, .. }
+            | Self::Secret { source: e, .. } => Some(e.as_ref()),
             _ => None,
         }
     }
@@ -493,6 +547,12 @@ mod tests {
                 namespace: "n".into(),
                 source: "e".into(),
             },
+            LambdaWorkerError::Secret {
+                secret_id: "s".into(),
+                resolver: "r",
+                source: "e".into(),
+            },
+            LambdaWorkerError::NothingRegistered,
             LambdaWorkerError::DrainTimeout {
                 graceful_shutdown_timeout: d,
             },

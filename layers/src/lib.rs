@@ -36,7 +36,7 @@ pub mod step;
 pub mod timeline;
 pub mod versioning;
 
-pub use config::{LambdaWorkerConfig, ShutdownHook};
+pub use config::{InvocationInfo, LambdaWorkerConfig, ShutdownHook};
 pub use configure::{
     AsyncConfigure, Configure, ConfigureCallback, ConfigureLayer, Configured, async_configure,
 };

@@ -1,46 +1,6 @@
-//! The Temporal API key from a secret, not from the function's environment variables.
-//!
-//! [`ApiKeySecretLayer`] sets `config.connection.api_key` before the worker connects, from
-//! the first of:
-//!
-//! 1. `TEMPORAL_API_KEY_FILE`: a file holding the key (a mounted secret, or one written by
-//!    an init step); surrounding whitespace is trimmed;
-//! 2. `TEMPORAL_API_KEY_SECRET_ARN`: a secret resolved by your [`SecretResolver`] (AWS
-//!    Secrets Manager through the SDK or the Parameters and Secrets Lambda extension, SSM,
-//!    Vault, …).
-//!
-//! With neither set, the invocation passes through unchanged (`TEMPORAL_API_KEY` or the
-//! config file still apply). The key is fetched on the first invocation and cached for
-//! the life of the process, so warm invocations pay nothing and the cached connection's
-//! fingerprint stays the same; [`ApiKeySecretLayer::max_age`] re-fetches it after a while
-//! for rotated keys. A failed fetch is not cached: that invocation fails with a
-//! `TemporalLambdaWorker.ConfigError` naming the variable, and the next one tries again.
-//! The key never appears in errors, logs or `Debug` output.
-//!
-//! Put it after [`LoadConfigLayer`](crate::LoadConfigLayer) (which builds the connection
-//! options) and before the configure callback:
-//!
-//! ```
-//! use temporal_lambda_worker_layers::{
-//!     ApiKeySecretLayer, BoxError, LoadConfigLayer, SecretResolver,
-//! };
-//! use futures_util::future::BoxFuture;
-//! use tower::ServiceBuilder;
-//!
-//! /// Resolves a secret ARN; a real one would call Secrets Manager.
-//! struct MySecrets;
-//! impl SecretResolver for MySecrets {
-//!     fn resolve(&self, arn: &str) -> BoxFuture<'static, Result<String, BoxError>> {
-//!         let arn = arn.to_owned();
-//!         Box::pin(async move { Ok(format!("key-for-{arn}")) })
-//!     }
-//! }
-//!
-//! let stack = ServiceBuilder::new()
-//!     .layer(LoadConfigLayer::new())
-//!     .layer(ApiKeySecretLayer::new(MySecrets));
-//! # let _ = stack;
-//! ```
+//! The Temporal API key from a secret, not from the function's environment variables:
+//! [`ApiKeySecretLayer`] and the [`SecretResolver`] you give it (their docs are the
+//! whole story, and travel with them where they are re-exported).
 
 use std::{
     fmt,
@@ -60,10 +20,58 @@ pub const API_KEY_FILE_VAR: &str = "TEMPORAL_API_KEY_FILE";
 /// The variable naming a secret (an ARN) that [`SecretResolver`] turns into the API key.
 pub const API_KEY_SECRET_ARN_VAR: &str = "TEMPORAL_API_KEY_SECRET_ARN";
 
-/// Turns a secret's ARN (or any id) into its value. Implement it with your secret store.
+/// Turns a secret's id (an ARN, or any id your store uses) into its value. Implement it
+/// with your secret store; it reads its own settings from the stack's [`Environment`], so
+/// a test gives them with a `StaticEnvironment`:
+///
+/// ```
+/// use temporal_lambda_worker_layers::{
+///     ApiKeySecretLayer, BoxError, Environment, SecretResolver, StaticEnvironment,
+///     testing::{invocation_in, run_through},
+/// };
+/// use futures_util::future::BoxFuture;
+///
+/// /// Reads secrets from a store whose address is `MY_STORE_URL` (a real one would call it).
+/// struct MyStore;
+/// impl SecretResolver for MyStore {
+///     fn resolve(
+///         &self,
+///         secret_id: &str,
+///         env: &dyn Environment,
+///     ) -> BoxFuture<'static, Result<String, BoxError>> {
+///         let store = env.var("MY_STORE_URL");
+///         let id = secret_id.to_owned();
+///         Box::pin(async move {
+///             let store = store.ok_or("MY_STORE_URL is not set")?;
+///             Ok(format!("key-of-{id}-from-{store}"))
+///         })
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let env = StaticEnvironment::new()
+///     .with_var("TEMPORAL_API_KEY_SECRET_ARN", "temporal-key")
+///     .with_var("MY_STORE_URL", "http://127.0.0.1:2773");
+/// let layer = ApiKeySecretLayer::with_environment(MyStore, env);
+/// let inv = run_through(layer, invocation_in(std::time::Duration::from_secs(60)))
+///     .await
+///     .unwrap();
+/// assert_eq!(
+///     inv.config.connection.api_key.as_deref(),
+///     Some("key-of-temporal-key-from-http://127.0.0.1:2773")
+/// );
+/// # }
+/// ```
 pub trait SecretResolver: Send + Sync + 'static {
-    /// The secret's value. The error should say what failed, without the value.
-    fn resolve(&self, secret_arn: &str) -> BoxFuture<'static, Result<String, BoxError>>;
+    /// The secret's value. `env` is the stack's environment (the one `LoadConfigLayer` was
+    /// made with, or the layer's own): read your store's settings there. The error should
+    /// say what failed, never the value; it is answered as
+    /// `TemporalLambdaWorker.SecretError`, naming the secret's id and this resolver.
+    fn resolve(
+        &self,
+        secret_id: &str,
+        env: &dyn Environment,
+    ) -> BoxFuture<'static, Result<String, BoxError>>;
 }
 
 /// For stacks that only read the key from a file: any ARN is an error.
@@ -71,7 +79,11 @@ pub trait SecretResolver: Send + Sync + 'static {
 pub struct NoSecretResolver;
 
 impl SecretResolver for NoSecretResolver {
-    fn resolve(&self, _: &str) -> BoxFuture<'static, Result<String, BoxError>> {
+    fn resolve(
+        &self,
+        _: &str,
+        _: &dyn Environment,
+    ) -> BoxFuture<'static, Result<String, BoxError>> {
         Box::pin(async {
             Err(
                 "this function has no secret resolver: build the stack with \
@@ -119,7 +131,11 @@ impl<R: SecretResolver> Shared<R> {
             .or_else(|| set(API_KEY_SECRET_ARN_VAR).map(Source::Secret))
     }
 
-    async fn fetch(&self, source: &Source) -> Result<String, LambdaWorkerError> {
+    async fn fetch(
+        &self,
+        source: &Source,
+        stack: &dyn Environment,
+    ) -> Result<String, LambdaWorkerError> {
         let key = match source {
             Source::File(path) => {
                 std::fs::read_to_string(path).map_err(|e| LambdaWorkerError::Config {
@@ -130,15 +146,14 @@ impl<R: SecretResolver> Shared<R> {
                 })?
             }
             Source::Secret(arn) => {
-                self.resolver
-                    .resolve(arn)
-                    .await
-                    .map_err(|e| LambdaWorkerError::Config {
-                        path: None,
-                        message: format!(
-                            "{API_KEY_SECRET_ARN_VAR}={arn} could not be resolved: {e}"
-                        ),
-                    })?
+                let env = self.environment.as_deref().unwrap_or(stack);
+                self.resolver.resolve(arn, env).await.map_err(|source| {
+                    LambdaWorkerError::Secret {
+                        secret_id: arn.clone(),
+                        resolver: std::any::type_name::<R>(),
+                        source,
+                    }
+                })?
             }
         };
         let key = key.trim().to_owned();
@@ -160,6 +175,7 @@ impl<R: SecretResolver> Shared<R> {
         &self,
         source: Source,
         max_age: Option<Duration>,
+        stack: &dyn Environment,
     ) -> Result<String, LambdaWorkerError> {
         let mut cache = self.cache.lock().await;
         if let Some(c) = cache.as_ref()
@@ -168,7 +184,7 @@ impl<R: SecretResolver> Shared<R> {
         {
             return Ok(c.key.clone());
         }
-        let key = self.fetch(&source).await?;
+        let key = self.fetch(&source, stack).await?;
         *cache = Some(Cached {
             source,
             key: key.clone(),
@@ -178,7 +194,52 @@ impl<R: SecretResolver> Shared<R> {
     }
 }
 
-/// Sets the API key from a file or a resolved secret; see the [module docs](self).
+/// Sets `config.connection.api_key` before the worker connects, from the first of:
+///
+/// 1. `TEMPORAL_API_KEY_FILE`: a file holding the key (a mounted secret, or one written by
+///    an init step); surrounding whitespace is trimmed;
+/// 2. `TEMPORAL_API_KEY_SECRET_ARN`: a secret resolved by your [`SecretResolver`] (AWS
+///    Secrets Manager through the SDK or the Parameters and Secrets Lambda extension, SSM,
+///    Vault, …).
+///
+/// With neither set, the invocation passes through unchanged (`TEMPORAL_API_KEY` or the
+/// config file still apply). The key is fetched on the first invocation and cached for
+/// the life of the process, so warm invocations pay nothing and the cached connection's
+/// fingerprint stays the same; [`ApiKeySecretLayer::max_age`] re-fetches it after a while
+/// for rotated keys. A failed fetch is not cached, and the next invocation tries again: a
+/// resolver's failure fails that invocation with `TemporalLambdaWorker.SecretError`
+/// (naming the secret's id and the resolver), an unreadable file with
+/// `TemporalLambdaWorker.ConfigError` (naming the variable and the file). The key never
+/// appears in errors, logs or `Debug` output.
+///
+/// Put it after [`LoadConfigLayer`](crate::LoadConfigLayer) (which builds the connection
+/// options) and before the configure callback:
+///
+/// ```
+/// use temporal_lambda_worker_layers::{
+///     ApiKeySecretLayer, BoxError, Environment, LoadConfigLayer, SecretResolver,
+/// };
+/// use futures_util::future::BoxFuture;
+/// use tower::ServiceBuilder;
+///
+/// /// Resolves a secret ARN; a real one would call Secrets Manager.
+/// struct MySecrets;
+/// impl SecretResolver for MySecrets {
+///     fn resolve(
+///         &self,
+///         arn: &str,
+///         _env: &dyn Environment,
+///     ) -> BoxFuture<'static, Result<String, BoxError>> {
+///         let arn = arn.to_owned();
+///         Box::pin(async move { Ok(format!("key-for-{arn}")) })
+///     }
+/// }
+///
+/// let stack = ServiceBuilder::new()
+///     .layer(LoadConfigLayer::new())
+///     .layer(ApiKeySecretLayer::new(MySecrets));
+/// # let _ = stack;
+/// ```
 pub struct ApiKeySecretLayer<R> {
     shared: Arc<Shared<R>>,
     max_age: Option<Duration>,
@@ -310,7 +371,10 @@ where
         Box::pin(async move {
             invocation.enter(crate::invocation::Lifecycle::ApiKeySecret)?;
             if let Some(source) = shared.source(invocation.environment()) {
-                invocation.config.connection.api_key = Some(shared.key(source, max_age).await?);
+                let key = shared
+                    .key(source, max_age, invocation.environment())
+                    .await?;
+                invocation.config.connection.api_key = Some(key);
             }
             inner.call(invocation).await.map_err(Into::into)
         })
@@ -321,7 +385,7 @@ where
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use temporal_lambda_worker_testkit::TempDir;
+    use temporal_lambda_local::TempDir;
 
     use super::*;
     use crate::{
@@ -337,7 +401,11 @@ mod tests {
     #[derive(Clone, Default)]
     struct Counting(Arc<AtomicUsize>);
     impl SecretResolver for Counting {
-        fn resolve(&self, arn: &str) -> BoxFuture<'static, Result<String, BoxError>> {
+        fn resolve(
+            &self,
+            arn: &str,
+            _: &dyn Environment,
+        ) -> BoxFuture<'static, Result<String, BoxError>> {
             self.0.fetch_add(1, Ordering::SeqCst);
             let arn = arn.to_owned();
             Box::pin(async move {
@@ -472,12 +540,22 @@ mod tests {
         let env = StaticEnvironment::new().with_var(API_KEY_SECRET_ARN_VAR, "arn:missing");
         let layer = ApiKeySecretLayer::with_environment(resolver.clone(), env);
         for _ in 0..2 {
-            let (_, msg) =
-                config_error(run_through(layer.clone(), invocation()).await.unwrap_err());
+            let e = run_through(layer.clone(), invocation()).await.unwrap_err();
+            let e = *e
+                .downcast::<LambdaWorkerError>()
+                .expect("a LambdaWorkerError");
+            assert_eq!(e.error_type(), crate::error_type::SECRET);
+            let msg = e.to_string();
             assert!(
-                msg.contains("TEMPORAL_API_KEY_SECRET_ARN=arn:missing could not be resolved"),
+                msg.starts_with("the API key's secret arn:missing (TEMPORAL_API_KEY_SECRET_ARN)"),
                 "{msg}"
             );
+            assert!(msg.contains("secrets::tests::Counting"), "{msg}");
+            assert!(
+                msg.contains("ResourceNotFoundException: arn:missing"),
+                "{msg}"
+            );
+            assert!(!msg.contains("TEMPORAL_* environment variables"), "{msg}");
         }
         assert_eq!(resolver.0.load(Ordering::SeqCst), 2, "failures are retried");
 

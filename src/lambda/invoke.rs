@@ -20,7 +20,7 @@ use tower::Service;
 
 use super::{
     HostError,
-    deadline::{LOCAL_TIMEOUT_VAR, normalize_deadline},
+    deadline::{Emulated, LOCAL_TIMEOUT_VAR, normalize_deadline},
 };
 use crate::{BoxError, Invocation, StopSignal};
 
@@ -121,19 +121,31 @@ where
         match deadline {
             Err(e) => std::future::ready(Err(HostError::Rule(e))).boxed(),
             Ok(emulated) => {
-                if let Some(timeout) = emulated {
-                    tracing::info!(
-                        request_id = context.request_id,
-                        "the Runtime API's deadline is not real (a local emulator): polling as \
-                         if the timeout were {:.1}s ({LOCAL_TIMEOUT_VAR})",
-                        timeout.as_secs_f64()
-                    );
+                if let Some(how) = emulated {
+                    say_emulated(&context.request_id, how);
                 }
                 let mut inv = Invocation::new(payload, context);
                 inv.stop = self.stop.clone();
                 answer(self.stack.call(inv)).boxed()
             }
         }
+    }
+}
+
+/// One log line: how an emulator's deadline was read.
+fn say_emulated(request_id: &str, how: Emulated) {
+    let secs = how.timeout().as_secs_f64();
+    match how {
+        Emulated::LocalTimeout(_) => tracing::info!(
+            request_id,
+            "the Runtime API's deadline is not real (a local emulator): polling as if the \
+             timeout were {secs:.1}s ({LOCAL_TIMEOUT_VAR})"
+        ),
+        Emulated::SentAsDuration(_) => tracing::info!(
+            request_id,
+            "the Runtime API sent a duration as the deadline (a local emulator, such as cargo \
+             lambda watch): read as a timeout of {secs:.1}s ({LOCAL_TIMEOUT_VAR} overrides it)"
+        ),
     }
 }
 
@@ -222,11 +234,21 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.error_type(), error_type::MISSING_TASK_QUEUE);
 
-        // `cargo lambda watch` sends its timeout (600 000 ms) as the deadline.
+        // An epoch time long past: neither a deadline nor a duration.
         let never = service_fn(|_: Invocation| async { Ok::<(), BoxError>(()) });
+        let mut unreal = event(serde_json::Value::Null, Duration::ZERO);
+        unreal.context.deadline = 1_000_000_000_000;
+        let e = host(never).oneshot(unreal).await.unwrap_err();
+        assert_eq!(e.error_type(), error_type::INVALID_DEADLINE);
+
+        // `cargo lambda watch` sends its timeout (600 000 ms): polled as 600 s.
+        let remaining = service_fn(|inv: Invocation| async move {
+            Ok::<_, BoxError>(inv.timeline().remaining().map(|r| r.as_secs()))
+        });
         let mut watch = event(serde_json::Value::Null, Duration::ZERO);
         watch.context.deadline = 600_000;
-        let e = host(never).oneshot(watch).await.unwrap_err();
-        assert_eq!(e.error_type(), error_type::INVALID_DEADLINE);
+        let body = host(remaining).oneshot(watch).await.unwrap();
+        let secs: Option<u64> = serde_json::from_slice(&body).unwrap();
+        assert!(secs.is_some_and(|s| (598..=600).contains(&s)), "{secs:?}");
     }
 }

@@ -4,7 +4,8 @@
 
 use futures_util::future::BoxFuture;
 use temporalio_common::protos::coresdk::{
-    workflow_activation::WorkflowActivation, workflow_completion::WorkflowActivationCompletion,
+    workflow_activation::{WorkflowActivation, workflow_activation_job::Variant as Job},
+    workflow_completion::WorkflowActivationCompletion,
 };
 use temporalio_sdk::interceptors::{
     ActivityInboundInterceptor, ExecuteActivityInput, ExecuteActivityResult, Next,
@@ -31,6 +32,11 @@ impl WorkerInterceptor for WorkflowWatch {
             s.waits.activation(activation, Instant::now());
             !activation.is_only_eviction() && s.workflows.insert(activation.run_id.clone())
         };
+        for job in activation.jobs.iter().filter_map(|j| j.variant.as_ref()) {
+            if let Job::InitializeWorkflow(init) = job {
+                self.0.workflow_type_seen(&init.workflow_type);
+            }
+        }
         if begins {
             self.0.begin();
         }

@@ -29,6 +29,7 @@ pub(crate) fn log(
     connection_reused: bool,
 ) {
     let counts = tasks.counts();
+    let unregistered = tasks.unregistered_types();
     let ms = |d: Duration| d.as_millis() as u64;
     let Phases {
         polling,
@@ -38,9 +39,11 @@ pub(crate) fn log(
     tracing::info!(
         request_id = %request_id,
         outcome = match result {
+            Ok(()) if !unregistered.is_empty() => "failed_work",
             Ok(()) => "ok",
             Err(e) => e.error_type(),
         },
+        unregistered_workflow_types = unregistered.join(","),
         stop_reason = reason.name(),
         workflow_tasks_completed = counts.workflow_completed,
         workflow_tasks_failed = counts.workflow_failed,

@@ -6,7 +6,7 @@
 //! which activity tasks must be handed back ([`admission`](super::admission)).
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeSet, HashSet},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -90,6 +90,10 @@ pub(super) struct State {
     /// When the last hold ended: idle time counts for the idle exit from then at the
     /// earliest, so a task routed to the worker as the hold ends still finds it.
     released_at: Option<Instant>,
+    /// The workflow types the worker registers (`None`: not known, nothing is checked).
+    registered: Option<Vec<String>>,
+    /// Workflow types of tasks this worker got and does not register.
+    unregistered: BTreeSet<String>,
 }
 
 /// The activity of one session's worker. Cheap to clone; the backend registers its
@@ -114,6 +118,8 @@ impl Default for TaskActivity {
                 admission: None,
                 held: false,
                 released_at: None,
+                registered: None,
+                unregistered: BTreeSet::new(),
             })),
             changed: Arc::new(Notify::new()),
         }
@@ -235,6 +241,37 @@ impl TaskActivity {
         }
     }
 
+    /// A task for workflow type `workflow_type` began: one this worker does not register
+    /// is said once per type (the SDK fails its task, and the server retries it on and on).
+    pub(super) fn workflow_type_seen(&self, workflow_type: &str) {
+        let mut s = self.lock();
+        let Some(registered) = &s.registered else {
+            return;
+        };
+        if registered.iter().any(|t| t == workflow_type) {
+            return;
+        }
+        let registered = match registered.as_slice() {
+            [] => "none".to_owned(),
+            names => names.join(", "),
+        };
+        if s.unregistered.insert(workflow_type.to_owned()) {
+            drop(s);
+            tracing::error!(
+                workflow_type,
+                "a workflow task of type {workflow_type}, which this worker does not register \
+                 (it registers: {registered}): the SDK fails the task and the server retries it \
+                 until the workflow times out. Register {workflow_type} in the configure \
+                 callback, or start it on a task queue whose worker does"
+            );
+        }
+    }
+
+    /// The workflow types of tasks this worker got and does not register.
+    pub(crate) fn unregistered_types(&self) -> Vec<String> {
+        self.lock().unregistered.iter().cloned().collect()
+    }
+
     /// The counts so far.
     pub fn counts(&self) -> TaskCounts {
         self.lock().counts
@@ -317,6 +354,13 @@ impl TaskActivity {
 
     /// Registers the interceptors that report to this on `worker`.
     pub(crate) fn watch(&self, worker: &mut WorkerOptions) {
+        let workflows = worker.workflows();
+        let mut names: Vec<String> = workflows
+            .workflow_definitions()
+            .map(|d| d.workflow_type.clone())
+            .collect();
+        names.sort();
+        self.lock().registered = Some(names);
         worker.worker_interceptor(WorkflowWatch(self.clone()));
         worker.activity_inbound_interceptor(ActivityWatch(self.clone()));
     }

@@ -12,7 +12,7 @@ use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
-use temporal_lambda_worker_testkit::TempDir;
+use temporal_lambda_local::TempDir;
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 

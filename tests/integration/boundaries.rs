@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use temporal_lambda_worker_testkit::{FunctionSpec, ServerlessLoop, control_plane::function_arn};
+use temporal_lambda_local::{FunctionSpec, ServerlessLoop, control_plane::function_arn};
 
 use crate::{
     TempDir,
@@ -103,13 +103,8 @@ async fn no_task_waits_on_the_sticky_queue_of_a_worker_that_stopped() {
     const WORKFLOWS: usize = 120;
     let setup = HelloSetup::start("sticky-load", &[("TEMPORAL_IDLE_SHUTDOWN_SECS", "off")]).await;
     let ids: Vec<String> = (0..WORKFLOWS).map(|i| format!("wf-sticky-{i}")).collect();
-    temporal_lambda_worker_testkit::bench::start_hellos(
-        &setup.server,
-        "tq-sticky-load",
-        &ids,
-        "Sticky",
-    )
-    .await;
+    temporal_lambda_local::bench::start_hellos(&setup.server, "tq-sticky-load", &ids, "Sticky")
+        .await;
     let running = "TaskQueue='tq-sticky-load' AND ExecutionStatus='Running'";
     let mut invocations = 0;
     while setup.server.count_workflows(running).await.unwrap() > 0 {
@@ -127,7 +122,7 @@ async fn no_task_waits_on_the_sticky_queue_of_a_worker_that_stopped() {
     let mut by_kind = std::collections::BTreeMap::new();
     for id in &ids {
         let history = setup.server.history(id).await.unwrap();
-        temporal_lambda_worker_testkit::bench::timeouts(&history, &mut by_kind);
+        temporal_lambda_local::bench::timeouts(&history, &mut by_kind);
     }
     let sticky: usize = by_kind
         .iter()

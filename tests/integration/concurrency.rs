@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use temporal_lambda_worker_testkit::{Answer, Outcome};
+use temporal_lambda_local::{Answer, Outcome};
 
 use crate::{
     ARN,
@@ -306,7 +306,7 @@ async fn a_server_gone_under_four_sessions_is_answered_by_each_and_no_dead_conne
     // The server comes back on the same address: every session reconnects (none is given
     // a connection made to the old one) and serves real work.
     let server = tokio::task::spawn_blocking(move || {
-        temporal_lambda_worker_testkit::DevServer::start_on(port, &[], &[])
+        temporal_lambda_local::DevServer::start_on(port, &[], &[])
     })
     .await
     .unwrap();

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use temporal_lambda_worker_testkit::{Bootstrap, RuntimeApi, WireRecorder};
+use temporal_lambda_local::{Bootstrap, RuntimeApi, WireRecorder};
 
 use crate::{ARN, TempDir, example_binary};
 
@@ -78,7 +78,7 @@ async fn wait_for_log(log: &std::path::Path, needle: &str, timeout: Duration) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_while_polling_begins_the_graceful_shutdown_and_exits_cleanly() {
-    let server = tokio::task::spawn_blocking(temporal_lambda_worker_testkit::DevServer::start)
+    let server = tokio::task::spawn_blocking(temporal_lambda_local::DevServer::start)
         .await
         .unwrap();
     let api = RuntimeApi::start(ARN).await.unwrap();
@@ -136,7 +136,7 @@ async fn sigterm_while_polling_begins_the_graceful_shutdown_and_exits_cleanly() 
     );
     assert!(!text.contains("panicked"), "{text}");
     // If the drain beat the exit, the invocation was answered normally.
-    if let temporal_lambda_worker_testkit::Outcome::Error { error_type, .. } =
+    if let temporal_lambda_local::Outcome::Error { error_type, .. } =
         &pending.answer().await.outcome
     {
         panic!("answered an error after SIGTERM: {error_type}");
@@ -205,7 +205,7 @@ async fn a_malformed_next_answer_is_answered_or_logged_and_the_process_goes_on_s
     let no_id = api.submit_without(b"", Duration::from_secs(1), "Lambda-Runtime-Aws-Request-Id");
     assert_eq!(
         no_id.answer().await.outcome,
-        temporal_lambda_worker_testkit::Outcome::NoAnswer
+        temporal_lambda_local::Outcome::NoAnswer
     );
     // Nothing listens at the Temporal address: an error answered quickly is all this
     // test needs of a well-formed invocation.
@@ -326,7 +326,7 @@ pub(crate) fn summary_fields(text: &str, request_id: &str) -> serde_json::Value 
 /// A dev server, a Runtime API and the `hello` bootstrap logging JSON to a file, polling
 /// as `dep-{tag}` on `tq-{tag}` with `env` added, its version registered and current.
 pub(crate) struct HelloSetup {
-    pub(crate) server: std::sync::Arc<temporal_lambda_worker_testkit::DevServer>,
+    pub(crate) server: std::sync::Arc<temporal_lambda_local::DevServer>,
     pub(crate) api: RuntimeApi,
     pub(crate) log: std::path::PathBuf,
     pub(crate) bootstrap: Bootstrap,
@@ -346,8 +346,8 @@ impl HelloSetup {
     ) -> Self {
         let server = std::sync::Arc::new(
             tokio::task::spawn_blocking(move || {
-                temporal_lambda_worker_testkit::DevServer::start_on_first_free(
-                    std::iter::repeat_with(temporal_lambda_worker_testkit::dev_server::free_port),
+                temporal_lambda_local::DevServer::start_on_first_free(
+                    std::iter::repeat_with(temporal_lambda_local::dev_server::free_port),
                     &[],
                     server_args,
                 )
@@ -670,4 +670,45 @@ async fn with_the_idle_exit_on_a_handed_back_activity_runs_in_a_fresh_invocation
     let f = summary_fields(&text, &second.request_id);
     assert_eq!(f["activity_tasks_deferred"], 0, "{f}");
     assert_eq!(f["activity_tasks_completed"], 1, "{f}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_of_a_workflow_type_the_worker_does_not_register_is_named_once() {
+    let HelloSetup {
+        server, api, log, ..
+    } = &HelloSetup::start("unregistered", &[("TEMPORAL_IDLE_SHUTDOWN_SECS", "1")]).await;
+    server
+        .start_workflow(
+            "ShipmentWorkflow",
+            "tq-unregistered",
+            "wf-unregistered",
+            None,
+        )
+        .await
+        .unwrap();
+    let answer = api.invoke(b"", Duration::from_secs(30)).await;
+    answer.response();
+    let text = read(log);
+    // The server retries the failed task; the type is named once.
+    let said = text
+        .lines()
+        .filter(|l| l.contains("which this worker does not register"))
+        .count();
+    assert_eq!(said, 1, "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("which this worker does not register"))
+        .unwrap();
+    assert!(line.contains("\"level\":\"ERROR\""), "{line}");
+    assert!(line.contains("it registers: "), "{line}");
+    assert!(line.contains("HelloWorkflow"), "{line}");
+    let summaries = json_lines(&text, "invocation summary");
+    let last = summaries
+        .last()
+        .unwrap_or_else(|| panic!("no summary: {text}"));
+    assert_eq!(last["fields"]["outcome"], "failed_work", "{last}");
+    assert_eq!(
+        last["fields"]["unregistered_workflow_types"], "ShipmentWorkflow",
+        "{last}"
+    );
 }

@@ -1,14 +1,14 @@
 //! The local loop Rust Lambda developers use every day: `cargo lambda watch` runs the
 //! `hello` example (from this target dir, no extra build) and `cargo lambda invoke`
-//! invokes it. cargo-lambda's emulator sends `Lambda-Runtime-Deadline-Ms: 600000`, its
-//! timeout, not an epoch time; `TEMPORAL_LOCAL_TIMEOUT_SECS` says how long to poll.
+//! invokes it, with no variable of ours set. cargo-lambda's emulator sends
+//! `Lambda-Runtime-Deadline-Ms: 600000`, its timeout, not an epoch time: it is read as one.
 
 use std::{
     process::{Child, Command, Stdio},
     time::Duration,
 };
 
-use temporal_lambda_worker_testkit::{DevServer, dev_server::free_port};
+use temporal_lambda_local::{DevServer, dev_server::free_port};
 
 use crate::TempDir;
 
@@ -137,7 +137,7 @@ async fn cargo_lambda_watch_polls_and_a_queued_workflow_completes() {
         .env("TEMPORAL_ADDRESS", &server.address)
         .env("TEMPORAL_TASK_QUEUE", "tq-watch")
         .env("HELLO_DEPLOYMENT_NAME", "dep-watch")
-        .env("TEMPORAL_LOCAL_TIMEOUT_SECS", "12")
+        .env_remove("TEMPORAL_LOCAL_TIMEOUT_SECS")
         .env("AWS_LAMBDA_LOG_LEVEL", "INFO")
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
@@ -161,6 +161,11 @@ async fn cargo_lambda_watch_polls_and_a_queued_workflow_completes() {
     let (ok, text) = invoke(port).await;
     assert!(ok, "{text}\n{}", watch_log());
     assert!(!text.contains("InvalidDeadline"), "{text}");
+    assert!(
+        watch_log().contains("read as a timeout of 600.0s"),
+        "{}",
+        watch_log()
+    );
     server
         .set_current_version("dep-watch", "build-1", Duration::from_secs(20))
         .await
@@ -179,8 +184,11 @@ async fn cargo_lambda_watch_polls_and_a_queued_workflow_completes() {
             .contains("Hello, Watch!")
     );
     assert!(text.contains("\"task_queue\":\"tq-watch\""), "{text}");
-    assert!(
-        log.contains("polling as if the timeout were 12.0s"),
+    // Both invocations read the emulator's 600 s as their timeout and left by the idle
+    // exit, not after 600 s.
+    assert_eq!(
+        log.matches("read as a timeout of 600.0s").count(),
+        2,
         "{log}"
     );
 }

@@ -11,8 +11,8 @@ mod serverless_loop;
 
 use std::{path::PathBuf, time::Duration};
 
+use temporal_lambda_local::{Bootstrap, DevServer, Outcome, RuntimeApi};
 use temporal_lambda_worker::ConnectProblem;
-use temporal_lambda_worker_testkit::{Bootstrap, DevServer, Outcome, RuntimeApi};
 
 pub(crate) const ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:hello";
 const BUFFER: f64 = 7.0;
@@ -39,9 +39,9 @@ pub(crate) fn example_binary(name: &str) -> PathBuf {
     p
 }
 
-pub(crate) use temporal_lambda_worker_testkit::TempDir;
+pub(crate) use temporal_lambda_local::TempDir;
 
-fn assert_polled_until_the_buffer(answer: &temporal_lambda_worker_testkit::Answer) {
+fn assert_polled_until_the_buffer(answer: &temporal_lambda_local::Answer) {
     let slack = answer.slack();
     assert!(slack > 0.0, "answered {slack:.3}s after the deadline");
     assert!(
@@ -142,7 +142,7 @@ async fn each_fault_fails_only_its_invocation_and_the_process_goes_on() {
     assert!(msg.contains(file.to_str().unwrap()), "{msg}");
 
     // An unreachable server.
-    let closed = temporal_lambda_worker_testkit::dev_server::free_port();
+    let closed = temporal_lambda_local::dev_server::free_port();
     std::fs::write(
         &file,
         format!("[profile.default]\naddress = \"127.0.0.1:{closed}\"\n"),
@@ -235,7 +235,7 @@ async fn an_empty_deployment_name_fails_every_invocation_clearly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_warm_process_recovers_when_the_server_comes_back() {
-    let port = temporal_lambda_worker_testkit::dev_server::free_port();
+    let port = temporal_lambda_local::dev_server::free_port();
     let server = tokio::task::spawn_blocking(move || DevServer::start_on(port, &[], &[]))
         .await
         .unwrap();

@@ -7,9 +7,7 @@ use std::time::{Duration, SystemTime};
 use opentelemetry::trace::TraceId;
 use temporal_lambda_worker::otel::is_xray_trace_id;
 
-use temporal_lambda_worker_testkit::{
-    Answer, Bootstrap, DevServer, OtlpReceiver, ReceivedSpan, RuntimeApi,
-};
+use temporal_lambda_local::{Answer, Bootstrap, DevServer, OtlpReceiver, ReceivedSpan, RuntimeApi};
 
 use crate::{ARN, TempDir, example_binary};
 

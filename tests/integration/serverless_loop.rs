@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use temporal_lambda_worker_testkit::{
+use temporal_lambda_local::{
     ControlPlane, DevServer, FunctionSpec, FunctionStats, Outcome, ServerlessLoop, upgrade,
 };
 

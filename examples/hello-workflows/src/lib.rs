@@ -14,10 +14,11 @@ use temporalio_sdk::{
 };
 
 /// Registers [`HelloWorkflow`], [`SlowHelloWorkflow`], [`SlowHelloOnceWorkflow`],
-/// [`WhichBuildWorkflow`], the workload suite's [`ChainWorkflow`], [`TimerWorkflow`] and
-/// [`ParentWorkflow`], and [`GreetingActivities`].
+/// [`WhichBuildWorkflow`], [`ApprovalWorkflow`], the workload suite's [`ChainWorkflow`],
+/// [`TimerWorkflow`] and [`ParentWorkflow`], and [`GreetingActivities`].
 pub fn register(worker: &mut WorkerOptions) -> Result<(), WorkflowRegistrationError> {
     worker.register_workflow::<HelloWorkflow>()?;
+    worker.register_workflow::<ApprovalWorkflow>()?;
     worker.register_workflow::<ChainWorkflow>()?;
     worker.register_workflow::<TimerWorkflow>()?;
     worker.register_workflow::<ParentWorkflow>()?;
@@ -217,6 +218,32 @@ impl WhichBuildWorkflow {
     #[signal]
     pub fn proceed(&mut self, _ctx: &mut SyncWorkflowContext<Self>) {
         self.proceed = true;
+    }
+}
+
+/// Waits for the `approve` signal or for its timeout (the input, in seconds), whichever
+/// comes first: the signal-or-timer pattern, with the SDK's deterministic `select!`
+/// (never `tokio::select!` in workflow code). Answers `approved` or `timed out`.
+#[workflow]
+#[derive(Default)]
+pub struct ApprovalWorkflow {
+    approved: bool,
+}
+
+#[workflow_methods]
+impl ApprovalWorkflow {
+    #[run]
+    pub async fn run(ctx: &mut WorkflowContext<Self>, timeout_secs: u64) -> WorkflowResult<String> {
+        let approved = temporalio_sdk::workflows::select! {
+            signalled = ctx.wait_condition(|s| s.approved) => { signalled?; true }
+            _ = ctx.timer(Duration::from_secs(timeout_secs)) => false,
+        };
+        Ok(if approved { "approved" } else { "timed out" }.to_owned())
+    }
+
+    #[signal]
+    pub fn approve(&mut self, _ctx: &mut SyncWorkflowContext<Self>) {
+        self.approved = true;
     }
 }
 

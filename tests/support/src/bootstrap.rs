@@ -85,6 +85,16 @@ impl Bootstrap {
             )
             .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/25/[$LATEST]local")
             .env("LAMBDA_TASK_ROOT", task_root)
+            // The rest of what Lambda sets for a custom runtime (the function's ARN says
+            // which region: the control plane's).
+            .env("AWS_REGION", crate::control_plane::REGION)
+            .env("AWS_DEFAULT_REGION", crate::control_plane::REGION)
+            .env("AWS_EXECUTION_ENV", "AWS_Lambda_provided.al2023")
+            .env("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
+            .env("LAMBDA_RUNTIME_DIR", "/var/runtime")
+            .env("_HANDLER", "bootstrap")
+            .env("TZ", ":UTC")
+            .env("LANG", "en_US.UTF-8")
             .current_dir(task_root)
             .stdin(Stdio::null());
         if let Some(log) = log {
@@ -149,5 +159,41 @@ impl Drop for Bootstrap {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bootstrap_gets_every_variable_lambda_sets_and_only_those_given() {
+        let root = std::env::temp_dir();
+        let cmd = Bootstrap::command(
+            Path::new("/bin/true"),
+            "127.0.0.1:9001",
+            "orders",
+            &root,
+            &[("TEMPORAL_TASK_QUEUE", "orders")],
+            None,
+        )
+        .unwrap();
+        let env: std::collections::HashMap<_, _> = cmd
+            .get_envs()
+            .filter_map(|(k, v)| Some((k.to_str()?.to_owned(), v?.to_str()?.to_owned())))
+            .collect();
+        assert_eq!(env["AWS_REGION"], "us-east-1");
+        assert_eq!(env["AWS_DEFAULT_REGION"], "us-east-1");
+        assert_eq!(env["AWS_LAMBDA_FUNCTION_NAME"], "orders");
+        assert_eq!(env["AWS_LAMBDA_LOG_GROUP_NAME"], "/aws/lambda/orders");
+        assert_eq!(env["_HANDLER"], "bootstrap");
+        assert_eq!(env["TEMPORAL_TASK_QUEUE"], "orders");
+        for name in [
+            "AWS_LAMBDA_RUNTIME_API",
+            "AWS_LAMBDA_FUNCTION_VERSION",
+            "LAMBDA_TASK_ROOT",
+        ] {
+            assert!(env.contains_key(name), "{name}");
+        }
     }
 }

@@ -2,66 +2,92 @@
 //! the local Lambda control plane serving a function, and workflows started with no worker
 //! started by hand — the server invokes the function when their tasks wait.
 //!
-//! Usage: `lambda-local BOOTSTRAP [OPTIONS]`:
-//!
-//! | option | default |
-//! | --- | --- |
-//! | `--function-name NAME` (the Lambda function's name, in its ARN and log lines) | `hello` |
-//! | `--workflows N` | 2 |
-//! | `--timeout SECS` (the function's) | 15 |
-//! | `--concurrency N` (execution environments at most) | 2 |
-//! | `--per-environment N` (invocations one environment takes at once, as on a Lambda Managed Instance: `AWS_LAMBDA_MAX_CONCURRENCY`) | 1 |
-//! | `--task-queue Q` (also given to the bootstrap as `TEMPORAL_TASK_QUEUE`) | `hello-task-queue` |
-//! | `--deployment D`, `--build-id B` (the version the server invokes the function for) | `hello-app`, `build-1` |
-//! | `--workflow-type T`, `--input JSON` (the workflows started) | `HelloWorkflow`, `"Temporal #i"` |
-//! | `--env K=V` (repeatable; the bootstrap gets only the Lambda variables and these) | |
-//! | `--serve` (keep running after the workflows, until Ctrl-C) | |
-//! | `--upgrade` (run the upgrade scenario instead: two builds, each a published Lambda version) | |
-//! | `--upgrade-unqualified` (the same with the unqualified ARN: a PINNED workflow is stranded) | |
-//!
-//! The upgrade scenarios ([`temporal_lambda_worker_testkit::upgrade`]) take the bootstrap and
+//! `lambda-local --help` lists the options (one source: the `Args` below). By default each
+//! run publishes the function's code as a Lambda version and registers that version's
+//! qualified ARN, as a deploy does (`--unpublished` registers `$LATEST` instead). The
+//! upgrade scenarios ([`temporal_lambda_local::upgrade`]) take the bootstrap and
 //! `--timeout` only; the bootstrap must register `WhichBuildWorkflow` (`hello` does).
 //!
 //! It ends non-zero with the reason when the version-creation invocation answers an error,
 //! when the bootstrap polled as another version or task queue, or when a workflow fails
-//! (2 for a usage error); `--help` prints the usage.
+//! (2 for a usage error); `--help` prints the usage and exits 0.
 //!
-//! From your own crate: `cargo install --git <this repository> temporal-lambda-worker-testkit
-//! --bin lambda-local` (or `--path tests/support` in a clone), then `lambda-local
+//! From your own crate: `cargo install --path tests/support` in a clone, then `lambda-local
 //! target/debug/my-bootstrap --function-name my-function --task-queue …`.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
-use temporal_lambda_worker_testkit::{FunctionSpec, Outcome, ServerlessLoop, upgrade};
+use clap::Parser;
+
+use temporal_lambda_local::{FunctionSpec, Outcome, ServerlessLoop, upgrade};
 
 const EXTERNAL_ID: &str = "local-external-id";
-const USAGE: &str = "usage: lambda-local BOOTSTRAP [--function-name NAME] [--workflows N] \
-     [--timeout SECS] [--concurrency N] [--per-environment N] [--task-queue Q] [--deployment D] [--build-id B] \
-     [--workflow-type T] [--input JSON] [--env K=V]... [--serve] | lambda-local BOOTSTRAP \
-     [--timeout SECS] (--upgrade | --upgrade-unqualified)";
-const HELP: &str = "\
-Runs the serverless loop on this machine: a Temporal dev server with its Worker Controller,
-the local Lambda control plane serving BOOTSTRAP as a function, and workflows started with
-no worker running, so the server invokes the function for each.
 
-Options (default):
-  --function-name NAME  the Lambda function's name (hello)
-  --workflows N         workflows to start, one after another (2)
-  --timeout SECS        the function's timeout (15)
-  --concurrency N       execution environments at most (2)
-  --per-environment N   invocations one environment takes at once, as on a Lambda Managed
-                        Instance (AWS_LAMBDA_MAX_CONCURRENCY=N for the bootstrap) (1)
-  --task-queue Q        the task queue, also TEMPORAL_TASK_QUEUE of the bootstrap (hello-task-queue)
-  --deployment D        the worker deployment the server invokes the function for (hello-app)
-  --build-id B          its build id (build-1)
-  --workflow-type T     the workflows started (HelloWorkflow)
-  --input JSON          their input (\"Temporal #i\")
-  --env K=V             a variable for the bootstrap (repeatable; it gets only the Lambda
-                        variables and these)
-  --serve               keep running after the workflows, until Ctrl-C
-  --upgrade             the upgrade scenario instead: two builds, each a published Lambda version
-  --upgrade-unqualified the same with the unqualified ARN: a PINNED workflow is stranded
-  -h, --help            this text";
+/// Runs the serverless loop on this machine: a Temporal dev server with its Worker
+/// Controller, the local Lambda control plane serving BOOTSTRAP as a function, and
+/// workflows started with no worker running, so the server invokes the function for each.
+#[derive(Debug, Parser)]
+#[command(name = "lambda-local", version, about, long_about = None)]
+struct Args {
+    /// The bootstrap to serve as the function (`cargo build`'s binary, or the `bootstrap`
+    /// in a `cargo lambda build` zip).
+    bootstrap: PathBuf,
+    /// The Lambda function's name, in its ARN and log lines.
+    #[arg(long = "function-name", value_name = "NAME", default_value = "hello")]
+    function: String,
+    /// Workflows to start, one after another (with `--workflow-type`; the `hello`
+    /// example's HelloWorkflow when none is given).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    workflows: usize,
+    /// The function's timeout, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 15)]
+    timeout: u64,
+    /// Execution environments at most.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    concurrency: usize,
+    /// Invocations one environment takes at once, as on a Lambda Managed Instance
+    /// (`AWS_LAMBDA_MAX_CONCURRENCY=N` for the bootstrap).
+    #[arg(long = "per-environment", value_name = "N", default_value_t = 1)]
+    per_environment: usize,
+    /// The task queue, also `TEMPORAL_TASK_QUEUE` of the bootstrap.
+    #[arg(
+        long = "task-queue",
+        value_name = "Q",
+        default_value = "hello-task-queue"
+    )]
+    task_queue: String,
+    /// The worker deployment the server invokes the function for.
+    #[arg(long, value_name = "D", default_value = "hello-app")]
+    deployment: String,
+    /// Its build id.
+    #[arg(long = "build-id", value_name = "B", default_value = "build-1")]
+    build_id: String,
+    /// The type of the workflows started (none given: the `hello` example's HelloWorkflow
+    /// for a function named `hello`, else no workflow is started).
+    #[arg(long = "workflow-type", value_name = "T")]
+    workflow_type: Option<String>,
+    /// Their input, as JSON (default: `"Temporal #i"`).
+    #[arg(long, value_name = "JSON", value_parser = json_text)]
+    input: Option<String>,
+    /// A variable for the bootstrap (repeatable; it gets the variables Lambda sets and
+    /// these, nothing else of this shell's).
+    #[arg(long = "env", value_name = "K=V", value_parser = key_value)]
+    env: Vec<(String, String)>,
+    /// Keep running after the workflows, until Ctrl-C.
+    #[arg(long)]
+    serve: bool,
+    /// Register the function's unqualified ARN (`$LATEST`) instead of a published version.
+    /// Only to reproduce what an unpublished deploy does: a version registered so runs
+    /// whatever code is deployed next, and the bootstrap warns at every invocation.
+    #[arg(long)]
+    unpublished: bool,
+    /// Run the upgrade scenario instead: two builds, each a published Lambda version.
+    #[arg(long, conflicts_with = "upgrade_unqualified")]
+    upgrade: bool,
+    /// The same with the unqualified ARN: a PINNED workflow is stranded.
+    #[arg(long = "upgrade-unqualified")]
+    upgrade_unqualified: bool,
+}
 
 /// Which upgrade scenario to run instead of the workflows.
 #[derive(Debug, PartialEq)]
@@ -70,108 +96,35 @@ enum Upgrade {
     Unqualified,
 }
 
-#[derive(Debug)]
-struct Args {
-    bootstrap: PathBuf,
-    function: String,
-    workflows: usize,
-    timeout: u64,
-    concurrency: usize,
-    per_environment: usize,
-    task_queue: String,
-    deployment: String,
-    build_id: String,
-    workflow_type: String,
-    input: Option<String>,
-    env: Vec<(String, String)>,
-    serve: bool,
-    upgrade: Option<Upgrade>,
-}
-
-/// The arguments to run with, `None` for `--help`, or a usage error.
-fn args_from(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, String> {
-    let mut it = argv.into_iter();
-    let mut args = Args {
-        bootstrap: PathBuf::new(),
-        function: "hello".into(),
-        workflows: 2,
-        timeout: 15,
-        concurrency: 2,
-        per_environment: 1,
-        task_queue: "hello-task-queue".into(),
-        deployment: "hello-app".into(),
-        build_id: "build-1".into(),
-        workflow_type: "HelloWorkflow".into(),
-        input: None,
-        env: Vec::new(),
-        serve: false,
-        upgrade: None,
-    };
-    let value = |v: Option<String>, what: &str| -> Result<String, String> {
-        v.filter(|v| !v.is_empty())
-            .ok_or(format!("{what} needs a value; {USAGE}"))
-    };
-    let number = |v: Option<String>, what: &str| -> Result<u64, String> {
-        value(v, what)?
-            .parse()
-            .map_err(|e| format!("{what}: {e}; {USAGE}"))
-    };
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--function-name" => args.function = value(it.next(), "--function-name")?,
-            "--workflows" => args.workflows = number(it.next(), "--workflows")? as usize,
-            "--timeout" => args.timeout = number(it.next(), "--timeout")?,
-            "--concurrency" => args.concurrency = number(it.next(), "--concurrency")? as usize,
-            "--per-environment" => {
-                args.per_environment = number(it.next(), "--per-environment")? as usize
-            }
-            "--task-queue" => args.task_queue = value(it.next(), "--task-queue")?,
-            "--deployment" => args.deployment = value(it.next(), "--deployment")?,
-            "--build-id" => args.build_id = value(it.next(), "--build-id")?,
-            "--workflow-type" => args.workflow_type = value(it.next(), "--workflow-type")?,
-            "--input" => {
-                let input = value(it.next(), "--input")?;
-                serde_json::from_str::<serde_json::Value>(&input)
-                    .map_err(|e| format!("--input {input}: not JSON ({e}); {USAGE}"))?;
-                args.input = Some(input);
-            }
-            "--env" => {
-                let kv = value(it.next(), "--env")?;
-                let (k, v) = kv
-                    .split_once('=')
-                    .filter(|(k, _)| !k.is_empty())
-                    .ok_or(format!("--env {kv}: expected KEY=VALUE; {USAGE}"))?;
-                args.env.push((k.to_owned(), v.to_owned()));
-            }
-            "--serve" => args.serve = true,
-            "--upgrade" => args.upgrade = Some(Upgrade::Published),
-            "--upgrade-unqualified" => args.upgrade = Some(Upgrade::Unqualified),
-            "-h" | "--help" => return Ok(None),
-            _ if args.bootstrap.as_os_str().is_empty() && !a.starts_with("--") => {
-                args.bootstrap = a.into()
-            }
-            _ => return Err(format!("unexpected argument {a}; {USAGE}")),
+impl Args {
+    fn upgrade(&self) -> Option<Upgrade> {
+        match (self.upgrade, self.upgrade_unqualified) {
+            (true, _) => Some(Upgrade::Published),
+            (_, true) => Some(Upgrade::Unqualified),
+            _ => None,
         }
     }
-    if args.bootstrap.as_os_str().is_empty() {
-        return Err(format!("no BOOTSTRAP given; {USAGE}"));
-    }
-    Ok(Some(args))
+}
+
+/// `--input`: must be JSON.
+fn json_text(input: &str) -> Result<String, String> {
+    serde_json::from_str::<serde_json::Value>(input)
+        .map(|_| input.to_owned())
+        .map_err(|e| format!("not JSON ({e})"))
+}
+
+/// `--env K=V`.
+fn key_value(kv: &str) -> Result<(String, String), String> {
+    kv.split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected KEY=VALUE, not {kv:?}"))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
-    let mut args = match args_from(std::env::args().skip(1)) {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            println!("{USAGE}\n\n{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Err(usage) => {
-            eprintln!("lambda-local: {usage}");
-            return ExitCode::from(2);
-        }
-    };
+    // Usage errors exit 2, `--help` and `--version` 0 (clap's own).
+    let mut args = Args::parse();
     match args.bootstrap.canonicalize() {
         Ok(path) => args.bootstrap = path,
         Err(e) => {
@@ -200,11 +153,17 @@ async fn run(args: Args) -> Result<(), String> {
         .init();
     let task_root = std::env::temp_dir().join(format!("lambda-local-{}", std::process::id()));
     std::fs::create_dir_all(&task_root).map_err(|e| e.to_string())?;
-    if let Some(which) = &args.upgrade {
-        let ran = run_upgrade(which, &args, &task_root).await;
-        let _ = std::fs::remove_dir_all(&task_root);
-        return ran;
-    }
+    let ran = match args.upgrade() {
+        Some(which) => run_upgrade(&which, &args, &task_root).await,
+        None => run_loop(&args, &task_root).await,
+    };
+    let _ = std::fs::remove_dir_all(&task_root);
+    ran
+}
+
+/// The loop: the function registered and current, the workflows, then (with `--serve`)
+/// until Ctrl-C.
+async fn run_loop(args: &Args, task_root: &std::path::Path) -> Result<(), String> {
     let (deployment, build_id) = (&args.deployment, &args.build_id);
     let mut spec = FunctionSpec::new(&args.function, &args.bootstrap)
         .env("TEMPORAL_TASK_QUEUE", &args.task_queue);
@@ -215,7 +174,7 @@ async fn run(args: Args) -> Result<(), String> {
         .timeout(Duration::from_secs(args.timeout))
         .concurrency(args.concurrency)
         .per_environment(args.per_environment)
-        .task_root(&task_root);
+        .task_root(task_root);
     let per_environment = match args.per_environment {
         0 | 1 => String::new(),
         n => format!(", {n} invocations at once per environment"),
@@ -229,33 +188,56 @@ async fn run(args: Args) -> Result<(), String> {
         args.timeout,
         args.concurrency
     );
-    let ServerlessLoop { plane, server, .. } =
-        ServerlessLoop::start(spec, deployment, build_id, EXTERNAL_ID, &args.task_queue).await?;
-    let address = server.address.clone();
+    say_if_no_collector().await;
+    let lp = ServerlessLoop::launch(spec, EXTERNAL_ID).await?;
+    let arn = version_arn(&lp, args).await?;
+    lp.register(deployment, build_id, &arn, &args.task_queue)
+        .await?;
+    lp.make_current(deployment, build_id).await?;
     println!(
-        "  control plane {}, dev server {address} (pid {}); {deployment}/{build_id} is the \
-         current version",
-        plane.endpoint_url(),
-        server.pid()
+        "  control plane {}, dev server {} (pid {}); {deployment}/{build_id} is the current \
+         version",
+        lp.plane.endpoint_url(),
+        lp.server.address,
+        lp.server.pid()
     );
-    let wait = Duration::from_secs(args.timeout * 3);
+    let workflows = run_workflows(args, &lp).await?;
+    let stats = lp.plane.stats(&args.function);
+    println!(
+        "done: {workflows} workflows, {} invokes from the server, {} process(es) started",
+        stats.invokes, stats.processes_started
+    );
+    if args.serve {
+        serve(args, &lp.server.address).await;
+    }
+    Ok(())
+}
 
+/// Starts `--workflows` workflows one after another, each served by the function, and says
+/// which invocation served it. Returns how many it started.
+async fn run_workflows(args: &Args, lp: &ServerlessLoop) -> Result<usize, String> {
+    let Some(workflow_type) = args.workflow_type() else {
+        println!(
+            "no --workflow-type given: starting no workflow (start yours, or pass \
+             --workflow-type)"
+        );
+        return Ok(0);
+    };
+    let (plane, server) = (&lp.plane, &lp.server);
+    let wait = Duration::from_secs(args.timeout * 3);
     for i in 1..=args.workflows {
         let before = plane
             .wait_for(&args.function, wait, |s| s.outstanding == 0)
             .await
             .map_err(|s| format!("invocations did not end: {s:?}"))?;
-        let id = format!("hello-{}-{i}", std::process::id());
+        let id = format!("{}-{}-{i}", args.function, std::process::id());
         let input = args
             .input
             .clone()
             .unwrap_or_else(|| format!("\"Temporal #{i}\""));
-        println!(
-            "starting workflow {id} ({}) while no worker polls…",
-            args.workflow_type
-        );
+        println!("starting workflow {id} ({workflow_type}) while no worker polls…");
         let result = server
-            .execute_workflow(&args.workflow_type, &args.task_queue, &id, Some(&input))
+            .execute_workflow(workflow_type, &args.task_queue, &id, Some(&input))
             .await
             .map_err(|e| format!("workflow {id} failed: {e}"))?;
         let greeting = result
@@ -268,39 +250,89 @@ async fn run(args: Args) -> Result<(), String> {
             .await
             .map_err(|s| format!("invocations did not end: {s:?}"))?;
         println!("workflow {id} completed: {greeting}");
-        for a in &after.attempts[before.attempts.len()..] {
-            match &a.answer.outcome {
-                Outcome::Response(body) => println!(
-                    "  served by invoke #{} ({}, connection reused: {}), answered {:.2}s before \
-                     its {}s deadline",
-                    a.invoke,
-                    if a.cold_start { "cold start" } else { "warm" },
-                    body["connection_reused"],
-                    a.answer.slack(),
-                    args.timeout
-                ),
-                other => println!("  invoke #{} attempt {}: {other:?}", a.invoke, a.attempt),
-            }
+        say_attempts(&after.attempts[before.attempts.len()..], args.timeout);
+    }
+    Ok(args.workflows)
+}
+
+/// One line per invocation attempt.
+fn say_attempts(attempts: &[temporal_lambda_local::control_plane::Attempt], timeout: u64) {
+    for a in attempts {
+        match &a.answer.outcome {
+            Outcome::Response(body) => println!(
+                "  served by invoke #{} ({}, connection reused: {}), answered {:.2}s before its \
+                 {timeout}s deadline",
+                a.invoke,
+                if a.cold_start { "cold start" } else { "warm" },
+                body["connection_reused"],
+                a.answer.slack(),
+            ),
+            other => println!("  invoke #{} attempt {}: {other:?}", a.invoke, a.attempt),
         }
     }
-    let stats = plane.stats(&args.function);
+}
+
+/// `--serve`: a hint to start a workflow on the user's task queue, then until Ctrl-C.
+async fn serve(args: &Args, address: &str) {
+    let workflow_type = args.workflow_type();
+    let input = match (&args.input, workflow_type) {
+        (Some(input), _) => format!(" --input '{input}'"),
+        (None, Some("HelloWorkflow")) => " --input '\"you\"'".to_owned(),
+        (None, _) => String::new(),
+    };
     println!(
-        "done: {} workflows, {} invokes from the server, {} process(es) started",
-        args.workflows, stats.invokes, stats.processes_started
+        "serving until Ctrl-C. Start a workflow and watch the server invoke the function:\n  \
+         temporal workflow execute --address {address} --task-queue {} --type {}{input}",
+        args.task_queue,
+        workflow_type.unwrap_or("<YourWorkflowType>"),
     );
-    if args.serve {
-        println!(
-            "serving until Ctrl-C. Start a workflow and watch the server invoke the function:\n  \
-             temporal workflow execute --address {address} --type {} --task-queue {} --input \
-             '\"you\"'",
-            args.workflow_type, args.task_queue
-        );
-        let _ = tokio::signal::ctrl_c().await;
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+impl Args {
+    /// The workflows' type: the one given, else `hello`'s for the `hello` function.
+    fn workflow_type(&self) -> Option<&str> {
+        match &self.workflow_type {
+            Some(t) => Some(t),
+            None if self.function == "hello" => Some("HelloWorkflow"),
+            None => None,
+        }
     }
-    drop(plane);
-    drop(server);
-    let _ = std::fs::remove_dir_all(&task_root);
-    Ok(())
+}
+
+/// The ARN the version is registered with: a version published from the function's code
+/// now, as a deploy does, or with `--unpublished` the unqualified ARN.
+async fn version_arn(lp: &ServerlessLoop, args: &Args) -> Result<String, String> {
+    let unqualified = temporal_lambda_local::control_plane::function_arn(&args.function);
+    if args.unpublished {
+        println!(
+            "--unpublished: registering {unqualified} ($LATEST), which runs whatever code is \
+             deployed next; the bootstrap warns about it at every invocation"
+        );
+        return Ok(unqualified);
+    }
+    let version = lp.plane.publish_version(&args.function).await?;
+    println!("published the function's code as version {version}, as a deploy does");
+    Ok(format!("{unqualified}:{version}"))
+}
+
+/// One line when no OpenTelemetry collector listens where a bootstrap built with the `otel`
+/// feature sends (it would warn at every flush), saying what to do.
+async fn say_if_no_collector() {
+    let listening = tokio::time::timeout(
+        Duration::from_millis(500),
+        tokio::net::TcpStream::connect(("127.0.0.1", 4317)),
+    )
+    .await
+    .is_ok_and(|c| c.is_ok());
+    if !listening {
+        println!(
+            "no OpenTelemetry collector listens on localhost:4317: a bootstrap built with the \
+             `otel` feature warns at every flush. Start one (docker run --rm -p 4317:4317 \
+             otel/opentelemetry-collector), point it at yours (--env \
+             OTEL_EXPORTER_OTLP_ENDPOINT=http://HOST:4317), or run a build without `otel`"
+        );
+    }
 }
 
 /// Runs an upgrade scenario, printing each step and check.
@@ -333,10 +365,18 @@ async fn run_upgrade(which: &Upgrade, args: &Args, dir: &std::path::Path) -> Res
 
 #[cfg(test)]
 mod tests {
+    use clap::{CommandFactory, error::ErrorKind};
+
     use super::*;
 
     fn parse(a: &[&str]) -> Result<Args, String> {
-        args_from(a.iter().map(|s| s.to_string()))?.ok_or("help".into())
+        Args::try_parse_from(std::iter::once("lambda-local").chain(a.iter().copied()))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_options_are_one_consistent_definition() {
+        Args::command().debug_assert();
     }
 
     #[test]
@@ -371,7 +411,14 @@ mod tests {
         assert_eq!(parse(&["b"]).unwrap().function, "hello");
         assert_eq!(a.task_queue, "orders");
         assert_eq!((a.deployment.as_str(), a.build_id.as_str()), ("shop", "b7"));
-        assert_eq!(a.workflow_type, "OrderWorkflow");
+        assert_eq!(a.workflow_type(), Some("OrderWorkflow"));
+        // No type given: hello's for the `hello` function, none for another.
+        assert_eq!(
+            parse(&["b"]).unwrap().workflow_type(),
+            Some("HelloWorkflow")
+        );
+        let other = parse(&["b", "--function-name", "orders"]).unwrap();
+        assert_eq!(other.workflow_type(), None);
         assert_eq!(a.input.as_deref(), Some("{\"id\": 1}"));
         assert_eq!(
             a.env,
@@ -381,6 +428,7 @@ mod tests {
             ]
         );
         assert_eq!(a.workflows, 0);
+        assert!(!a.unpublished);
         assert!(
             parse(&["b", "--env", "NOEQUALS"])
                 .unwrap_err()
@@ -394,31 +442,28 @@ mod tests {
         assert!(
             parse(&["b", "--task-queue"])
                 .unwrap_err()
-                .contains("needs a value")
+                .contains("a value is required")
         );
         assert_eq!(
-            parse(&["b", "--upgrade"]).unwrap().upgrade,
+            parse(&["b", "--upgrade"]).unwrap().upgrade(),
             Some(Upgrade::Published)
         );
         assert_eq!(
-            parse(&["b", "--upgrade-unqualified"]).unwrap().upgrade,
+            parse(&["b", "--upgrade-unqualified"]).unwrap().upgrade(),
             Some(Upgrade::Unqualified)
         );
+        assert!(parse(&["b", "--unpublished"]).unwrap().unpublished);
         for help in ["-h", "--help"] {
-            assert!(matches!(
-                args_from(["b".to_owned(), help.to_owned()]),
-                Ok(None)
-            ));
+            let e = Args::try_parse_from(["lambda-local", "b", help]).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::DisplayHelp);
+            assert_eq!(e.exit_code(), 0, "--help exits 0");
         }
-        assert!(
-            parse(&[])
-                .unwrap_err()
-                .starts_with("no BOOTSTRAP given; usage:")
-        );
+        let e = parse(&[]).unwrap_err();
+        assert!(e.contains("<BOOTSTRAP>"), "{e}");
         assert!(
             parse(&["b", "--bogus"])
                 .unwrap_err()
-                .contains("unexpected argument --bogus")
+                .contains("unexpected argument '--bogus'")
         );
     }
 }
