@@ -3,7 +3,7 @@
 //! Temporal invokes the Lambda function when Tasks arrive on a versioned Task Queue with
 //! no pollers. Each invocation runs one poll session: a worker with Lambda-tuned
 //! defaults and Worker Deployment Versioning polls until it has nothing left to do (the
-//! idle exit: 200 ms after its last task once none of its workflows expects one, else
+//! idle exit: 500 ms after its last task once none of its workflows expects one, else
 //! 2 s; `TEMPORAL_IDLE_SHUTDOWN_SETTLED_SECS`, `TEMPORAL_IDLE_SHUTDOWN_SECS`) or until
 //! shortly before the invocation deadline, then drains gracefully, and the invocation
 //! answers before the deadline.
@@ -87,6 +87,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 #![deny(unreachable_pub)]
 
+pub mod agentcore;
 pub mod backend;
 mod connection_cache;
 mod diagnosis;

@@ -43,6 +43,18 @@ pub(crate) const ROUTING_SETTLE: Duration = Duration::from_secs(2);
 /// How many times a version the server does not know is looked at again (a second
 /// apart) before the watch gives up on it.
 const UNKNOWN_LOOKS: u32 = 5;
+/// A look that failed for a while (the server throttled the deployment's queries, or did
+/// not answer in time) is tried again each [`RECHECK`], this many times in a row.
+const TRANSIENT_LOOKS: u32 = 5;
+
+/// Why a look at the version failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LookFailed {
+    /// In words, for the log.
+    pub(crate) why: String,
+    /// For a while only (throttled, unavailable, too slow): worth another look.
+    pub(crate) transient: bool,
+}
 
 /// A process that found its version known and not held looks again only this long after
 /// (the rollout hold's looks are queries on the server's deployment workflows: one per
@@ -107,8 +119,10 @@ impl Hold {
 /// `now`, the wall clock), looking again every [`RECHECK`] (or when the settling ends);
 /// returns once the version is not held, with the exit let go, and whether the server
 /// knew the version then (a version it knows and does not hold needs no look for a while:
-/// [`LOOK_AGAIN_AFTER`]). A failed look (`Err`, say an API key without the permission)
-/// lets the exit go: the hold is an optimisation, never a reason to stay.
+/// [`LOOK_AGAIN_AFTER`]). A failed look (say an API key without the permission) lets the
+/// exit go: the hold is an optimisation, never a reason to stay; one that failed for a
+/// while (the deployment's queries throttled under load) holds and is tried again, a few
+/// times.
 pub(crate) async fn watch<F, Fut>(
     tasks: &TaskActivity,
     mut describe: F,
@@ -116,11 +130,12 @@ pub(crate) async fn watch<F, Fut>(
 ) -> bool
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Option<VersionView>, String>>,
+    Fut: Future<Output = Result<Option<VersionView>, LookFailed>>,
 {
     // Held for a rollout (logged), or only while the server does not know the version.
     let mut held = false;
     let mut unknown_looks = 0;
+    let mut failed_looks = 0;
     loop {
         let look = describe().await;
         let known = matches!(look, Ok(Some(_)));
@@ -134,8 +149,20 @@ where
                 None
             }
             Ok(None) => Some(Hold::None),
-            Err(why) => {
-                tracing::debug!("cannot read this worker's version ({why}): no rollout hold");
+            Err(failed) if failed.transient && failed_looks < TRANSIENT_LOOKS => {
+                failed_looks += 1;
+                tracing::debug!(
+                    why = failed.why,
+                    "this worker's version could not be read yet"
+                );
+                tasks.hold_idle_exit();
+                None
+            }
+            Err(failed) => {
+                tracing::debug!(
+                    why = failed.why,
+                    "cannot read this worker's version: no rollout hold"
+                );
                 Some(Hold::None)
             }
         };
@@ -307,7 +334,12 @@ mod tests {
         let tasks = TaskActivity::default();
         tasks.polling_started();
         tasks.hold_idle_exit();
-        let denied = || async { Err("PermissionDenied".to_owned()) };
+        let denied = || async {
+            Err(LookFailed {
+                why: "PermissionDenied".to_owned(),
+                transient: false,
+            })
+        };
         assert!(!watch(&tasks, denied, SystemTime::now).await);
         let start = tokio::time::Instant::now();
         let exit = crate::session::tasks::IdleExit {
@@ -316,5 +348,50 @@ mod tests {
         };
         tasks.idle_exit(exit).await;
         assert_eq!(start.elapsed(), S(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_look_holds_and_is_tried_again() {
+        // Under load the server answered a look "too many requests … try again later"
+        // (ResourceExhausted): the version-creation invocation left at its window, before
+        // its version became current (seen in the integration tests, run together).
+        let tasks = TaskActivity::default();
+        tasks.polling_started();
+        let looks = std::sync::atomic::AtomicU32::new(0);
+        let describe = || {
+            let n = looks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async move {
+                if n < 2 {
+                    Err(LookFailed {
+                        why: "ResourceExhausted: try again later".to_owned(),
+                        transient: true,
+                    })
+                } else {
+                    Ok(Some(VersionView {
+                        status: Status::Inactive,
+                        invoked: true,
+                        created: Some(SystemTime::now()),
+                        routing_changed: None,
+                        propagating: false,
+                    }))
+                }
+            }
+        };
+        let exit = crate::session::tasks::IdleExit {
+            window: S(2),
+            settled: None,
+        };
+        let watching = watch(&tasks, describe, SystemTime::now);
+        tokio::pin!(watching);
+        // Three seconds in: past the window, still held (the third look saw a rollout).
+        let held = tokio::time::timeout(S(3), async {
+            tokio::select! {
+                _ = &mut watching => "the watch ended",
+                _ = tasks.idle_exit(exit) => "the idle exit left",
+            }
+        })
+        .await;
+        assert!(held.is_err(), "{held:?}");
+        assert_eq!(looks.load(std::sync::atomic::Ordering::Relaxed), 4);
     }
 }

@@ -514,7 +514,7 @@ async fn hold_while_rolled_out(host: Rc<Host>, connection: Connection, of: Versi
 async fn describe_version(
     connection: &Connection,
     of: &VersionOf,
-) -> Result<Option<rollout::VersionView>, String> {
+) -> Result<Option<rollout::VersionView>, rollout::LookFailed> {
     let mut service = connection.workflow_service();
     let request = DescribeWorkerDeploymentVersionRequest {
         namespace: of.namespace.clone(),
@@ -530,7 +530,7 @@ async fn describe_version(
     {
         Ok(answer) => answer.into_inner().worker_deployment_version_info,
         Err(status) if status.code() == tonic::Code::NotFound => None,
-        Err(status) => return Err(status_in_words(&status)),
+        Err(status) => return Err(look_failed(&status)),
     };
     let Some(info) = info else {
         return Ok(None);
@@ -549,7 +549,7 @@ async fn describe_version(
         let answer = service
             .describe_worker_deployment(unretried(request))
             .await
-            .map_err(|s| status_in_words(&s))?;
+            .map_err(|s| look_failed(&s))?;
         answer.into_inner().worker_deployment_info.is_some_and(|d| {
             d.routing_config_update_state() == RoutingConfigUpdateState::InProgress
         })
@@ -568,6 +568,21 @@ async fn describe_version(
         .max(),
         propagating,
     }))
+}
+
+/// A failed look at the version: transient when the server throttled it, was unavailable
+/// or did not answer in time.
+fn look_failed(status: &tonic::Status) -> rollout::LookFailed {
+    rollout::LookFailed {
+        why: status_in_words(status),
+        transient: matches!(
+            status.code(),
+            tonic::Code::ResourceExhausted
+                | tonic::Code::Unavailable
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Aborted
+        ),
+    }
 }
 
 /// `message` as a request that is not retried and gives up after [`PROBE_TIMEOUT`].

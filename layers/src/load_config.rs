@@ -39,7 +39,7 @@ pub const IDLE_SHUTDOWN_SETTLED_VAR: &str = "TEMPORAL_IDLE_SHUTDOWN_SETTLED_SECS
 /// The settled idle exit when `TEMPORAL_IDLE_SHUTDOWN_SETTLED_SECS` is unset, chosen from
 /// the workload suite of `benches/idle_exit` ([the measurements](https://github.com/temporal-lambda-worker/temporal-lambda-worker/blob/main/benches/RESULTS.md)).
 pub const DEFAULT_IDLE_SHUTDOWN_SETTLED: std::time::Duration =
-    std::time::Duration::from_millis(200);
+    std::time::Duration::from_millis(500);
 /// `1` or `true`: no warning about unpublished code
 /// ([`LambdaWorkerConfig::warn_unpublished_code`](crate::LambdaWorkerConfig::warn_unpublished_code)).
 pub const ALLOW_UNPUBLISHED_CODE_VAR: &str = "TEMPORAL_ALLOW_UNPUBLISHED_CODE";

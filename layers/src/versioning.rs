@@ -67,6 +67,30 @@ pub(crate) fn unpublished_code_warning(
     ))
 }
 
+/// An invocation whose payload names the version it was made for (AgentCore's
+/// `InvokeAgentRuntime` body from the Worker Controller: `{"deploymentName": …,
+/// "buildId": …}`) must be for `version`: a worker of another version would poll for
+/// nothing while the task that brought the invocation waits. Lambda's payload names none.
+fn invoked_for(
+    payload: &serde_json::Value,
+    version: &WorkerDeploymentVersion,
+) -> Result<(), LambdaWorkerError> {
+    let named = |key: &str| payload.get(key).and_then(serde_json::Value::as_str);
+    let (Some(deployment), Some(build)) = (named("deploymentName"), named("buildId")) else {
+        return Ok(());
+    };
+    if deployment == version.deployment_name && build == version.build_id {
+        return Ok(());
+    }
+    Err(LambdaWorkerError::InvalidVersion(format!(
+        "this invocation is for version {deployment}/{build} (its deploymentName and \
+         buildId), but this build polls as {}/{}. Deploy the build of {deployment}/{build} \
+         behind this endpoint, or register this build's own version with `temporal worker \
+         deployment create-version`",
+        version.deployment_name, version.build_id
+    )))
+}
+
 impl InvocationStep for WorkerVersioningStep {
     fn apply(&self, inv: &mut Invocation) -> Result<(), LambdaWorkerError> {
         inv.enter(Lifecycle::WorkerVersioning)?;
@@ -87,6 +111,7 @@ impl InvocationStep for WorkerVersioningStep {
                  registered with `temporal worker deployment create-version`"
             )));
         }
+        invoked_for(&inv.payload, v)?;
         let behavior = inv.config.versioning_behavior;
         if !matches!(
             behavior,
@@ -240,5 +265,31 @@ mod tests {
             assert_eq!(e.error_type(), "TemporalLambdaWorker.InvalidVersion");
             assert!(err.to_string().contains(expect), "{err}");
         }
+    }
+
+    #[tokio::test]
+    async fn an_invocation_for_another_version_is_refused_naming_both() {
+        let layer = || WorkerVersioningLayer::new(version("app", "b1"));
+        let invoked = |body: serde_json::Value| {
+            let mut inv = Invocation::new(Default::default(), Default::default());
+            inv.payload = body;
+            inv
+        };
+        let mine = serde_json::json!({ "deploymentName": "app", "buildId": "b1" });
+        run_through(layer(), invoked(mine)).await.unwrap();
+        // Lambda's payload names no version.
+        run_through(layer(), invoked(serde_json::json!({})))
+            .await
+            .unwrap();
+        let other = serde_json::json!({ "deploymentName": "app", "buildId": "b2" });
+        let err = run_through(layer(), invoked(other)).await.unwrap_err();
+        let e = err.downcast_ref::<LambdaWorkerError>().unwrap();
+        assert_eq!(e.error_type(), "TemporalLambdaWorker.InvalidVersion");
+        let text = e.to_string();
+        assert!(
+            text.contains("this invocation is for version app/b2"),
+            "{text}"
+        );
+        assert!(text.contains("this build polls as app/b1"), "{text}");
     }
 }

@@ -62,7 +62,15 @@ impl LambdaEnvironment {
             message: format!("the Lambda environment is broken: {message}"),
             runtime_api: runtime_api.clone(),
         };
-        let loops = max_concurrency(&var(MAX_CONCURRENCY_VAR)).map_err(&broken)?;
+        let value = var(MAX_CONCURRENCY_VAR);
+        let loops = max_concurrency(&value).ok_or_else(|| {
+            broken(format!(
+                "{MAX_CONCURRENCY_VAR} is {:?}, not a whole number of invocations. Lambda \
+                 sets it for a function on a capacity provider (Lambda Managed Instances); \
+                 unset it, or set a number, elsewhere",
+                value.trim()
+            ))
+        })?;
         for name in LAMBDA_VARIABLES {
             if let Some(problem) = problem(name, &var(name)) {
                 return Err(broken(format!(
@@ -103,21 +111,14 @@ fn problem(name: &str, value: &str) -> Option<String> {
 }
 
 /// How many invocations to serve at once for [`MAX_CONCURRENCY_VAR`] = `value`: 1 when it
-/// is empty or at most 1 (as `lambda_runtime` does); a value that is not a whole number is
-/// named.
-fn max_concurrency(value: &str) -> Result<usize, String> {
+/// is empty or at most 1 (as `lambda_runtime` does); `None` when it is not a whole number.
+fn max_concurrency(value: &str) -> Option<usize> {
     let value = value.trim();
     if value.is_empty() {
-        return Ok(1);
+        return Some(1);
     }
-    match value.parse::<u32>() {
-        Ok(n) => Ok(usize::try_from(n.max(1)).unwrap_or(usize::MAX)),
-        Err(_) => Err(format!(
-            "{MAX_CONCURRENCY_VAR} is {value:?}, not a whole number of invocations. Lambda \
-             sets it for a function on a capacity provider (Lambda Managed Instances); unset \
-             it, or set a number, elsewhere"
-        )),
-    }
+    let n = value.parse::<u32>().ok()?;
+    Some(usize::try_from(n.max(1)).unwrap_or(usize::MAX))
 }
 
 #[cfg(test)]

@@ -31,7 +31,9 @@ use tower::{Service, ServiceExt};
 
 pub(crate) use environment::LambdaEnvironment;
 pub(crate) use error::{HostError, stack_diagnostic};
-use invoke::{CatchPanic, Event, Invoke};
+use invoke::Event;
+pub(crate) use invoke::{CatchPanic, Invoke};
+pub(crate) use runtime_api::payload;
 use runtime_api::{Next, RuntimeApi};
 
 use crate::{BoxError, Environment, Invocation, ProcessEnvironment, StopSignal};
@@ -216,7 +218,7 @@ async fn answer_in_flight(
 
 /// Resolves with the signal's name on SIGTERM or SIGINT; never where they cannot be
 /// watched.
-async fn stop_requested() -> &'static str {
+pub(crate) async fn stop_requested() -> &'static str {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -118,6 +118,31 @@ async fn start<B: WorkerBackend>(
     Ok((running, polling))
 }
 
+/// The Worker Controller tells itself of waiting tasks at most once per
+/// `workercontroller.hook.min_signal_interval_no_sync_match` (500 ms by default) per
+/// version: a task added within that time of the add it signalled is only signalled by a
+/// later add (temporal-auto-scaled-workers `wci/client/hook.go`, `batchMatchSignals`). A
+/// worker that left sooner than that after its last task (whose add brought it, or
+/// signalled) would strand a task added in between: no invocation comes for it.
+pub(crate) const SIGNAL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// `settled`, raised to [`SIGNAL_INTERVAL`] (said once per process when it is).
+fn at_least_the_signal_interval(settled: std::time::Duration) -> std::time::Duration {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    if settled < SIGNAL_INTERVAL {
+        SAID.call_once(|| {
+            tracing::warn!(
+                settled_ms = settled.as_millis() as u64,
+                "the settled idle exit is raised to 500 ms: the Worker Controller signals a \
+                 waiting task at most once per 500 ms per version, so a worker that leaves \
+                 sooner after its last task strands a task added in between (no invocation \
+                 comes for it)"
+            );
+        });
+    }
+    settled.max(SIGNAL_INTERVAL)
+}
+
 /// What a session starts from: the worker's final options, checked, with the task
 /// activity that the stop decision and the summary read.
 struct Plan {
@@ -140,7 +165,10 @@ impl Plan {
         let tasks = TaskActivity::default();
         let idle = config.idle_shutdown.map(|window| IdleExit {
             window,
-            settled: config.idle_shutdown_settled.filter(|s| *s < window),
+            settled: config
+                .idle_shutdown_settled
+                .map(at_least_the_signal_interval)
+                .filter(|s| *s < window),
         });
         admission::admit(&tasks, config.longest_activity, timeline, idle.is_some());
         tasks.watch(&mut config.worker);

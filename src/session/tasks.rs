@@ -97,7 +97,7 @@ pub(super) struct State {
 }
 
 /// The activity of one session's worker. Cheap to clone; the backend registers its
-/// interceptors ([`TaskActivity::watch`]) and the worker service reads it.
+/// interceptors and the worker service reads it (its counts and idle time).
 #[derive(Clone, Debug)]
 pub struct TaskActivity {
     state: Arc<Mutex<State>>,

