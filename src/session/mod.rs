@@ -23,6 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
+use crate::rules::{IDLE_SHUTDOWN_SETTLED_VAR, IDLE_SHUTDOWN_VAR};
 use crate::{
     Invocation, LambdaWorkerConfig, LambdaWorkerError, Timeline, WorkerReport,
     backend::{RunningWorker, SessionConfig, TaskActivity, WorkerBackend},
@@ -126,21 +127,22 @@ async fn start<B: WorkerBackend>(
 /// signalled) would strand a task added in between: no invocation comes for it.
 pub(crate) const SIGNAL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// `settled`, raised to [`SIGNAL_INTERVAL`] (said once per process when it is).
-fn at_least_the_signal_interval(settled: std::time::Duration) -> std::time::Duration {
+/// An idle-exit wait (`what`: its variable), raised to [`SIGNAL_INTERVAL`] (said once per
+/// process when it is). Both waits, the window and the settled one: either could end a
+/// worker sooner than the controller signals a task added meanwhile.
+fn at_least_the_signal_interval(what: &str, wait: std::time::Duration) -> std::time::Duration {
     static SAID: std::sync::Once = std::sync::Once::new();
-    if settled < SIGNAL_INTERVAL {
+    if wait < SIGNAL_INTERVAL {
         SAID.call_once(|| {
             tracing::warn!(
-                settled_ms = settled.as_millis() as u64,
-                "the settled idle exit is raised to 500 ms: the Worker Controller signals a \
-                 waiting task at most once per 500 ms per version, so a worker that leaves \
-                 sooner after its last task strands a task added in between (no invocation \
-                 comes for it)"
+                wait_ms = wait.as_millis() as u64,
+                "{what} is raised to 500 ms: the Worker Controller signals a waiting task at \
+                 most once per 500 ms per version, so a worker that leaves sooner after its \
+                 last task strands a task added in between (no invocation comes for it)"
             );
         });
     }
-    settled.max(SIGNAL_INTERVAL)
+    wait.max(SIGNAL_INTERVAL)
 }
 
 /// What a session starts from: the worker's final options, checked, with the task
@@ -163,12 +165,15 @@ impl Plan {
         // Every layer and the configure callback ran: the connection options are final.
         config.secure_connection();
         let tasks = TaskActivity::default();
-        let idle = config.idle_shutdown.map(|window| IdleExit {
-            window,
-            settled: config
-                .idle_shutdown_settled
-                .map(at_least_the_signal_interval)
-                .filter(|s| *s < window),
+        let idle = config.idle_shutdown.map(|window| {
+            let window = at_least_the_signal_interval(IDLE_SHUTDOWN_VAR, window);
+            IdleExit {
+                window,
+                settled: config
+                    .idle_shutdown_settled
+                    .map(|s| at_least_the_signal_interval(IDLE_SHUTDOWN_SETTLED_VAR, s))
+                    .filter(|s| *s < window),
+            }
         });
         admission::admit(&tasks, config.longest_activity, timeline, idle.is_some());
         tasks.watch(&mut config.worker);

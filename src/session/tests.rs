@@ -640,11 +640,16 @@ async fn the_report_splits_the_time_to_the_first_poll() {
 }
 
 #[test]
-fn a_settled_wait_below_the_controllers_signal_interval_is_raised_to_it() {
+fn an_idle_wait_below_the_controllers_signal_interval_is_raised_to_it() {
     // 0.2 s stranded a workflow started 0.4 s after the one that brought the invocation
     // (seen in serverless_loop::the_server_invokes_the_function_for_waiting_tasks).
-    let raised = super::at_least_the_signal_interval(Duration::from_millis(200));
-    assert_eq!(raised, super::SIGNAL_INTERVAL);
-    let kept = super::at_least_the_signal_interval(Duration::from_millis(800));
-    assert_eq!(kept, Duration::from_millis(800));
+    for var in [
+        "TEMPORAL_IDLE_SHUTDOWN_SETTLED_SECS",
+        "TEMPORAL_IDLE_SHUTDOWN_SECS",
+    ] {
+        let raised = super::at_least_the_signal_interval(var, Duration::from_millis(200));
+        assert_eq!(raised, super::SIGNAL_INTERVAL);
+        let kept = super::at_least_the_signal_interval(var, Duration::from_millis(800));
+        assert_eq!(kept, Duration::from_millis(800));
+    }
 }
