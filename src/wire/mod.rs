@@ -10,7 +10,8 @@
 //!   ([`hand_back`]); so is every task handed to the worker that it never answered when
 //!   its session ends. Nothing waits for a start-to-close timeout.
 //! - **Closing** ([`Wire::close`], before the SDK's shutdown): new polls are held, not sent;
-//!   the sticky queue is drained until its poll waits for nothing; then `ShutdownWorker`
+//!   the sticky queue is drained until its poll waits for nothing and the server counts
+//!   no task on it (`DescribeTaskQueue`); then `ShutdownWorker`
 //!   unloads the sticky queue (later tasks of this worker's workflows go to the normal
 //!   queue at once, and a waiting sticky poll comes back empty) and, where the namespace
 //!   has `worker_poll_complete_on_shutdown`, ends every outstanding poll of the worker,
@@ -57,6 +58,9 @@ pub(crate) trait Upstream: Send + Sync + 'static {
 const STICKY_QUIET: Duration = Duration::from_millis(50);
 /// How long closing waits for the sticky queue to drain, at most.
 const STICKY_DRAIN: Duration = Duration::from_secs(1);
+/// How long after unloading the sticky queue a sticky poll still out counts as one that
+/// loaded it again.
+const STICKY_BACK: Duration = Duration::from_millis(200);
 /// How long closing waits for the polls `ShutdownWorker` ended to come back, at most
 /// (they come back at once).
 const POLLS_BACK: Duration = Duration::from_secs(1);
@@ -436,25 +440,30 @@ impl Wire {
         };
         let left = || limit.saturating_sub(began.elapsed());
         self.changed.notify_waiters();
-        let mut sticky_drained = true;
+        let (mut sticky_drained, mut server_backlog) = (true, None);
         if sticky.is_some() {
-            // Until the queue reports no backlog and a sticky poll waits for nothing.
-            sticky_drained = self
-                .wait_for(STICKY_DRAIN.min(limit), |s| {
-                    s.sticky_backlog == 0
-                        && s.polls.values().any(|p| {
-                            p.kind == PollKind::Sticky && p.since.elapsed() >= STICKY_QUIET
-                        })
-                })
-                .await;
+            (sticky_drained, server_backlog) =
+                self.drain_sticky(began + STICKY_DRAIN.min(limit)).await;
         }
         self.lock().phase = Phase::Closing { sticky_open: false };
         self.changed.notify_waiters();
         let drained = began.elapsed();
         self.shutdown_worker(left()).await;
-        // The unloaded sticky queue's polls come back (empty, or with a task matched as it
-        // was unloaded); with `worker_poll_complete_on_shutdown` the server ends every poll.
-        // Their tasks reach the worker while it still runs.
+        // The unloaded sticky queue's polls come back at once (empty, or with a task
+        // matched as it was unloaded). One still out reached the server after the unload
+        // (sent before closing, on a busy worker thread) and loaded the queue again, so
+        // that the worker's next tasks would be queued there: unloaded once more.
+        let mut unloads = 1;
+        let sticky_back = |s: &State| s.polls.values().all(|p| p.kind != PollKind::Sticky);
+        if sticky.is_some()
+            && !self.wait_for(STICKY_BACK.min(left()), sticky_back).await
+            && !left().is_zero()
+        {
+            self.shutdown_worker(left()).await;
+            unloads += 1;
+        }
+        // With `worker_poll_complete_on_shutdown` the server ends every poll. Their tasks
+        // reach the worker while it still runs.
         let graceful = self.graceful_polls() == Some(true);
         self.wait_for(POLLS_BACK.min(left()), |s| {
             s.polls
@@ -467,6 +476,8 @@ impl Wire {
             sticky = ?sticky,
             sticky_drained,
             sticky_backlog = s.sticky_backlog,
+            server_backlog,
+            unloads,
             limit_ms = limit.as_millis() as u64,
             sticky_drained_ms = drained.as_millis() as u64,
             closed_ms = began.elapsed().as_millis() as u64,
@@ -474,6 +485,59 @@ impl Wire {
             handed_out = s.handed.len(),
             "the wire closed the worker's polls"
         );
+    }
+
+    /// Keeps the sticky queue's polls going until the queue is drained or `until`: until a
+    /// sticky poll has waited [`STICKY_QUIET`] for nothing after an answer that reported no
+    /// backlog, and then the server, asked, counts no task on the queue. (The local signals
+    /// lag on a busy worker thread: a poll counted as waiting may not have reached the
+    /// server yet, and a poll answer counts only the tasks the server has loaded.) Returns
+    /// whether it drained and the backlog the server last reported.
+    async fn drain_sticky(&self, until: Instant) -> (bool, Option<i64>) {
+        let mut server_backlog = None;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let quiet = self
+                .wait_for(left, |s| {
+                    s.sticky_backlog == 0
+                        && s.polls.values().any(|p| {
+                            p.kind == PollKind::Sticky && p.since.elapsed() >= STICKY_QUIET
+                        })
+                })
+                .await;
+            if !quiet {
+                return (false, server_backlog);
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            server_backlog = self.sticky_backlog_on_server(left).await;
+            match server_backlog {
+                // Not known (an error, a slow answer): the local signals decide.
+                None | Some(0) => return (true, server_backlog),
+                // Tasks wait there: the next sticky poll answer (the polls still go out)
+                // is awaited before the queue counts as quiet again.
+                Some(n) => self.lock().sticky_backlog = n,
+            }
+        }
+    }
+
+    /// The backlog of the worker's sticky queue as the server counts it; `None` when not
+    /// known within `limit`.
+    async fn sticky_backlog_on_server(&self, limit: Duration) -> Option<i64> {
+        let worker = self.lock().worker.clone()?;
+        let request = GrpcRequest {
+            service: WORKFLOW_SERVICE.into(),
+            rpc: "DescribeTaskQueue".into(),
+            headers: own_headers(&worker.headers),
+            proto: proto::describe_sticky(&worker)?,
+        };
+        match tokio::time::timeout(limit.min(OWN_CALL_TIMEOUT), self.upstream.call(request)).await {
+            Ok(Ok(answer)) => proto::described_backlog(&answer.proto),
+            Ok(Err(status)) => {
+                tracing::debug!(code = ?status.code(), message = status.message(), "describing the sticky queue failed");
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     /// The SDK's shutdown has begun: held polls come back empty.

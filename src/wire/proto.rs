@@ -7,8 +7,10 @@ use bytes::Bytes;
 use prost::Message;
 use temporalio_common::protos::temporal::api::{
     enums::v1::{TaskQueueKind, TaskQueueType},
+    taskqueue::v1::TaskQueue,
     workflowservice::v1::{
-        DescribeNamespaceResponse, RespondWorkflowTaskCompletedRequest, ShutdownWorkerRequest,
+        DescribeNamespaceResponse, DescribeTaskQueueRequest, DescribeTaskQueueResponse,
+        RespondWorkflowTaskCompletedRequest, ShutdownWorkerRequest,
     },
 };
 
@@ -189,4 +191,32 @@ pub(crate) fn shutdown_worker(worker: &Worker) -> Bytes {
     }
     .encode_to_vec()
     .into()
+}
+
+/// The `DescribeTaskQueue` request that asks for the backlog of `worker`'s sticky queue (the
+/// legacy mode's `TaskQueueStatus`, whose `backlog_count_hint` the server counts as tasks
+/// are written, unlike a poll answer's, which counts the tasks it has loaded); `None`
+/// without a sticky queue.
+#[allow(deprecated)] // the legacy mode is the one that describes a sticky queue
+pub(crate) fn describe_sticky(worker: &Worker) -> Option<Bytes> {
+    let sticky = worker.sticky_queue.clone()?;
+    let request = DescribeTaskQueueRequest {
+        namespace: worker.namespace.clone(),
+        task_queue: Some(TaskQueue {
+            name: sticky,
+            kind: TaskQueueKind::Sticky as i32,
+            normal_name: worker.task_queue.clone(),
+        }),
+        task_queue_type: TaskQueueType::Workflow as i32,
+        include_task_queue_status: true,
+        ..Default::default()
+    };
+    Some(request.encode_to_vec().into())
+}
+
+/// The backlog a `DescribeTaskQueueResponse` reports in its `TaskQueueStatus`.
+#[allow(deprecated)]
+pub(crate) fn described_backlog(proto: &[u8]) -> Option<i64> {
+    let answer = DescribeTaskQueueResponse::decode(proto).ok()?;
+    Some(answer.task_queue_status?.backlog_count_hint)
 }

@@ -16,12 +16,12 @@ use temporalio_client::{
 use temporalio_common::protos::temporal::api::{
     enums::v1::TaskQueueKind,
     namespace::v1::{NamespaceInfo, namespace_info::Capabilities},
-    taskqueue::v1::{StickyExecutionAttributes, TaskQueue},
+    taskqueue::v1::{StickyExecutionAttributes, TaskQueue, TaskQueueStatus},
     workflowservice::v1::{
-        DescribeNamespaceResponse, PollActivityTaskQueueRequest, PollWorkflowTaskQueueRequest,
-        PollWorkflowTaskQueueResponse, RespondActivityTaskFailedRequest,
-        RespondWorkflowTaskCompletedRequest, RespondWorkflowTaskFailedRequest,
-        ShutdownWorkerRequest,
+        DescribeNamespaceResponse, DescribeTaskQueueRequest, DescribeTaskQueueResponse,
+        PollActivityTaskQueueRequest, PollWorkflowTaskQueueRequest, PollWorkflowTaskQueueResponse,
+        RespondActivityTaskFailedRequest, RespondWorkflowTaskCompletedRequest,
+        RespondWorkflowTaskFailedRequest, ShutdownWorkerRequest,
     },
 };
 use tokio::sync::oneshot;
@@ -38,6 +38,9 @@ struct Fake {
     graceful: bool,
     /// Never answers a hand-back (a server that is slow or gone).
     hangs: bool,
+    /// What `DescribeTaskQueue` reports of the sticky queue's backlog, one answer each
+    /// (none left: an answer without a status).
+    described: Mutex<VecDeque<i64>>,
 }
 
 impl Fake {
@@ -109,6 +112,10 @@ impl Upstream for Arc<Fake> {
                 ..Default::default()
             }
             .encode_to_vec(),
+            "DescribeTaskQueue" => match self.described.lock().unwrap().pop_front() {
+                Some(backlog) => described(backlog),
+                None => Vec::new(),
+            },
             "ShutdownWorker" if self.graceful => {
                 // The server ends the worker's polls: empty.
                 for (_, tx) in self.polls.lock().unwrap().drain(..) {
@@ -125,6 +132,18 @@ impl Upstream for Arc<Fake> {
             })
         })
     }
+}
+
+#[allow(deprecated)]
+fn described(backlog: i64) -> Vec<u8> {
+    DescribeTaskQueueResponse {
+        task_queue_status: Some(TaskQueueStatus {
+            backlog_count_hint: backlog,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
 }
 
 fn request(rpc: &str, proto: Vec<u8>) -> GrpcRequest {
@@ -348,6 +367,90 @@ async fn closing_drains_the_sticky_queue_then_unloads_it_before_the_sdk_stops() 
     assert!(last.await.unwrap().unwrap().proto.is_empty());
     closing.await.unwrap();
     assert!(start.elapsed() < super::POLLS_BACK, "{:?}", start.elapsed());
+}
+
+/// The poll answers' signals say the sticky queue is drained (no backlog, a poll waiting),
+/// but a task was written there that the waiting poll has not been matched with (on a busy
+/// worker thread, the poll counted as waiting may not have reached the server yet): the
+/// server, asked, counts it, so the queue is not unloaded under it.
+#[tokio::test(start_paused = true)]
+async fn closing_unloads_the_sticky_queue_only_once_the_server_counts_no_task_there() {
+    let fake = Arc::new(Fake::default());
+    fake.described.lock().unwrap().extend([1, 0]);
+    let wire = wire(&fake);
+    let sticky = tokio::spawn(wire.clone().call(workflow_poll(true)));
+    settle().await;
+    fake.answer(task_with_backlog("sticky-1", 0));
+    assert_eq!(token_of(&sticky.await.unwrap()), b"sticky-1");
+    let next = tokio::spawn(wire.clone().call(workflow_poll(true)));
+    settle().await;
+    let closing = tokio::spawn({
+        let wire = wire.clone();
+        async move { wire.close().await }
+    });
+    tokio::time::sleep(super::STICKY_QUIET * 3).await;
+    let asked: Vec<DescribeTaskQueueRequest> = fake.sent("DescribeTaskQueue");
+    assert_eq!(asked.len(), 1, "{:?}", fake.rpcs());
+    let queue = asked[0].task_queue.clone().unwrap();
+    assert_eq!(
+        (queue.name.as_str(), queue.kind),
+        ("sticky-1", TaskQueueKind::Sticky as i32)
+    );
+    assert!(
+        fake.sent::<ShutdownWorkerRequest>("ShutdownWorker")
+            .is_empty(),
+        "the sticky queue was unloaded with a task on it"
+    );
+    // The waiting poll brings the task; then the server counts none and the queue goes.
+    fake.answer(task_with_backlog("sticky-2", 0));
+    assert_eq!(token_of(&next.await.unwrap()), b"sticky-2");
+    let last = tokio::spawn(wire.clone().call(workflow_poll(true)));
+    settle().await;
+    tokio::time::sleep(super::STICKY_QUIET * 2).await;
+    assert_eq!(
+        fake.sent::<DescribeTaskQueueRequest>("DescribeTaskQueue")
+            .len(),
+        2
+    );
+    assert_eq!(
+        fake.sent::<ShutdownWorkerRequest>("ShutdownWorker").len(),
+        1
+    );
+    fake.answer(Ok(empty()));
+    assert!(last.await.unwrap().unwrap().proto.is_empty());
+    closing.await.unwrap();
+}
+
+/// A sticky poll that reaches the server after the unload (sent before closing, late on
+/// a busy worker thread) loads the sticky queue again and waits there, so that the
+/// worker's next tasks would be queued where nobody polls: the queue is unloaded again.
+#[tokio::test(start_paused = true)]
+async fn a_sticky_poll_that_outlives_the_unload_is_unloaded_again() {
+    let fake = Arc::new(Fake::default());
+    let wire = wire(&fake);
+    let sticky = tokio::spawn(wire.clone().call(workflow_poll(true)));
+    settle().await;
+    let closing = tokio::spawn({
+        let wire = wire.clone();
+        async move { wire.close().await }
+    });
+    tokio::time::sleep(super::STICKY_QUIET * 2).await;
+    assert_eq!(
+        fake.sent::<ShutdownWorkerRequest>("ShutdownWorker").len(),
+        1
+    );
+    // The server does not answer the sticky poll: it came after the unload.
+    tokio::time::sleep(super::STICKY_BACK).await;
+    let unloads: Vec<ShutdownWorkerRequest> = fake.sent("ShutdownWorker");
+    assert_eq!(unloads.len(), 2, "{:?}", fake.rpcs());
+    assert_eq!(unloads[1].sticky_task_queue, "sticky-1");
+    fake.answer(Ok(empty()));
+    assert!(sticky.await.unwrap().unwrap().proto.is_empty());
+    closing.await.unwrap();
+    assert_eq!(
+        fake.sent::<ShutdownWorkerRequest>("ShutdownWorker").len(),
+        2
+    );
 }
 
 #[tokio::test(start_paused = true)]
