@@ -1,11 +1,15 @@
 //! The AgentCore host (issue 36) as its own process: the `hello` bootstrap with
-//! `HELLO_HOST=agentcore` serving AgentCore Runtime's HTTP contract on a free port, against
-//! the real dev server. (The Worker Controller's side, `InvokeAgentRuntime` through a local
-//! control plane, is not built yet: this test invokes the container as it would.)
+//! `HELLO_HOST=agentcore` serving AgentCore Runtime's HTTP contract, against the real dev
+//! server: invoked directly, and through the whole loop (the dev server's Worker
+//! Controller calling the local control plane's `InvokeAgentRuntime`, which runs each
+//! runtime session's container as a process).
 
 use std::time::Duration;
 
-use temporal_lambda_local::{Bootstrap, DevServer, dev_server::free_port};
+use temporal_lambda_local::{
+    AgentRuntimeSpec, Bootstrap, DevServer, ServerlessLoop, control_plane::agent_runtime_arn,
+    dev_server::free_port,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{TempDir, edges::read, hello_binary};
@@ -137,4 +141,136 @@ async fn the_agentcore_host_runs_a_session_per_invocation_and_says_so_on_ping() 
     tokio::time::timeout(Duration::from_secs(10), named)
         .await
         .unwrap_or_else(|_| panic!("the mismatch was not named: {}", read(&log)));
+}
+
+const EXTERNAL_ID: &str = "agentcore-external-id";
+
+/// The `hello` container as an agent runtime of the local control plane: sessions leave
+/// after 1 s without work, and AgentCore stops a session 2 s after it says `Healthy`.
+fn hello_runtime(id: &str, tq: &str, dep: &str, log: &std::path::Path) -> AgentRuntimeSpec {
+    AgentRuntimeSpec::new(id, hello_binary())
+        .env("HELLO_HOST", "agentcore")
+        .env("TEMPORAL_TASK_QUEUE", tq)
+        .env("HELLO_DEPLOYMENT_NAME", dep)
+        .env("TEMPORAL_AGENTCORE_RUNTIME_ARN", &agent_runtime_arn(id))
+        .env("TEMPORAL_IDLE_SHUTDOWN_SECS", "1")
+        .idle_session_timeout(Duration::from_secs(2))
+        .log_to(log)
+}
+
+/// The whole loop on AgentCore: the Worker Controller checks the runtime endpoint, invokes
+/// the runtime when the version is created and when workflows wait, each invocation a
+/// session (a container process) of its own that answers at once, serves the workflows,
+/// says `HealthyBusy` while it polls, leaves by the idle exit, says `Healthy`, and is
+/// stopped by AgentCore's idle session timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_controller_invokes_the_agent_runtime_and_its_sessions_serve_workflows() {
+    let (id, tq, dep) = ("hello-ac", "tq-ac-loop", "dep-ac-loop");
+    let root = TempDir::new("ac-loop");
+    let log = root.path().join("containers.log");
+    let lp = ServerlessLoop::launch_agentcore(hello_runtime(id, tq, dep, &log), EXTERNAL_ID)
+        .await
+        .unwrap();
+    lp.register_agent_runtime(dep, "build-1", tq)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", read(&log)));
+    lp.make_current(dep, "build-1").await.unwrap();
+    for i in 0..3 {
+        let result = lp
+            .server
+            .execute_hello(tq, &format!("wf-ac-loop-{i}"), "AgentCore")
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{e}\n{:?}\n{}",
+                    lp.plane.agent_runtime_stats(id),
+                    read(&log)
+                )
+            });
+        assert!(result.contains("Hello, AgentCore!"), "{result}");
+    }
+    // Every session ends: left by the idle exit, then stopped by AgentCore.
+    let all_ended = |s: &temporal_lambda_local::AgentRuntimeStats| {
+        s.sessions_started > 0 && s.ended.len() == s.sessions_started
+    };
+    let ended = lp
+        .plane
+        .wait_for_agent_runtime(id, Duration::from_secs(30), all_ended)
+        .await
+        .unwrap_or_else(|s| panic!("sessions still running: {s:?}\n{}", read(&log)));
+    // With no session left, a workflow's task brings a new invocation, a new session.
+    let result = lp
+        .server
+        .execute_hello(tq, "wf-ac-loop-after", "again")
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}\n{:?}\n{}",
+                lp.plane.agent_runtime_stats(id),
+                read(&log)
+            )
+        });
+    assert!(result.contains("Hello, again!"), "{result}");
+    let stats = lp
+        .plane
+        .wait_for_agent_runtime(id, Duration::from_secs(30), |s| {
+            all_ended(s) && s.sessions_started > ended.sessions_started
+        })
+        .await
+        .unwrap_or_else(|s| panic!("sessions still running: {s:?}\n{}", read(&log)));
+    assert_eq!(
+        stats.sessions_started, stats.invokes,
+        "a session per invocation: {stats:?}"
+    );
+    for (status, body) in &stats.answers {
+        assert_eq!(*status, 200, "{body}");
+        assert!(
+            body.contains(r#""status":"started""#),
+            "answered at once: {body}"
+        );
+    }
+    assert!(stats.ended.iter().all(|why| why == "idle"), "{stats:?}");
+    assert!(stats.bad_pings.is_empty(), "{stats:?}");
+    // Each session: HealthyBusy while it polls, then Healthy.
+    assert_eq!(
+        stats.pings.iter().filter(|p| *p == "HealthyBusy").count(),
+        stats.sessions_started,
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.pings.last().map(String::as_str),
+        Some("Healthy"),
+        "{stats:?}"
+    );
+    let text = read(&log);
+    assert!(
+        text.contains(&format!("@{}", agent_runtime_arn(id))),
+        "the sessions' identity names the runtime: {text}"
+    );
+}
+
+/// A version backed by a runtime whose container is another build: the invocation is
+/// answered, the session starts no worker, and the log names both versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_runtime_invoked_for_another_version_says_so_in_its_log() {
+    let (id, tq, dep) = ("hello-ac-other", "tq-ac-other", "dep-ac-other");
+    let root = TempDir::new("ac-other");
+    let log = root.path().join("containers.log");
+    let lp = ServerlessLoop::launch_agentcore(hello_runtime(id, tq, dep, &log), EXTERNAL_ID)
+        .await
+        .unwrap();
+    let err = lp
+        .register_agent_runtime(dep, "build-2", tq)
+        .await
+        .expect_err("no worker of build-2 polls");
+    assert!(err.contains("no worker of dep-ac-other/build-2"), "{err}");
+    let text = read(&log);
+    assert!(
+        text.contains("this invocation is for version dep-ac-other/build-2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("build-1"),
+        "the container's own version: {text}"
+    );
 }

@@ -4,8 +4,9 @@
 //!   documented protocol (long-poll `next` with the `Lambda-Runtime-*` headers,
 //!   `response`, `error`, `init/error`), with real deadlines.
 //! - [`ControlPlane`]: a local AWS endpoint (STS `AssumeRole`, Lambda `GetFunction` and
-//!   `Invoke`) for Temporal's Worker Controller, which runs bootstrap processes the way
-//!   Lambda does.
+//!   `Invoke`, AgentCore `GetAgentRuntimeEndpoint` and `InvokeAgentRuntime`) for
+//!   Temporal's Worker Controller, which runs bootstrap processes the way Lambda does and
+//!   container processes the way AgentCore Runtime does (one per runtime session).
 //! - [`ServerlessLoop`]: both together, with versions backed by the function.
 //! - [`upgrade`]: a second build shipped through the loop, with published Lambda versions
 //!   and (stranding a PINNED workflow) without.
@@ -28,7 +29,10 @@ pub mod upgrade;
 pub mod wire;
 
 pub use bootstrap::Bootstrap;
-pub use control_plane::{ControlPlane, ControlPlaneOptions, FunctionSpec, FunctionStats};
+pub use control_plane::{
+    AgentRuntimeSpec, AgentRuntimeStats, ControlPlane, ControlPlaneOptions, FunctionSpec,
+    FunctionStats,
+};
 pub use dev_server::{DevServer, temporal_cli};
 pub use otlp::{OtlpReceiver, ReceivedMetric, ReceivedSpan};
 pub use runtime_api::{Answer, Outcome, Pending, RuntimeApi};

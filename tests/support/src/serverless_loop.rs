@@ -1,9 +1,13 @@
 //! The whole serverless loop on one machine: a dev server whose Worker Controller invokes a
-//! function served by a [`ControlPlane`], with Worker Deployment Versions backed by it.
+//! function (or an AgentCore agent runtime) served by a [`ControlPlane`], with Worker
+//! Deployment Versions backed by it.
 
 use std::time::Duration;
 
-use crate::{ControlPlane, ControlPlaneOptions, DevServer, FunctionSpec, dev_server::free_port};
+use crate::{
+    AgentRuntimeSpec, ControlPlane, ControlPlaneOptions, DevServer, FunctionSpec,
+    control_plane::runtime_endpoint_arn, dev_server::free_port,
+};
 
 /// The role ARN the local versions name (the control plane accepts any).
 pub const LOCAL_INVOKER_ROLE: &str = "arn:aws:iam::000000000000:role/temporal-invoker";
@@ -14,11 +18,12 @@ pub struct ServerlessLoop {
     pub plane: ControlPlane,
     /// The Temporal dev server, Worker Controller on.
     pub server: DevServer,
-    /// The function's name.
+    /// The function's name (the agent runtime's id, in a loop of
+    /// [`launch_agentcore`](Self::launch_agentcore)).
     pub function: String,
     /// The external id the versions' compute config carries.
     pub external_id: String,
-    /// The function's timeout.
+    /// The function's timeout (the agent runtime's idle session timeout).
     pub timeout: Duration,
 }
 
@@ -38,18 +43,60 @@ impl ServerlessLoop {
         server_args: Vec<String>,
     ) -> Result<Self, String> {
         let port = free_port();
-        let function = spec.name.clone();
-        let timeout = spec.timeout;
+        let (function, timeout) = (spec.name.clone(), spec.timeout);
         let spec = spec.env("TEMPORAL_ADDRESS", &format!("127.0.0.1:{port}"));
-        let plane = ControlPlane::start(
+        let options = ControlPlaneOptions::default();
+        Self::launch_plane(
             vec![spec],
-            ControlPlaneOptions {
-                expect_external_id: Some(external_id.into()),
-                ..Default::default()
-            },
+            options,
+            (function, timeout),
+            external_id,
+            server_args,
+            port,
         )
         .await
-        .map_err(|e| format!("cannot start the control plane: {e}"))?;
+    }
+
+    /// The loop on AgentCore Runtime: the control plane serves agent runtime `spec` (with
+    /// `TEMPORAL_ADDRESS` added) instead of a function. No version exists yet:
+    /// [`register_agent_runtime`](Self::register_agent_runtime) creates one.
+    pub async fn launch_agentcore(
+        spec: AgentRuntimeSpec,
+        external_id: &str,
+    ) -> Result<Self, String> {
+        let port = free_port();
+        let (id, timeout) = (spec.id.clone(), spec.idle_session_timeout);
+        let spec = spec.env("TEMPORAL_ADDRESS", &format!("127.0.0.1:{port}"));
+        let options = ControlPlaneOptions {
+            agent_runtimes: vec![spec],
+            ..Default::default()
+        };
+        Self::launch_plane(
+            Vec::new(),
+            options,
+            (id, timeout),
+            external_id,
+            Vec::new(),
+            port,
+        )
+        .await
+    }
+
+    async fn launch_plane(
+        functions: Vec<FunctionSpec>,
+        options: ControlPlaneOptions,
+        (function, timeout): (String, Duration),
+        external_id: &str,
+        server_args: Vec<String>,
+        port: u16,
+    ) -> Result<Self, String> {
+        let options = ControlPlaneOptions {
+            expect_external_id: Some(external_id.into()),
+            ..options
+        };
+        let plane = ControlPlane::start(functions, options)
+            .await
+            .map_err(|e| format!("cannot start the control plane: {e}"))?;
         let url = plane.endpoint_url();
         let server = tokio::task::spawn_blocking(move || {
             DevServer::start_with_worker_controller(port, &url, &server_args)
@@ -164,6 +211,56 @@ impl ServerlessLoop {
             ));
         }
         Ok(())
+    }
+
+    /// Creates version `deployment`/`build_id` backed by the agent runtime's `DEFAULT`
+    /// endpoint, and waits for the invocation the server makes right away and for that
+    /// session's worker to register `task_queue` with the version (the container answers
+    /// the invocation at once and polls in the background).
+    ///
+    /// Fails when the server never invokes the runtime, or when no worker of that version
+    /// polled `task_queue` within 15 s (the container's log says why: its `this invocation
+    /// is for version …` line when it is another build).
+    pub async fn register_agent_runtime(
+        &self,
+        deployment: &str,
+        build_id: &str,
+        task_queue: &str,
+    ) -> Result<(), String> {
+        let id = &self.function;
+        let seen = self.plane.agent_runtime_stats(id).invokes;
+        self.server
+            .create_agentcore_version(
+                deployment,
+                build_id,
+                &runtime_endpoint_arn(id),
+                LOCAL_INVOKER_ROLE,
+                &self.external_id,
+            )
+            .await?;
+        self.plane
+            .wait_for_agent_runtime(id, Duration::from_secs(30), |s| s.invokes > seen)
+            .await
+            .map_err(|s| format!("the server never invoked agent runtime {id}: {s:?}"))?;
+        let until = tokio::time::Instant::now() + Duration::from_secs(15);
+        let mut polled = Vec::new();
+        while tokio::time::Instant::now() < until {
+            polled = self
+                .server
+                .version_task_queues(deployment, build_id)
+                .await
+                .unwrap_or(polled);
+            if polled.iter().any(|q| q == task_queue) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(format!(
+            "no worker of {deployment}/{build_id} polled task queue {task_queue} (the version \
+             has {polled:?}): the container polls as another deployment, build id or task \
+             queue, or its session failed; its log says which: {:?}",
+            self.plane.agent_runtime_stats(id)
+        ))
     }
 
     /// Makes `deployment`/`build_id` the current version.

@@ -12,6 +12,9 @@
 //! - Lambda `Invoke` (`POST /2015-03-31/functions/{arn-or-name}/invocations`): `Event`
 //!   invocations are accepted with 202 and run in the background; `RequestResponse` (the
 //!   default, as in AWS) waits for the answer; `DryRun` answers 204.
+//! - AgentCore `GetAgentRuntimeEndpoint` and `InvokeAgentRuntime` for the agent runtimes
+//!   of [`ControlPlaneOptions::agent_runtimes`]: each runtime session runs the container as
+//!   a process of its own ([`agent_runtime`]).
 //!
 //! Each invocation goes to a Lambda Runtime API ([`RuntimeApi`](crate::RuntimeApi)) served to bootstrap
 //! processes managed the way Lambda manages execution environments: the first invoke starts
@@ -24,6 +27,8 @@
 //! twice, as Lambda retries asynchronous invocations. Lambda waits about one and then two
 //! minutes; locally the waits are [`ControlPlaneOptions::retry_delays`] (1 s and 2 s by default).
 
+pub mod agent_runtime;
+mod agentcore_api;
 mod aws;
 mod function;
 mod lambda_api;
@@ -42,6 +47,10 @@ use tokio::{net::TcpListener, task::AbortHandle};
 
 use crate::http::{Body, read_body, reply, serve};
 
+use agent_runtime::AgentRuntime;
+pub use agent_runtime::{
+    AgentRuntimeSpec, AgentRuntimeStats, agent_runtime_arn, runtime_endpoint_arn,
+};
 use aws::{assume_role, aws_error, form_value, xml};
 use function::Function;
 pub use function::{Attempt, FunctionSpec, FunctionStats, InvocationType, LATEST, function_arn};
@@ -53,6 +62,7 @@ pub const REGION: &str = "us-east-1";
 
 struct Shared {
     functions: Vec<Arc<Function>>,
+    runtimes: Vec<Arc<AgentRuntime>>,
     external_id: Option<String>,
     retry_delays: Vec<Duration>,
     tasks: Mutex<Vec<AbortHandle>>,
@@ -110,6 +120,8 @@ pub struct ControlPlaneOptions {
     pub expect_external_id: Option<String>,
     /// Waits before each retry of a failed `Event` invocation; Lambda retries twice.
     pub retry_delays: Vec<Duration>,
+    /// The AgentCore agent runtimes served beside the functions.
+    pub agent_runtimes: Vec<AgentRuntimeSpec>,
 }
 
 impl Default for ControlPlaneOptions {
@@ -117,6 +129,7 @@ impl Default for ControlPlaneOptions {
         Self {
             expect_external_id: None,
             retry_delays: vec![Duration::from_secs(1), Duration::from_secs(2)],
+            agent_runtimes: Vec::new(),
         }
     }
 }
@@ -144,6 +157,11 @@ impl ControlPlane {
         }
         let shared = Arc::new(Shared {
             functions: served,
+            runtimes: options
+                .agent_runtimes
+                .into_iter()
+                .map(AgentRuntime::new)
+                .collect(),
             external_id: options.expect_external_id,
             retry_delays: options.retry_delays,
             tasks: Mutex::default(),
@@ -157,6 +175,17 @@ impl ControlPlane {
                 loop {
                     tick.tick().await;
                     f.scale();
+                }
+            });
+        }
+        for r in &shared.runtimes {
+            // Reads the sessions' /ping, stops the sessions AgentCore would stop.
+            let r = r.clone();
+            shared.spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(100));
+                loop {
+                    tick.tick().await;
+                    r.watch().await;
                 }
             });
         }
@@ -182,6 +211,40 @@ impl ControlPlane {
             .function(id, None)
             .unwrap_or_else(|| panic!("no function named {id}"));
         f.stats(q).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// What happened so far to agent runtime `id`.
+    pub fn agent_runtime_stats(&self, id: &str) -> AgentRuntimeStats {
+        self.runtime(id).stats()
+    }
+
+    fn runtime(&self, id: &str) -> &AgentRuntime {
+        self.shared
+            .runtimes
+            .iter()
+            .find(|r| r.spec.id == id)
+            .unwrap_or_else(|| panic!("no agent runtime {id}"))
+    }
+
+    /// Polls [`agent_runtime_stats`](Self::agent_runtime_stats) until `done` holds, or
+    /// fails after `timeout` with the last stats.
+    pub async fn wait_for_agent_runtime(
+        &self,
+        id: &str,
+        timeout: Duration,
+        done: impl Fn(&AgentRuntimeStats) -> bool,
+    ) -> Result<AgentRuntimeStats, AgentRuntimeStats> {
+        let until = Instant::now() + timeout;
+        loop {
+            let stats = self.agent_runtime_stats(id);
+            if done(&stats) {
+                return Ok(stats);
+            }
+            if Instant::now() > until {
+                return Err(stats);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     fn named(&self, name: &str) -> Result<&Arc<Function>, String> {
@@ -247,16 +310,23 @@ impl Drop for ControlPlane {
         for f in &self.shared.functions {
             f.stop();
         }
+        for r in &self.shared.runtimes {
+            r.stop();
+        }
     }
 }
 
-/// Routes a request: STS at `/`, Lambda under `/2015-03-31/functions/` ([`lambda_api`]).
+/// Routes a request: STS at `/`, Lambda under `/2015-03-31/functions/` ([`lambda_api`]),
+/// AgentCore under `/runtimes/` ([`agentcore_api`]).
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let n = shared.requests.fetch_add(1, Ordering::Relaxed);
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     if method == Method::POST && path == "/" {
         return sts(&shared, req, n).await;
+    }
+    if let Some(rest) = path.strip_prefix("/runtimes/") {
+        return agentcore_api::route(&shared, req, rest).await;
     }
     match path.strip_prefix("/2015-03-31/functions/") {
         Some(rest) => lambda_api::route(&shared, req, rest).await,
@@ -682,6 +752,64 @@ for t in loops: t.join()
         assert_eq!(status, 404);
         assert!(body.contains("Function not found: g"), "{body}");
         assert_eq!(plane.stats("f").invokes, 0);
+    }
+
+    #[tokio::test]
+    async fn answers_agentcore_endpoint_lookups_like_aws_and_names_what_is_missing() {
+        let options = ControlPlaneOptions {
+            agent_runtimes: vec![AgentRuntimeSpec::new("agent-abc", "/nonexistent")],
+            ..Default::default()
+        };
+        let plane = ControlPlane::start(Vec::new(), options).await.unwrap();
+        let addr = plane.addr;
+        let (status, body) = request(
+            addr,
+            "GET /runtimes/agent-abc/runtime-endpoints/DEFAULT/",
+            "",
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["status"], "READY");
+        assert_eq!(v["agentRuntimeArn"], agent_runtime_arn("agent-abc"));
+        assert_eq!(
+            v["agentRuntimeEndpointArn"],
+            runtime_endpoint_arn("agent-abc")
+        );
+        for (head, missing) in [
+            (
+                "GET /runtimes/other/runtime-endpoints/DEFAULT/",
+                "Agent runtime not found: arn:aws:bedrock-agentcore:us-east-1:000000000000:runtime/other",
+            ),
+            (
+                "GET /runtimes/agent-abc/runtime-endpoints/v2/",
+                "runtime/agent-abc/runtime-endpoint/v2",
+            ),
+            (
+                "POST /runtimes/agent-abc/invocations?accountId=000000000000&qualifier=v2",
+                "runtime/agent-abc/runtime-endpoint/v2",
+            ),
+        ] {
+            let (status, head_lines, body) = exchange(addr, head, "", "{}").await;
+            assert_eq!(status, 404, "{head}: {body}");
+            assert!(
+                head_lines.contains("x-amzn-errortype: ResourceNotFoundException"),
+                "{head_lines}"
+            );
+            assert!(body.contains(missing), "{head}: {body}");
+        }
+        // A container that cannot start: the invocation fails with the reason.
+        let arn = "arn%3Aaws%3Abedrock-agentcore%3Aus-east-1%3A000000000000%3Aruntime%2Fagent-abc";
+        let (status, body) = request(
+            addr,
+            &format!("POST /runtimes/{arn}/invocations?qualifier=DEFAULT"),
+            "{}",
+        )
+        .await;
+        assert_eq!(status, 500, "{body}");
+        assert!(body.contains("the container could not start"), "{body}");
+        let stats = plane.agent_runtime_stats("agent-abc");
+        assert_eq!((stats.invokes, stats.sessions_started), (1, 0), "{stats:?}");
     }
 
     #[test]

@@ -70,6 +70,43 @@ impl DevServer {
         .map(drop)
     }
 
+    /// Creates deployment `deployment` (if new) and its version `build_id` backed by the
+    /// AgentCore runtime endpoint `endpoint_arn`, which the server invokes through role
+    /// `role_arn` with `external_id`. The Worker Controller invokes it once right away.
+    pub async fn create_agentcore_version(
+        &self,
+        deployment: &str,
+        build_id: &str,
+        endpoint_arn: &str,
+        role_arn: &str,
+        external_id: &str,
+    ) -> Result<(), String> {
+        if let Err(e) = self
+            .cli_throttled(&["worker", "deployment", "create", "--name", deployment])
+            .await
+            && !e.contains("already exists")
+        {
+            return Err(e);
+        }
+        self.cli_throttled(&[
+            "worker",
+            "deployment",
+            "create-version",
+            "--deployment-name",
+            deployment,
+            "--build-id",
+            build_id,
+            "--aws-agentcore-endpoint-arn",
+            endpoint_arn,
+            "--aws-agentcore-assume-role-arn",
+            role_arn,
+            "--aws-agentcore-assume-role-external-id",
+            external_id,
+        ])
+        .await
+        .map(drop)
+    }
+
     /// A deployment change with the CLI, tried again while the server throttles the
     /// deployment's changes ("too many requests issued to Worker Deployment …. Please try
     /// again later", as a deploy script would), for up to [`THROTTLED_FOR`].

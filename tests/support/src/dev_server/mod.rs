@@ -95,7 +95,7 @@ impl DevServer {
             "--dynamic-config-value",
             "workercontroller.enabled=true",
             "--dynamic-config-value",
-            r#"workercontroller.compute_providers.enabled=["aws-lambda"]"#,
+            r#"workercontroller.compute_providers.enabled=["aws-lambda","aws-agentcore"]"#,
             "--dynamic-config-value",
             r#"workercontroller.scaling_algorithms.enabled=["no-sync"]"#,
         ];
