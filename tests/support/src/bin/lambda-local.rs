@@ -8,6 +8,12 @@
 //! upgrade scenarios ([`temporal_lambda_local::upgrade`]) take the bootstrap and
 //! `--timeout` only; the bootstrap must register `WhichBuildWorkflow` (`hello` does).
 //!
+//! With `--agentcore` the bootstrap is served as an Amazon Bedrock AgentCore Runtime
+//! container instead (its `main` calls `agentcore::run_worker`; `hello` with
+//! `HELLO_HOST=agentcore`, which this sets for the function named `hello`): the control
+//! plane plays `InvokeAgentRuntime`, each invocation a runtime session, a process of its
+//! own on a free `PORT`.
+//!
 //! It ends non-zero with the reason when the version-creation invocation answers an error,
 //! when the bootstrap polled as another version or task queue, or when a workflow fails
 //! (2 for a usage error); `--help` prints the usage and exits 0.
@@ -19,7 +25,10 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
 
-use temporal_lambda_local::{FunctionSpec, Outcome, ServerlessLoop, upgrade};
+use temporal_lambda_local::{
+    AgentRuntimeSpec, FunctionSpec, Outcome, ServerlessLoop, control_plane::agent_runtime_arn,
+    upgrade,
+};
 
 const EXTERNAL_ID: &str = "local-external-id";
 
@@ -81,6 +90,18 @@ struct Args {
     /// whatever code is deployed next, and the bootstrap warns at every invocation.
     #[arg(long)]
     unpublished: bool,
+    /// Serve the bootstrap as an AgentCore Runtime container (the agent runtime's id is
+    /// `--function-name`) instead of a Lambda function.
+    #[arg(long, conflicts_with_all = ["upgrade", "upgrade_unqualified", "unpublished"])]
+    agentcore: bool,
+    /// With `--agentcore`: how long a session whose container says `Healthy` lives on
+    /// before AgentCore stops it (the runtime's `idleRuntimeSessionTimeout`), in seconds.
+    #[arg(
+        long = "idle-session-timeout",
+        value_name = "SECS",
+        default_value_t = 60
+    )]
+    idle_session_timeout: u64,
     /// Run the upgrade scenario instead: two builds, each a published Lambda version.
     #[arg(long, conflicts_with = "upgrade_unqualified")]
     upgrade: bool,
@@ -155,6 +176,7 @@ async fn run(args: Args) -> Result<(), String> {
     std::fs::create_dir_all(&task_root).map_err(|e| e.to_string())?;
     let ran = match args.upgrade() {
         Some(which) => run_upgrade(&which, &args, &task_root).await,
+        None if args.agentcore => run_agentcore(&args).await,
         None => run_loop(&args, &task_root).await,
     };
     let _ = std::fs::remove_dir_all(&task_root);
@@ -206,6 +228,76 @@ async fn run_loop(args: &Args, task_root: &std::path::Path) -> Result<(), String
     println!(
         "done: {workflows} workflows, {} invokes from the server, {} process(es) started",
         stats.invokes, stats.processes_started
+    );
+    if args.serve {
+        serve(args, &lp.server.address).await;
+    }
+    Ok(())
+}
+
+/// `--agentcore`: the loop with the bootstrap as an AgentCore Runtime container.
+async fn run_agentcore(args: &Args) -> Result<(), String> {
+    let (id, deployment, build_id) = (&args.function, &args.deployment, &args.build_id);
+    let mut spec = AgentRuntimeSpec::new(id, &args.bootstrap)
+        .env("TEMPORAL_TASK_QUEUE", &args.task_queue)
+        .env("TEMPORAL_AGENTCORE_RUNTIME_ARN", &agent_runtime_arn(id))
+        .idle_session_timeout(Duration::from_secs(args.idle_session_timeout));
+    if id == "hello" {
+        spec = spec.env("HELLO_HOST", "agentcore");
+    }
+    for (k, v) in &args.env {
+        spec = spec.env(k, v);
+    }
+    println!(
+        "starting the local control plane (AgentCore agent runtime {}, idle session timeout \
+         {}s) and the Temporal dev server with the Worker Controller; creating version \
+         {deployment}/{build_id} backed by the runtime's DEFAULT endpoint (the server \
+         invokes it once)…",
+        spec.arn(),
+        args.idle_session_timeout
+    );
+    say_if_no_collector().await;
+    let lp = ServerlessLoop::launch_agentcore(spec, EXTERNAL_ID).await?;
+    lp.register_agent_runtime(deployment, build_id, &args.task_queue)
+        .await?;
+    lp.make_current(deployment, build_id).await?;
+    println!(
+        "  control plane {}, dev server {} (pid {}); {deployment}/{build_id} is the current \
+         version",
+        lp.plane.endpoint_url(),
+        lp.server.address,
+        lp.server.pid()
+    );
+    let mut started = 0;
+    if let Some(workflow_type) = args.workflow_type() {
+        for i in 1..=args.workflows {
+            let id = format!("{}-{}-{i}", args.function, std::process::id());
+            let input = args
+                .input
+                .clone()
+                .unwrap_or_else(|| format!("\"Temporal #{i}\""));
+            println!("starting workflow {id} ({workflow_type})…");
+            let result = lp
+                .server
+                .execute_workflow(workflow_type, &args.task_queue, &id, Some(&input))
+                .await
+                .map_err(|e| format!("workflow {id} failed: {e}"))?;
+            let line = result
+                .lines()
+                .find(|l| l.contains("Hello,") || l.trim_start().starts_with("Result "));
+            println!("workflow {id} completed: {}", line.unwrap_or("").trim());
+            started += 1;
+        }
+    }
+    let stats = lp.plane.agent_runtime_stats(&args.function);
+    println!(
+        "done: {started} workflows, {} invocations from the server, {} session(s) started, \
+         {} stopped ({:?}); /ping went {:?}",
+        stats.invokes,
+        stats.sessions_started,
+        stats.ended.len(),
+        stats.ended,
+        stats.pings
     );
     if args.serve {
         serve(args, &lp.server.address).await;

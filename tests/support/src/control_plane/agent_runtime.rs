@@ -69,8 +69,8 @@ pub struct AgentRuntimeSpec {
     pub idle_session_timeout: Duration,
     /// How long a session lives at most (AgentCore's `maxLifetime`, 8 h by default).
     pub max_lifetime: Duration,
-    /// Where the containers' stdout and stderr go (appended, every session's); discarded
-    /// if `None`.
+    /// Where the containers' stdout and stderr go (appended, every session's); if `None`,
+    /// this process's (discarded with `TLW_QUIET_BOOTSTRAP` set, as a bootstrap's).
     pub log: Option<PathBuf>,
 }
 
@@ -245,7 +245,7 @@ impl AgentRuntime {
                 .append(true)
                 .open(log)?;
             cmd.stdout(file.try_clone()?).stderr(file);
-        } else {
+        } else if std::env::var_os("TLW_QUIET_BOOTSTRAP").is_some() {
             cmd.stdout(Stdio::null()).stderr(Stdio::null());
         }
         for (k, v) in &self.spec.env {
