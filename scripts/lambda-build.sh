@@ -4,7 +4,8 @@
 # `target/lambda/<arch>/hello/bootstrap.zip`. Each zip is then unpacked and run through the
 # local serverless loop (lambda-local: the dev server's Worker Controller invokes it and
 # workflows complete): this machine's architecture natively, arm64 on x86_64 under qemu
-# user-mode emulation (Debian qemu-user + libc6-arm64-cross, installed when missing).
+# user-mode emulation (Debian qemu-user + libc6-arm64-cross, installed when missing). The
+# arm64 one runs a second time as an AgentCore Runtime container (lambda-local --agentcore).
 # Args: [--build | --run] [ARCH...]: only build and check the zips, or only run them (the
 # test command builds them in the background while the integration tests wait on their
 # servers); both by default, for both architectures (built at the same time, each in
@@ -75,5 +76,12 @@ for arch in "${archs[@]}"; do
   echo "running the $arch zip's bootstrap through the local serverless loop"
   TLW_QUIET_BOOTSTRAP=1 RUST_LOG=warn cargo run --quiet -p temporal-lambda-local \
     --bin lambda-local -- "$bootstrap" "${loop[@]}"
+  if [ "$arch" = arm64 ]; then
+    # The same binary is the AgentCore image's (docs/agentcore.md; AgentCore runs arm64
+    # only): served as an AgentCore Runtime container, invoked by the Worker Controller.
+    echo "running the $arch bootstrap as an AgentCore Runtime container through the local loop"
+    TLW_QUIET_BOOTSTRAP=1 RUST_LOG=warn cargo run --quiet -p temporal-lambda-local \
+      --bin lambda-local -- "$bootstrap" --agentcore --workflows 1 --idle-session-timeout 2
+  fi
   rm -rf "$run"
 done

@@ -51,6 +51,7 @@ step doc env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps "${featu
 step background-builds finish_background
 step lambda-run bash scripts/lambda-build.sh --run
 step deploy-doc bash scripts/check_deploy_doc.sh
+step deploy-doc-agentcore bash scripts/check_deploy_doc.sh docs/agentcore.md
 step deploy-template bash scripts/check_deploy_template.sh
 trap - EXIT
 echo "== all steps: $((SECONDS - started)) s" >&2
