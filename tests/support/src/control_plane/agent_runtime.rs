@@ -60,8 +60,10 @@ pub fn runtime_endpoint_arn(id: &str) -> String {
 pub struct AgentRuntimeSpec {
     /// The runtime's id (`NAME-suffix` in AWS), the last part of its ARN.
     pub id: String,
-    /// The container's entrypoint: the server binary.
+    /// The container's entrypoint: the server binary (or an interpreter, with `args`).
     pub binary: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
     /// Variables of the container (the runtime's `environmentVariables`).
     pub env: Vec<(String, String)>,
     /// How long a session whose container says `Healthy` lives on (AgentCore's
@@ -80,11 +82,18 @@ impl AgentRuntimeSpec {
         Self {
             id: id.into(),
             binary: binary.into(),
+            args: Vec::new(),
             env: Vec::new(),
             idle_session_timeout: Duration::from_secs(900),
             max_lifetime: Duration::from_secs(8 * 3600),
             log: None,
         }
+    }
+
+    /// Adds an argument of the entrypoint.
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.into());
+        self
     }
 
     /// Adds a variable of the container.
@@ -135,6 +144,27 @@ pub struct AgentRuntimeStats {
     pub pings: Vec<String>,
     /// The `/ping` answers that had no `status` of AgentCore's, or no JSON.
     pub bad_pings: Vec<String>,
+    /// When each invocation arrived (wall clock: comparable with the server's history
+    /// events).
+    pub invoked_at: Vec<std::time::SystemTime>,
+    /// What each ended session used, in the order they ended.
+    pub sessions: Vec<SessionRecord>,
+}
+
+/// What one session's container used, from `/proc` every 100 ms, as AgentCore bills it:
+/// CPU while used, memory for the session's whole life.
+#[derive(Clone, Debug, Default)]
+pub struct SessionRecord {
+    /// From the invocation that started it to its stop (the process's end).
+    pub life: Duration,
+    /// How long its `/ping` said `HealthyBusy`.
+    pub busy: Duration,
+    /// Its container's peak resident memory (`VmHWM`), in KiB.
+    pub peak_rss_kib: u64,
+    /// Resident memory over its life (`VmRSS` sampled every 100 ms), in KiB·s.
+    pub rss_kib_secs: f64,
+    /// Its container's CPU time (user + system), as last read.
+    pub cpu: Duration,
 }
 
 /// A running session: its container.
@@ -146,6 +176,43 @@ struct Session {
     active: Instant,
     /// Its last `/ping` status.
     status: Option<String>,
+    /// When it was last sampled.
+    sampled: Instant,
+    record: SessionRecord,
+}
+
+impl Session {
+    /// Reads the container's `/proc` figures: resident memory over the time since the last
+    /// reading, its peak, its CPU time.
+    fn sample(&mut self) {
+        let pid = self.process.pid();
+        let now = Instant::now();
+        let dt = now.duration_since(self.sampled).as_secs_f64();
+        self.sampled = now;
+        let r = &mut self.record;
+        if let Some(rss) = crate::bench::status_kib(pid, "VmRSS") {
+            r.rss_kib_secs += rss as f64 * dt;
+        }
+        if let Some(peak) = crate::bench::status_kib(pid, "VmHWM") {
+            r.peak_rss_kib = r.peak_rss_kib.max(peak);
+        }
+        if let Some(cpu) = cpu_time(pid) {
+            r.cpu = cpu;
+        }
+        if self.status.as_deref() == Some("HealthyBusy") {
+            r.busy += Duration::from_secs_f64(dt);
+        }
+    }
+}
+
+/// A process's CPU time (user + system) from `/proc/PID/stat`.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name (which may hold spaces) in parentheses.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on Linux.
+    Some(Duration::from_millis(ticks * 10))
 }
 
 /// An agent runtime, served.
@@ -173,7 +240,11 @@ impl AgentRuntime {
     /// `InvokeAgentRuntime` in session `session` (a new one if `None`): the container's
     /// status and body.
     pub(crate) async fn invoke(&self, session: Option<String>, body: Bytes) -> (StatusCode, Bytes) {
-        self.stats.lock().unwrap().invokes += 1;
+        {
+            let mut stats = self.stats.lock().unwrap();
+            stats.invokes += 1;
+            stats.invoked_at.push(std::time::SystemTime::now());
+        }
         let session = session.unwrap_or_else(|| {
             let n = self
                 .next_session
@@ -209,7 +280,11 @@ impl AgentRuntime {
             .and_then(Bootstrap::from_command)
             .map_err(|e| format!("the container could not start: {e}"))?;
         let started = Instant::now();
+        let mut process = process;
         while ping(port).await.is_err() {
+            if process.exited().is_some() {
+                return Err("the container exited before it answered GET /ping".into());
+            }
             if started.elapsed() > STARTUP {
                 return Err(format!(
                     "the container did not answer GET /ping on its port within {STARTUP:?}"
@@ -224,6 +299,8 @@ impl AgentRuntime {
             started,
             active: Instant::now(),
             status: None,
+            sampled: started,
+            record: SessionRecord::default(),
         };
         self.sessions.lock().await.insert(id.to_owned(), session);
         Ok(port)
@@ -232,7 +309,8 @@ impl AgentRuntime {
     /// The container's command: the spec's variables over what AgentCore sets.
     fn container(&self, port: u16) -> std::io::Result<Command> {
         let mut cmd = Command::new(&self.spec.binary);
-        cmd.env_clear()
+        cmd.args(&self.spec.args)
+            .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("PORT", port.to_string())
             .env("AWS_REGION", REGION)
@@ -263,6 +341,7 @@ impl AgentRuntime {
                 stopped.push((id.clone(), "exited"));
                 continue;
             }
+            s.sample();
             match ping(s.port).await {
                 Ok(status) => self.saw(s, status),
                 Err(bad) => self.stats.lock().unwrap().bad_pings.push(bad),
@@ -277,7 +356,13 @@ impl AgentRuntime {
             let Some(mut s) = sessions.remove(&id) else {
                 continue;
             };
-            self.stats.lock().unwrap().ended.push(why.into());
+            s.sample();
+            s.record.life = s.started.elapsed();
+            {
+                let mut stats = self.stats.lock().unwrap();
+                stats.ended.push(why.into());
+                stats.sessions.push(s.record.clone());
+            }
             if why != "exited" {
                 let _ = s.process.signal("TERM");
                 tokio::task::spawn_blocking(move || {
