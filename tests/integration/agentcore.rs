@@ -175,49 +175,34 @@ async fn the_worker_controller_invokes_the_agent_runtime_and_its_sessions_serve_
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", read(&log)));
     lp.make_current(dep, "build-1").await.unwrap();
-    for i in 0..3 {
-        let result = lp
-            .server
-            .execute_hello(tq, &format!("wf-ac-loop-{i}"), "AgentCore")
+    // The greeting of a `HelloWorkflow` run through the loop.
+    let hello = async |wf: &str, name: &str| {
+        lp.server
+            .execute_hello(tq, wf, name)
             .await
             .unwrap_or_else(|e| {
-                panic!(
-                    "{e}\n{:?}\n{}",
-                    lp.plane.agent_runtime_stats(id),
-                    read(&log)
-                )
-            });
+                let stats = lp.plane.agent_runtime_stats(id);
+                panic!("{e}\n{stats:?}\n{}", read(&log))
+            })
+    };
+    // Every session ends: left by the idle exit, then stopped by AgentCore.
+    let all_ended = async |more_than: usize| {
+        lp.plane
+            .wait_for_agent_runtime(id, Duration::from_secs(30), |s| {
+                s.sessions_started > more_than && s.ended.len() == s.sessions_started
+            })
+            .await
+            .unwrap_or_else(|s| panic!("sessions still running: {s:?}\n{}", read(&log)))
+    };
+    for i in 0..3 {
+        let result = hello(&format!("wf-ac-loop-{i}"), "AgentCore").await;
         assert!(result.contains("Hello, AgentCore!"), "{result}");
     }
-    // Every session ends: left by the idle exit, then stopped by AgentCore.
-    let all_ended = |s: &temporal_lambda_local::AgentRuntimeStats| {
-        s.sessions_started > 0 && s.ended.len() == s.sessions_started
-    };
-    let ended = lp
-        .plane
-        .wait_for_agent_runtime(id, Duration::from_secs(30), all_ended)
-        .await
-        .unwrap_or_else(|s| panic!("sessions still running: {s:?}\n{}", read(&log)));
+    let ended = all_ended(0).await;
     // With no session left, a workflow's task brings a new invocation, a new session.
-    let result = lp
-        .server
-        .execute_hello(tq, "wf-ac-loop-after", "again")
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "{e}\n{:?}\n{}",
-                lp.plane.agent_runtime_stats(id),
-                read(&log)
-            )
-        });
+    let result = hello("wf-ac-loop-after", "again").await;
     assert!(result.contains("Hello, again!"), "{result}");
-    let stats = lp
-        .plane
-        .wait_for_agent_runtime(id, Duration::from_secs(30), |s| {
-            all_ended(s) && s.sessions_started > ended.sessions_started
-        })
-        .await
-        .unwrap_or_else(|s| panic!("sessions still running: {s:?}\n{}", read(&log)));
+    let stats = all_ended(ended.sessions_started).await;
     assert_eq!(
         stats.sessions_started, stats.invokes,
         "a session per invocation: {stats:?}"

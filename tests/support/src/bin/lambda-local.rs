@@ -216,13 +216,7 @@ async fn run_loop(args: &Args, task_root: &std::path::Path) -> Result<(), String
     lp.register(deployment, build_id, &arn, &args.task_queue)
         .await?;
     lp.make_current(deployment, build_id).await?;
-    println!(
-        "  control plane {}, dev server {} (pid {}); {deployment}/{build_id} is the current \
-         version",
-        lp.plane.endpoint_url(),
-        lp.server.address,
-        lp.server.pid()
-    );
+    say_ready(&lp, deployment, build_id);
     let workflows = run_workflows(args, &lp).await?;
     let stats = lp.plane.stats(&args.function);
     println!(
@@ -233,6 +227,17 @@ async fn run_loop(args: &Args, task_root: &std::path::Path) -> Result<(), String
         serve(args, &lp.server.address).await;
     }
     Ok(())
+}
+
+/// Where the loop's parts listen, once the version is current.
+fn say_ready(lp: &ServerlessLoop, deployment: &str, build_id: &str) {
+    println!(
+        "  control plane {}, dev server {} (pid {}); {deployment}/{build_id} is the current \
+         version",
+        lp.plane.endpoint_url(),
+        lp.server.address,
+        lp.server.pid()
+    );
 }
 
 /// `--agentcore`: the loop with the bootstrap as an AgentCore Runtime container.
@@ -261,13 +266,7 @@ async fn run_agentcore(args: &Args) -> Result<(), String> {
     lp.register_agent_runtime(deployment, build_id, &args.task_queue)
         .await?;
     lp.make_current(deployment, build_id).await?;
-    println!(
-        "  control plane {}, dev server {} (pid {}); {deployment}/{build_id} is the current \
-         version",
-        lp.plane.endpoint_url(),
-        lp.server.address,
-        lp.server.pid()
-    );
+    say_ready(&lp, deployment, build_id);
     let mut started = 0;
     if let Some(workflow_type) = args.workflow_type() {
         for i in 1..=args.workflows {

@@ -234,17 +234,7 @@ impl ControlPlane {
         timeout: Duration,
         done: impl Fn(&AgentRuntimeStats) -> bool,
     ) -> Result<AgentRuntimeStats, AgentRuntimeStats> {
-        let until = Instant::now() + timeout;
-        loop {
-            let stats = self.agent_runtime_stats(id);
-            if done(&stats) {
-                return Ok(stats);
-            }
-            if Instant::now() > until {
-                return Err(stats);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        poll_until(timeout, || self.agent_runtime_stats(id), done).await
     }
 
     fn named(&self, name: &str) -> Result<&Arc<Function>, String> {
@@ -287,17 +277,27 @@ impl ControlPlane {
         timeout: Duration,
         done: impl Fn(&FunctionStats) -> bool,
     ) -> Result<FunctionStats, FunctionStats> {
-        let until = Instant::now() + timeout;
-        loop {
-            let stats = self.stats(name);
-            if done(&stats) {
-                return Ok(stats);
-            }
-            if Instant::now() > until {
-                return Err(stats);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        poll_until(timeout, || self.stats(name), done).await
+    }
+}
+
+/// Reads `read()` every 100 ms until `done` holds of it (`Ok`), or `timeout` passed (`Err`,
+/// the last reading).
+async fn poll_until<T>(
+    timeout: Duration,
+    read: impl Fn() -> T,
+    done: impl Fn(&T) -> bool,
+) -> Result<T, T> {
+    let until = Instant::now() + timeout;
+    loop {
+        let now = read();
+        if done(&now) {
+            return Ok(now);
         }
+        if Instant::now() > until {
+            return Err(now);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

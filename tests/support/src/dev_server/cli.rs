@@ -44,30 +44,15 @@ impl DevServer {
         role_arn: &str,
         external_id: &str,
     ) -> Result<(), String> {
-        if let Err(e) = self
-            .cli_throttled(&["worker", "deployment", "create", "--name", deployment])
-            .await
-            && !e.contains("already exists")
-        {
-            return Err(e);
-        }
-        self.cli_throttled(&[
-            "worker",
-            "deployment",
-            "create-version",
-            "--deployment-name",
-            deployment,
-            "--build-id",
-            build_id,
-            "--aws-lambda-function-arn",
+        let compute = [
+            "lambda-function-arn",
             function_arn,
-            "--aws-lambda-assume-role-arn",
+            "lambda-assume-role-arn",
             role_arn,
-            "--aws-lambda-assume-role-external-id",
+            "lambda-assume-role-external-id",
             external_id,
-        ])
-        .await
-        .map(drop)
+        ];
+        self.create_version(deployment, build_id, &compute).await
     }
 
     /// Creates deployment `deployment` (if new) and its version `build_id` backed by the
@@ -81,6 +66,25 @@ impl DevServer {
         role_arn: &str,
         external_id: &str,
     ) -> Result<(), String> {
+        let compute = [
+            "agentcore-endpoint-arn",
+            endpoint_arn,
+            "agentcore-assume-role-arn",
+            role_arn,
+            "agentcore-assume-role-external-id",
+            external_id,
+        ];
+        self.create_version(deployment, build_id, &compute).await
+    }
+
+    /// `create-version` with the compute provider's options, given as `--aws-NAME VALUE`
+    /// pairs (`compute`: name, value, name, value…), after creating the deployment if new.
+    async fn create_version(
+        &self,
+        deployment: &str,
+        build_id: &str,
+        compute: &[&str],
+    ) -> Result<(), String> {
         if let Err(e) = self
             .cli_throttled(&["worker", "deployment", "create", "--name", deployment])
             .await
@@ -88,7 +92,11 @@ impl DevServer {
         {
             return Err(e);
         }
-        self.cli_throttled(&[
+        let options: Vec<String> = compute
+            .chunks(2)
+            .flat_map(|pair| [format!("--aws-{}", pair[0]), pair[1].to_owned()])
+            .collect();
+        let mut args = vec![
             "worker",
             "deployment",
             "create-version",
@@ -96,15 +104,9 @@ impl DevServer {
             deployment,
             "--build-id",
             build_id,
-            "--aws-agentcore-endpoint-arn",
-            endpoint_arn,
-            "--aws-agentcore-assume-role-arn",
-            role_arn,
-            "--aws-agentcore-assume-role-external-id",
-            external_id,
-        ])
-        .await
-        .map(drop)
+        ];
+        args.extend(options.iter().map(String::as_str));
+        self.cli_throttled(&args).await.map(drop)
     }
 
     /// A deployment change with the CLI, tried again while the server throttles the
