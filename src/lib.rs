@@ -106,7 +106,7 @@ mod wire;
 pub mod worker_service;
 
 pub use lambda::serve;
-pub use stack::{BelowConnection, WorkerStack};
+pub use stack::{BelowConnection, InvocationService, WorkerStack};
 pub use temporal_lambda_worker_layers::{
     AsyncConfigure, BoxError, BoxFuture, ConfigureCallback, Configured, ConnectProblem, CoreMeter,
     Environment, Invocation, InvocationInfo, LambdaWorkerConfig, LambdaWorkerError, Moment,

@@ -12,6 +12,35 @@ use crate::{
     layers::*,
 };
 
+/// What a host ([`serve`](crate::serve), [`agentcore::serve`](crate::agentcore::serve))
+/// serves: a `Service<Invocation>` cloned for each invocation, whose errors are
+/// [`BoxError`]s and whose answer is serialized as the invocation's JSON. Every such
+/// service is one (a bound to write, not a trait to implement), [`WorkerStack::build`]'s
+/// included.
+pub trait InvocationService:
+    Service<
+        Invocation,
+        Error = BoxError,
+        Future: Send + 'static,
+        Response: serde::Serialize + Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> InvocationService for S where
+    S: Service<
+            Invocation,
+            Error = BoxError,
+            Future: Send + 'static,
+            Response: serde::Serialize + Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// The part of the stack below your layers: everything after [`LoadConfigLayer`], boxed, so
 /// a layer of yours has a type to wrap.
 pub type BelowConnection = tower::util::BoxCloneSyncService<Invocation, WorkerReport, BoxError>;

@@ -15,11 +15,11 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use tokio::sync::watch;
-use tower::{Service, ServiceExt};
+use tower::ServiceExt;
 
 use super::environment::AgentCoreEnvironment;
 use crate::{
-    BoxError, Invocation, StopSignal,
+    BoxError, InvocationService, StopSignal,
     lambda::{CatchPanic, Invoke, payload},
 };
 
@@ -50,9 +50,7 @@ pub(crate) struct Host<S> {
 
 impl<S> Host<S>
 where
-    S: Service<Invocation, Error = BoxError> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Response: serde::Serialize + Send + 'static,
+    S: InvocationService,
 {
     pub(crate) fn new(stack: S, stop: StopSignal, env: AgentCoreEnvironment) -> Self {
         Self {
@@ -195,9 +193,7 @@ pub(crate) async fn accept<S>(
     host: Arc<Host<S>>,
 ) -> Result<(), BoxError>
 where
-    S: Service<Invocation, Error = BoxError> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Response: serde::Serialize + Send + 'static,
+    S: InvocationService,
 {
     loop {
         let (stream, _) = listener.accept().await?;
@@ -237,7 +233,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        StaticEnvironment, WorkerStack,
+        Invocation, StaticEnvironment, WorkerStack,
         testing::{self, FakeBackend},
     };
 

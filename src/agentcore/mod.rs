@@ -26,14 +26,12 @@ mod http;
 
 use std::sync::Arc;
 
-use tower::Service;
-
 use environment::AgentCoreEnvironment;
 pub use environment::{PORT_VAR, RUNTIME_ARN_VAR, SESSION_SECS_VAR};
 use http::Host;
 
 use crate::{
-    BoxError, ConfigureCallback, Environment, Invocation, ProcessEnvironment, StopSignal,
+    BoxError, ConfigureCallback, Environment, InvocationService, ProcessEnvironment, StopSignal,
     WorkerDeploymentVersion, WorkerStack,
 };
 
@@ -52,9 +50,7 @@ pub async fn run_worker<C: ConfigureCallback>(
 /// that error: return it from `main`.
 pub async fn serve<S>(stack: S) -> Result<(), BoxError>
 where
-    S: Service<Invocation, Error = BoxError> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Response: serde::Serialize + Send + 'static,
+    S: InvocationService,
 {
     serve_in(stack, &ProcessEnvironment).await
 }
@@ -62,9 +58,7 @@ where
 /// [`serve`] in `env`.
 async fn serve_in<S>(stack: S, env: &dyn Environment) -> Result<(), BoxError>
 where
-    S: Service<Invocation, Error = BoxError> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Response: serde::Serialize + Send + 'static,
+    S: InvocationService,
 {
     let env = AgentCoreEnvironment::read(env)?;
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", env.port))

@@ -36,7 +36,7 @@ pub(crate) use invoke::{CatchPanic, Invoke};
 pub(crate) use runtime_api::payload;
 use runtime_api::{Next, RuntimeApi};
 
-use crate::{BoxError, Environment, Invocation, ProcessEnvironment, StopSignal};
+use crate::{BoxError, Environment, InvocationService, ProcessEnvironment, StopSignal};
 
 /// The error `serve` ends with: the process must exit. Its `Debug` is its message, so
 /// the `Error: …` line Rust prints when `main` returns it reads as words, not as a struct.
@@ -134,9 +134,7 @@ const SIGTERM_ANSWER_WITHIN: Duration = Duration::from_millis(300);
 /// Return its result from `main`, so the process exits (non-zero on an error).
 pub async fn serve<S>(stack: S) -> Result<(), BoxError>
 where
-    S: Service<Invocation, Error = BoxError> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Response: serde::Serialize + Send + 'static,
+    S: InvocationService,
 {
     serve_in(stack, &ProcessEnvironment).await
 }
@@ -144,9 +142,7 @@ where
 /// [`serve`] in the Lambda environment `env`.
 async fn serve_in<S>(stack: S, env: &dyn Environment) -> Result<(), BoxError>
 where
-    S: Service<Invocation, Error = BoxError> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Response: serde::Serialize + Send + 'static,
+    S: InvocationService,
 {
     let env = match LambdaEnvironment::read(env) {
         Ok(env) => env,
@@ -248,9 +244,7 @@ async fn run_loops<S>(
     counts: LoopCounts,
 ) -> Result<(), BoxError>
 where
-    S: Service<Invocation, Error = BoxError> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Response: serde::Serialize + Send + 'static,
+    S: InvocationService,
 {
     let api = RuntimeApi::new(env).map_err(|e| {
         ProcessExit(format!(
@@ -384,6 +378,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Invocation;
 
     #[test]
     fn the_exit_error_prints_its_message_as_debug_for_main() {
