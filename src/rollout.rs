@@ -115,9 +115,9 @@ impl Hold {
     }
 }
 
-/// Holds `tasks`' idle exit while [`Hold::of`] the version `describe` reads says so (at
-/// `now`, the wall clock), looking again every [`RECHECK`] (or when the settling ends);
-/// returns once the version is not held, with the exit let go, and whether the server
+/// Holds `tasks`' idle exit until the first look answers, then while [`Hold::of`] the
+/// version `describe` reads says so (at `now`, the wall clock), looking again every
+/// [`RECHECK`] (or when the settling ends); returns once the version is not held, with the exit let go, and whether the server
 /// knew the version then (a version it knows and does not hold needs no look for a while:
 /// [`LOOK_AGAIN_AFTER`]). A failed look (say an API key without the permission) lets the
 /// exit go: the hold is an optimisation, never a reason to stay; one that failed for a
@@ -136,11 +136,18 @@ where
     let mut held = false;
     let mut unknown_looks = 0;
     let mut failed_looks = 0;
+    // Until the first look answers: under load it can take longer than the idle window,
+    // and a version being created must not lose its worker meanwhile.
+    tasks.hold_idle_exit();
     loop {
         let look = describe().await;
         let known = matches!(look, Ok(Some(_)));
         let hold = match look {
-            Ok(Some(version)) => Some(Hold::of(&version, now())),
+            Ok(Some(version)) => {
+                let hold = Hold::of(&version, now());
+                tracing::debug!(?version, ?hold, "looked at this worker's version");
+                Some(hold)
+            }
             // Not created yet: `create-version` invokes the function before it commits
             // the version, and a worker's first poll creates one it does not know.
             Ok(None) if unknown_looks < UNKNOWN_LOOKS => {
@@ -327,6 +334,32 @@ mod tests {
         assert_eq!(start.elapsed(), RECHECK * UNKNOWN_LOOKS);
         tasks.idle_exit(exit).await;
         assert_eq!(start.elapsed(), RECHECK * UNKNOWN_LOOKS);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_idle_exit_waits_for_the_first_look_however_slow() {
+        // Under load the first look at a version being created took longer than the idle
+        // window: the version-creation invocation left (2 s of no task) before the look
+        // came back to hold it (seen in the integration tests with the CPU saturated).
+        let tasks = TaskActivity::default();
+        tasks.polling_started();
+        let start = tokio::time::Instant::now();
+        let slow = || async {
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            Ok(Some(version(Status::Inactive, S(1))))
+        };
+        let wall = || SystemTime::UNIX_EPOCH + NOW;
+        let exit = crate::session::tasks::IdleExit {
+            window: S(2),
+            settled: None,
+        };
+        tokio::select! {
+            _ = watch(&tasks, slow, wall) => panic!("the watch let a rollout go"),
+            _ = tasks.idle_exit(exit) => {
+                panic!("the idle exit left after {:?}, before the first look", start.elapsed())
+            }
+            () = tokio::time::sleep(S(10)) => {}
+        }
     }
 
     #[tokio::test(start_paused = true)]
