@@ -23,7 +23,8 @@
 //! - **Finished** ([`Wire::finish`], once the worker stopped): polls still outstanding are
 //!   dropped and every task handed out and not answered is handed back.
 //!
-//! The wire sends no compressed messages (the client's gzip is off with an override).
+//! The wire sends no compressed messages (the client's gzip is off with an override) unless
+//! the connection asks for gzip, and reads a gzipped answer in any case.
 //! Secrets in the headers (the API key) pass through untouched and are never logged.
 
 mod codec;

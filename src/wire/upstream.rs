@@ -95,11 +95,13 @@ impl Upstream for Server {
         &self,
         request: GrpcRequest,
     ) -> BoxFuture<'static, Result<GrpcSuccessResponse, Status>> {
-        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        // A gzipped answer is always read: the server may compress one this side did not
+        // ask for (seen under load with the client's gzip off), and the client gets every
+        // message decompressed either way.
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone())
+            .accept_compressed(CompressionEncoding::Gzip);
         if self.gzip {
-            grpc = grpc
-                .send_compressed(CompressionEncoding::Gzip)
-                .accept_compressed(CompressionEncoding::Gzip);
+            grpc = grpc.send_compressed(CompressionEncoding::Gzip);
         }
         Box::pin(async move {
             let path = format!("/{}/{}", request.service, request.rpc)
@@ -147,4 +149,75 @@ fn transport_status(e: &tonic::transport::Error) -> Status {
 /// The wire's upstream as the trait object the wire holds.
 pub(crate) fn shared(server: Server) -> Arc<dyn Upstream> {
     Arc::new(server)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{convert::Infallible, io::Write};
+
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    use super::*;
+
+    /// A gRPC server on 127.0.0.1 that answers every call with `message`, gzipped.
+    async fn gzipping_server(message: Bytes) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let service = hyper::service::service_fn(move |_| {
+                let message = message.clone();
+                async move {
+                    let mut gz = flate2::write::GzEncoder::new(Vec::new(), Default::default());
+                    gz.write_all(&message).unwrap();
+                    let compressed = gz.finish().unwrap();
+                    let mut frame = vec![1u8];
+                    frame.extend((compressed.len() as u32).to_be_bytes());
+                    frame.extend(compressed);
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                    let frames = [Frame::data(Bytes::from(frame)), Frame::trailers(trailers)];
+                    let body = StreamBody::new(futures_util::stream::iter(
+                        frames.map(Ok::<_, Infallible>),
+                    ));
+                    let answer = http::Response::builder()
+                        .header("content-type", "application/grpc")
+                        .header("grpc-encoding", "gzip")
+                        .body(body)
+                        .unwrap();
+                    Ok::<_, Infallible>(answer)
+                }
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn an_answer_the_server_gzipped_reaches_the_client_as_it_is() {
+        // Seen under load: a DescribeWorkerDeploymentVersion answer came gzipped on a
+        // connection without the client's gzip, and failed ("Content is compressed with
+        // `gzip` which isn't supported"), which cost the rollout hold its look.
+        let message = Bytes::from_static(b"\x0a\x05hello");
+        let addr = gzipping_server(message.clone()).await;
+        let url = temporalio_client::Url::parse(&format!("http://{addr}")).unwrap();
+        let mut options = ConnectionOptions::new(url).build();
+        options.grpc_compression = GrpcCompression::None;
+        let server = Server::connect(&options).await.unwrap();
+        let answer = server
+            .call(GrpcRequest {
+                service: "temporal.api.workflowservice.v1.WorkflowService".into(),
+                rpc: "DescribeWorkerDeploymentVersion".into(),
+                headers: http::HeaderMap::new(),
+                proto: Bytes::new(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(answer.proto, message);
+        assert!(answer.headers.get("grpc-encoding").is_none());
+    }
 }
