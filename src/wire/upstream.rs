@@ -104,6 +104,23 @@ impl Upstream for Server {
             grpc = grpc.send_compressed(CompressionEncoding::Gzip);
         }
         Box::pin(async move {
+            let rpc = request.rpc.clone();
+            let answer = Self::send(grpc, request).await;
+            if let Err(status) = &answer {
+                tracing::debug!(rpc, code = ?status.code(), message = status.message(), "the wire: an RPC failed upstream");
+            }
+            answer
+        })
+    }
+}
+
+impl Server {
+    /// Sends `request` on `grpc`.
+    async fn send(
+        mut grpc: tonic::client::Grpc<Channel>,
+        request: GrpcRequest,
+    ) -> Result<GrpcSuccessResponse, Status> {
+        {
             let path = format!("/{}/{}", request.service, request.rpc)
                 .parse()
                 .map_err(|_| Status::internal("not an RPC path"))?;
@@ -135,10 +152,30 @@ impl Upstream for Server {
                         &status,
                     ))
                 }
-                Err(status) => Err(status),
+                Err(status) => Err(without_encoding(status)),
             }
-        })
+        }
     }
+}
+
+/// A failure the server answered, without the headers that describe the answer's encoding
+/// (`grpc-encoding`, `grpc-accept-encoding`): carried in its metadata into the client's
+/// own decoding, a `grpc-encoding: gzip` made the client read any failure as
+/// "Unimplemented: Content is compressed with `gzip` which isn't supported" (seen for a
+/// throttled call under load, which is to be tried again, not given up).
+fn without_encoding(status: Status) -> Status {
+    let mut headers = status.metadata().clone().into_headers();
+    let encoding = headers.remove("grpc-encoding").is_some();
+    let accept = headers.remove("grpc-accept-encoding").is_some();
+    if !(encoding || accept) {
+        return status;
+    }
+    Status::with_details_and_metadata(
+        status.code(),
+        status.message(),
+        status.details().to_vec().into(),
+        MetadataMap::from_headers(headers),
+    )
 }
 
 /// A channel that could not be made ready, as the client reports one.
@@ -161,35 +198,20 @@ mod tests {
 
     use super::*;
 
-    /// A gRPC server on 127.0.0.1 that answers every call with `message`, gzipped.
-    async fn gzipping_server(message: Bytes) -> std::net::SocketAddr {
+    type Answer = http::Response<
+        StreamBody<
+            futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>,
+        >,
+    >;
+
+    /// A gRPC server on 127.0.0.1 that answers every call with `answer()`.
+    async fn server(answer: fn() -> Answer) -> std::net::SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             let (stream, _) = listener.accept().await.unwrap();
-            let service = hyper::service::service_fn(move |_| {
-                let message = message.clone();
-                async move {
-                    let mut gz = flate2::write::GzEncoder::new(Vec::new(), Default::default());
-                    gz.write_all(&message).unwrap();
-                    let compressed = gz.finish().unwrap();
-                    let mut frame = vec![1u8];
-                    frame.extend((compressed.len() as u32).to_be_bytes());
-                    frame.extend(compressed);
-                    let mut trailers = http::HeaderMap::new();
-                    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-                    let frames = [Frame::data(Bytes::from(frame)), Frame::trailers(trailers)];
-                    let body = StreamBody::new(futures_util::stream::iter(
-                        frames.map(Ok::<_, Infallible>),
-                    ));
-                    let answer = http::Response::builder()
-                        .header("content-type", "application/grpc")
-                        .header("grpc-encoding", "gzip")
-                        .body(body)
-                        .unwrap();
-                    Ok::<_, Infallible>(answer)
-                }
-            });
+            let service =
+                hyper::service::service_fn(move |_| async move { Ok::<_, Infallible>(answer()) });
             let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
@@ -197,18 +219,48 @@ mod tests {
         addr
     }
 
-    #[tokio::test]
-    async fn an_answer_the_server_gzipped_reaches_the_client_as_it_is() {
-        // Seen under load: a DescribeWorkerDeploymentVersion answer came gzipped on a
-        // connection without the client's gzip, and failed ("Content is compressed with
-        // `gzip` which isn't supported"), which cost the rollout hold its look.
-        let message = Bytes::from_static(b"\x0a\x05hello");
-        let addr = gzipping_server(message.clone()).await;
+    const MESSAGE: &[u8] = b"\x0a\x05hello";
+
+    /// [`MESSAGE`], gzipped.
+    fn gzipped() -> Answer {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), Default::default());
+        gz.write_all(MESSAGE).unwrap();
+        let compressed = gz.finish().unwrap();
+        let mut frame = vec![1u8];
+        frame.extend((compressed.len() as u32).to_be_bytes());
+        frame.extend(compressed);
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        let frames = vec![
+            Ok(Frame::data(Bytes::from(frame))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        http::Response::builder()
+            .header("content-type", "application/grpc")
+            .header("grpc-encoding", "gzip")
+            .body(StreamBody::new(futures_util::stream::iter(frames)))
+            .unwrap()
+    }
+
+    /// A throttled call, as the server answers it under load: trailers only, with the
+    /// encoding it would have used.
+    fn throttled() -> Answer {
+        http::Response::builder()
+            .header("content-type", "application/grpc")
+            .header("grpc-encoding", "gzip")
+            .header("grpc-status", "8")
+            .header("grpc-message", "too many requests. Please try again later")
+            .body(StreamBody::new(futures_util::stream::iter(Vec::new())))
+            .unwrap()
+    }
+
+    async fn call(answer: fn() -> Answer) -> Result<GrpcSuccessResponse, Status> {
+        let addr = server(answer).await;
         let url = temporalio_client::Url::parse(&format!("http://{addr}")).unwrap();
         let mut options = ConnectionOptions::new(url).build();
         options.grpc_compression = GrpcCompression::None;
-        let server = Server::connect(&options).await.unwrap();
-        let answer = server
+        let upstream = Server::connect(&options).await.unwrap();
+        upstream
             .call(GrpcRequest {
                 service: "temporal.api.workflowservice.v1.WorkflowService".into(),
                 rpc: "DescribeWorkerDeploymentVersion".into(),
@@ -216,8 +268,32 @@ mod tests {
                 proto: Bytes::new(),
             })
             .await
-            .unwrap();
-        assert_eq!(answer.proto, message);
+    }
+
+    #[tokio::test]
+    async fn a_failure_reaches_the_client_as_the_server_said_it() {
+        // Seen under load: the server throttled a DescribeWorkerDeploymentVersion
+        // (ResourceExhausted, to be tried again), and the client read "Unimplemented:
+        // Content is compressed with `gzip` which isn't supported" instead: the failure's
+        // metadata carried the server's `grpc-encoding` into the client's decoding. The
+        // rollout hold took it for a refusal and let the idle exit go.
+        let status = call(throttled).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+        assert!(status.message().contains("try again later"), "{status:?}");
+        assert!(
+            status.metadata().get("grpc-encoding").is_none(),
+            "{status:?}"
+        );
+        let http = status.into_http::<tonic::body::Body>();
+        assert!(http.headers().get("grpc-encoding").is_none());
+    }
+
+    #[tokio::test]
+    async fn an_answer_the_server_gzipped_reaches_the_client_as_it_is() {
+        // A gzipped answer on a connection without the client's gzip: read and handed to
+        // the client decompressed.
+        let answer = call(gzipped).await.unwrap();
+        assert_eq!(answer.proto, MESSAGE);
         assert!(answer.headers.get("grpc-encoding").is_none());
     }
 }
