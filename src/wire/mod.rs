@@ -121,6 +121,14 @@ pub(crate) enum TaskKind {
     Nexus,
 }
 
+impl State {
+    /// The worker answered task `token`.
+    fn answered(&mut self, token: &Bytes) {
+        self.handed.remove(token);
+        self.workflow_of.remove(token);
+    }
+}
+
 #[derive(Debug)]
 struct State {
     phase: Phase,
@@ -129,6 +137,8 @@ struct State {
     worker: Option<Worker>,
     /// Task tokens handed to the worker and not answered yet.
     handed: HashMap<Bytes, TaskKind>,
+    /// The workflow of each task in `handed`, for the log of its hand-back.
+    workflow_of: HashMap<Bytes, String>,
     /// The namespace's `worker_poll_complete_on_shutdown`, once read.
     graceful_polls: Option<bool>,
     /// The sticky queue's backlog, as its last poll answer reported it.
@@ -173,6 +183,7 @@ impl Wire {
                 next_poll: 0,
                 worker: None,
                 handed: HashMap::new(),
+                workflow_of: HashMap::new(),
                 graceful_polls: None,
                 sticky_backlog: 0,
                 handing_back: 0,
@@ -221,8 +232,10 @@ impl Wire {
                 let request = self.completing(request);
                 let answer = self.upstream.call(request).await?;
                 // The answer may carry the workflow's next task (and eager activities).
-                for (token, kind) in proto::tasks_in_completion(&answer.proto) {
-                    self.lock().handed.insert(token, kind);
+                for (token, kind, workflow) in proto::tasks_in_completion(&answer.proto) {
+                    let mut s = self.lock();
+                    s.workflow_of.insert(token.clone(), workflow);
+                    s.handed.insert(token, kind);
                 }
                 Ok(answer)
             }
@@ -234,7 +247,7 @@ impl Wire {
             | "RespondNexusTaskFailed"
             | "RespondQueryTaskCompleted" => {
                 if let Some(token) = proto::task_token(&request.proto) {
-                    self.lock().handed.remove(&token);
+                    self.lock().answered(&token);
                 }
                 self.upstream.call(request).await
             }
@@ -255,7 +268,7 @@ impl Wire {
         let closing = {
             let mut s = self.lock();
             if let Some(token) = proto::task_token(&request.proto) {
-                s.handed.remove(&token);
+                s.answered(&token);
             }
             s.phase != Phase::Open
         };
@@ -346,6 +359,10 @@ impl Wire {
             s.polls.remove(&id);
             if let Some((token, kind)) = &task {
                 s.handed.insert(token.clone(), *kind);
+                if let Ok(answer) = answer {
+                    let workflow = proto::workflow_of(&answer.proto, *kind);
+                    s.workflow_of.insert(token.clone(), workflow);
+                }
             }
             if kind == PollKind::Sticky
                 && let Ok(answer) = answer
@@ -578,10 +595,15 @@ impl Wire {
 
     /// Hands a task back to the server (see [`hand_back`]), counting it.
     async fn hand_back_now(&self, token: Bytes, kind: TaskKind, limit: Duration) {
-        let worker = self.lock().worker.clone().unwrap_or_default();
+        let (worker, workflow_id) = {
+            let mut s = self.lock();
+            let workflow_id = s.workflow_of.remove(&token).unwrap_or_default();
+            (s.worker.clone().unwrap_or_default(), workflow_id)
+        };
         let Some(request) = hand_back::request(&token, kind, &worker) else {
             tracing::warn!(
                 ?kind,
+                workflow_id,
                 "a task handed to this worker was not run and cannot be handed back: it is retried after its timeout"
             );
             return;
@@ -596,17 +618,24 @@ impl Wire {
                 self.lock().report.handed_back += 1;
                 tracing::info!(
                     ?kind,
+                    workflow_id,
                     "handed back a task this worker could not run: it is retried at once"
                 );
             }
             Ok(Err(status)) if status.code() == temporalio_client::tonic::Code::NotFound => {
                 // Already timed out or completed elsewhere.
+                tracing::debug!(
+                    ?kind,
+                    workflow_id,
+                    "a task to hand back was no longer there"
+                );
             }
             Ok(Err(status)) => {
-                tracing::warn!(?kind, code = ?status.code(), "handing back a task failed: it is retried after its timeout")
+                tracing::warn!(?kind, workflow_id, code = ?status.code(), "handing back a task failed: it is retried after its timeout")
             }
             Err(_) => tracing::warn!(
                 ?kind,
+                workflow_id,
                 "handing back a task took too long: it is retried after its timeout"
             ),
         }

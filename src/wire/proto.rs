@@ -129,31 +129,75 @@ pub(crate) fn task_token(proto: &[u8]) -> Option<Bytes> {
         .filter(|t| !t.is_empty())
 }
 
+/// A task's workflow execution (`WorkflowExecution.workflow_id`).
+#[derive(Clone, PartialEq, Message)]
+struct Execution {
+    #[prost(string, tag = "1")]
+    workflow_id: String,
+}
+
+/// A workflow task (`PollWorkflowTaskQueueResponse`): its token and workflow.
+#[derive(Clone, PartialEq, Message)]
+struct WorkflowTaskOrigin {
+    #[prost(bytes = "bytes", tag = "1")]
+    task_token: Bytes,
+    #[prost(message, optional, tag = "2")]
+    workflow_execution: Option<Execution>,
+}
+
+/// An activity task (`PollActivityTaskQueueResponse`): its token and workflow.
+#[derive(Clone, PartialEq, Message)]
+struct ActivityTaskOrigin {
+    #[prost(bytes = "bytes", tag = "1")]
+    task_token: Bytes,
+    #[prost(message, optional, tag = "4")]
+    workflow_execution: Option<Execution>,
+}
+
+/// The workflow id of the task a poll of `kind` answered (empty when it names none: a
+/// Nexus task, or an answer that cannot be read), for the log.
+pub(crate) fn workflow_of(proto: &[u8], kind: TaskKind) -> String {
+    let execution = match kind {
+        TaskKind::Workflow => WorkflowTaskOrigin::decode(proto)
+            .ok()
+            .and_then(|t| t.workflow_execution),
+        TaskKind::Activity => ActivityTaskOrigin::decode(proto)
+            .ok()
+            .and_then(|t| t.workflow_execution),
+        TaskKind::Nexus => None,
+    };
+    execution.map(|e| e.workflow_id).unwrap_or_default()
+}
+
 #[derive(Clone, PartialEq, Message)]
 struct CompletionAnswer {
     #[prost(message, optional, tag = "1")]
-    workflow_task: Option<Token>,
+    workflow_task: Option<WorkflowTaskOrigin>,
     #[prost(message, repeated, tag = "2")]
-    activity_tasks: Vec<Token>,
+    activity_tasks: Vec<ActivityTaskOrigin>,
 }
+
+/// A task handed to the worker: its token, kind and workflow id.
+pub(crate) type HandedTask = (Bytes, TaskKind, String);
 
 /// The tasks a `RespondWorkflowTaskCompletedResponse` hands out: the workflow's next task
 /// and eager activities.
-pub(crate) fn tasks_in_completion(proto: &[u8]) -> Vec<(Bytes, TaskKind)> {
+pub(crate) fn tasks_in_completion(proto: &[u8]) -> Vec<HandedTask> {
     let Ok(answer) = CompletionAnswer::decode(proto) else {
         return Vec::new();
     };
+    let id = |e: Option<Execution>| e.map(|e| e.workflow_id).unwrap_or_default();
     let workflow = answer
         .workflow_task
-        .map(|t| (t.task_token, TaskKind::Workflow));
+        .map(|t| (t.task_token, TaskKind::Workflow, id(t.workflow_execution)));
     let activities = answer
         .activity_tasks
         .into_iter()
-        .map(|t| (t.task_token, TaskKind::Activity));
+        .map(|t| (t.task_token, TaskKind::Activity, id(t.workflow_execution)));
     workflow
         .into_iter()
         .chain(activities)
-        .filter(|(t, _)| !t.is_empty())
+        .filter(|(t, _, _)| !t.is_empty())
         .collect()
 }
 

@@ -548,3 +548,58 @@ async fn with_an_activity_in_flight_closing_leaves_the_drain_its_time() {
         start.elapsed()
     );
 }
+
+/// The tasks handed to the worker are known by their workflow, which a hand-back's log
+/// line names.
+#[test]
+fn a_handed_task_is_known_by_its_workflow() {
+    use temporalio_common::protos::temporal::api::{
+        common::v1::WorkflowExecution,
+        workflowservice::v1::{
+            PollActivityTaskQueueResponse, RespondWorkflowTaskCompletedResponse,
+        },
+    };
+    let execution = |id: &str| {
+        Some(WorkflowExecution {
+            workflow_id: id.into(),
+            run_id: "run".into(),
+        })
+    };
+    let workflow_task = PollWorkflowTaskQueueResponse {
+        task_token: b"t".to_vec(),
+        workflow_execution: execution("wf-1"),
+        ..Default::default()
+    };
+    let activity_task = PollActivityTaskQueueResponse {
+        task_token: b"a".to_vec(),
+        workflow_execution: execution("wf-2"),
+        ..Default::default()
+    };
+    use super::{TaskKind, proto};
+    let wf = workflow_task.encode_to_vec();
+    assert_eq!(proto::workflow_of(&wf, TaskKind::Workflow), "wf-1");
+    let act = activity_task.encode_to_vec();
+    assert_eq!(proto::workflow_of(&act, TaskKind::Activity), "wf-2");
+    assert_eq!(proto::workflow_of(&act, TaskKind::Nexus), "");
+    let completed = RespondWorkflowTaskCompletedResponse {
+        workflow_task: Some(workflow_task),
+        activity_tasks: vec![activity_task],
+        ..Default::default()
+    }
+    .encode_to_vec();
+    assert_eq!(
+        proto::tasks_in_completion(&completed),
+        vec![
+            (
+                Bytes::from_static(b"t"),
+                TaskKind::Workflow,
+                "wf-1".to_owned()
+            ),
+            (
+                Bytes::from_static(b"a"),
+                TaskKind::Activity,
+                "wf-2".to_owned()
+            ),
+        ]
+    );
+}
