@@ -121,14 +121,6 @@ pub(crate) enum TaskKind {
     Nexus,
 }
 
-impl State {
-    /// The worker answered task `token`.
-    fn answered(&mut self, token: &Bytes) {
-        self.handed.remove(token);
-        self.workflow_of.remove(token);
-    }
-}
-
 #[derive(Debug)]
 struct State {
     phase: Phase,
@@ -146,6 +138,14 @@ struct State {
     /// Hand-backs on their way to the server.
     handing_back: usize,
     report: WireReport,
+}
+
+impl State {
+    /// The worker answered task `token`.
+    fn answered(&mut self, token: &Bytes) {
+        self.handed.remove(token);
+        self.workflow_of.remove(token);
+    }
 }
 
 /// What the wire did in one session (logged, and read by tests and benches).

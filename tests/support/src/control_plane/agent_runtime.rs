@@ -38,6 +38,9 @@ pub const DEFAULT_ENDPOINT: &str = "DEFAULT";
 const STARTUP: Duration = Duration::from_secs(30);
 /// How long an invocation may wait for the container's answer.
 const INVOKE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a `/ping` may take: the sessions wait for each other's (a container that hangs
+/// must not hold the others' invocations).
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a stopped session's process gets between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -392,8 +395,13 @@ impl AgentRuntime {
     }
 }
 
-/// One HTTP/1.1 request to a container on `port`: the status and body.
-async fn request(port: u16, req: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), String> {
+/// One HTTP/1.1 request to a container on `port`, answered within `timeout`: the status
+/// and body.
+async fn request(
+    port: u16,
+    req: Request<Full<Bytes>>,
+    timeout: Duration,
+) -> Result<(StatusCode, Bytes), String> {
     let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .map_err(|e| format!("cannot reach the container: {e}"))?;
@@ -402,9 +410,9 @@ async fn request(port: u16, req: Request<Full<Bytes>>) -> Result<(StatusCode, By
             .await
             .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let answer = tokio::time::timeout(INVOKE_TIMEOUT, sender.send_request(req))
+    let answer = tokio::time::timeout(timeout, sender.send_request(req))
         .await
-        .map_err(|_| format!("the container did not answer within {INVOKE_TIMEOUT:?}"))?
+        .map_err(|_| format!("the container did not answer within {timeout:?}"))?
         .map_err(|e| format!("the container's answer was cut: {e}"))?;
     let status = answer.status();
     let body = answer
@@ -422,7 +430,7 @@ async fn ping(port: u16) -> Result<String, String> {
         .header("host", "localhost")
         .body(Full::default())
         .unwrap();
-    let (status, body) = request(port, req).await?;
+    let (status, body) = request(port, req, PING_TIMEOUT).await?;
     let text = String::from_utf8_lossy(&body).into_owned();
     let value: serde_json::Value = serde_json::from_str(&text).map_err(|_| text.clone())?;
     match value["status"].as_str() {
@@ -439,5 +447,5 @@ async fn forward(port: u16, session: &str, body: Bytes) -> Result<(StatusCode, B
         .header(SESSION_HEADER, session)
         .body(Full::new(body))
         .unwrap();
-    request(port, req).await
+    request(port, req, INVOKE_TIMEOUT).await
 }
