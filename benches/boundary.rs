@@ -73,7 +73,7 @@ async fn round(
     round: usize,
     gap: Duration,
     offsets: &[u64],
-) -> Result<Vec<Started>, String> {
+) -> temporal_lambda_local::Result<Vec<Started>> {
     let build = format!("build-{round}");
     let (deployment, queue) = deployment(round);
     lp.plane
@@ -96,7 +96,7 @@ async fn round(
         async move {
             tokio::time::sleep_until(promoted + Duration::from_millis(offset_ms)).await;
             server.start_hello(queue, &id, "Promote").await?;
-            Ok::<_, String>(Started { id, offset_ms })
+            Ok::<_, temporal_lambda_local::Error>(Started { id, offset_ms })
         }
     });
     futures::future::join_all(starts)

@@ -203,7 +203,7 @@ async fn run(idle: &str, scenario: &'static str, tag: usize) -> Row {
     // Every workflow closed (or 5 minutes), then every invocation answered.
     let query = format!("TaskQueue='{queue}' AND ExecutionStatus='Running'");
     for _ in 0..600 {
-        if server.count_workflows(&query).await == Ok(0) {
+        if matches!(server.count_workflows(&query).await, Ok(0)) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -68,7 +68,7 @@ struct Host {
 
 impl Host {
     /// The SDK runtime for `metrics`: the existing one while the meter is the same `Arc`.
-    fn runtime(&self, metrics: Option<Arc<dyn CoreMeter>>) -> Result<Rc<Runtime>, String> {
+    fn runtime(&self, metrics: Option<Arc<dyn CoreMeter>>) -> Result<Rc<Runtime>, BoxError> {
         let same = |a: &Option<Arc<dyn CoreMeter>>| match (a, &metrics) {
             (None, None) => true,
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
@@ -89,7 +89,8 @@ impl Host {
             .telemetry_options(telemetry)
             .heartbeat_interval(None)
             .build()
-            .and_then(|o| Runtime::from_current_tokio(o).map_err(|e| e.to_string()))
+            .map_err(BoxError::from)
+            .and_then(|o| Runtime::from_current_tokio(o).map_err(BoxError::from))
             .map(Rc::new)?;
         *self.runtime.borrow_mut() = Some((metrics, runtime.clone()));
         Ok(runtime)
@@ -289,10 +290,8 @@ async fn start_worker(
         problem,
     };
     let runtime = host.runtime(session.metrics.clone()).map_err(|e| {
-        failed(
-            format!("the Temporal SDK runtime failed to start: {e}").into(),
-            ConnectProblem::Other,
-        )
+        let source: BoxError = format!("the Temporal SDK runtime failed to start: {e}").into();
+        failed(source, ConnectProblem::Other)
     })?;
     let key = fingerprint(&session.connection);
     let version = VersionOf::of(&session);

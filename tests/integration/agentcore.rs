@@ -248,7 +248,10 @@ async fn an_agent_runtime_invoked_for_another_version_says_so_in_its_log() {
         .register_agent_runtime(dep, "build-2", tq)
         .await
         .expect_err("no worker of build-2 polls");
-    assert!(err.contains("no worker of dep-ac-other/build-2"), "{err}");
+    assert!(
+        matches!(&err, temporal_lambda_local::Error::Invocation(m) if m.contains("no worker of dep-ac-other/build-2")),
+        "{err}"
+    );
     let text = read(&log);
     assert!(
         text.contains("this invocation is for version dep-ac-other/build-2"),

@@ -246,6 +246,7 @@ async fn start_error(name: &'static str, env: &[(&str, &str)]) -> Option<String>
     )
     .await
     .err()
+    .map(|e| e.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

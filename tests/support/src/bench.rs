@@ -86,7 +86,7 @@ pub fn epoch_secs(t: &str) -> Option<f64> {
 pub async fn workflow_times(
     server: &DevServer,
     query: &str,
-) -> Result<std::collections::HashMap<String, (f64, f64)>, String> {
+) -> crate::Result<std::collections::HashMap<String, (f64, f64)>> {
     let listed = server.list_workflows(query).await?;
     Ok(listed
         .iter()

@@ -20,6 +20,7 @@ pub mod bench;
 pub mod bootstrap;
 pub mod control_plane;
 pub mod dev_server;
+mod error;
 mod http;
 pub mod otlp;
 pub mod runtime_api;
@@ -34,6 +35,7 @@ pub use control_plane::{
     FunctionStats,
 };
 pub use dev_server::{DevServer, temporal_cli};
+pub use error::{Error, Result};
 pub use otlp::{OtlpReceiver, ReceivedMetric, ReceivedSpan};
 pub use runtime_api::{Answer, Outcome, Pending, RuntimeApi};
 pub use serverless_loop::ServerlessLoop;

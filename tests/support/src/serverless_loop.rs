@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::{
-    AgentRuntimeSpec, ControlPlane, ControlPlaneOptions, DevServer, FunctionSpec,
+    AgentRuntimeSpec, ControlPlane, ControlPlaneOptions, DevServer, Error, FunctionSpec, Result,
     control_plane::runtime_endpoint_arn, dev_server::free_port,
 };
 
@@ -31,7 +31,7 @@ impl ServerlessLoop {
     /// Starts the control plane serving `spec` (with `TEMPORAL_ADDRESS` added, pointing at
     /// the server), then the dev server with its Worker Controller pointed at the plane. No
     /// version exists yet: [`register`](Self::register) creates one.
-    pub async fn launch(spec: FunctionSpec, external_id: &str) -> Result<Self, String> {
+    pub async fn launch(spec: FunctionSpec, external_id: &str) -> Result<Self> {
         Self::launch_with(spec, external_id, Vec::new()).await
     }
 
@@ -41,7 +41,7 @@ impl ServerlessLoop {
         spec: FunctionSpec,
         external_id: &str,
         server_args: Vec<String>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self> {
         let port = free_port();
         let (function, timeout) = (spec.name.clone(), spec.timeout);
         let spec = spec.env("TEMPORAL_ADDRESS", &format!("127.0.0.1:{port}"));
@@ -60,10 +60,7 @@ impl ServerlessLoop {
     /// The loop on AgentCore Runtime: the control plane serves agent runtime `spec` (with
     /// `TEMPORAL_ADDRESS` added) instead of a function. No version exists yet:
     /// [`register_agent_runtime`](Self::register_agent_runtime) creates one.
-    pub async fn launch_agentcore(
-        spec: AgentRuntimeSpec,
-        external_id: &str,
-    ) -> Result<Self, String> {
+    pub async fn launch_agentcore(spec: AgentRuntimeSpec, external_id: &str) -> Result<Self> {
         let port = free_port();
         let (id, timeout) = (spec.id.clone(), spec.idle_session_timeout);
         let spec = spec.env("TEMPORAL_ADDRESS", &format!("127.0.0.1:{port}"));
@@ -89,20 +86,20 @@ impl ServerlessLoop {
         external_id: &str,
         server_args: Vec<String>,
         port: u16,
-    ) -> Result<Self, String> {
+    ) -> Result<Self> {
         let options = ControlPlaneOptions {
             expect_external_id: Some(external_id.into()),
             ..options
         };
         let plane = ControlPlane::start(functions, options)
             .await
-            .map_err(|e| format!("cannot start the control plane: {e}"))?;
+            .map_err(|e| Error::io("starting the local control plane", e))?;
         let url = plane.endpoint_url();
         let server = tokio::task::spawn_blocking(move || {
             DevServer::start_with_worker_controller(port, &url, &server_args)
         })
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Error::io("starting the dev server", std::io::Error::other(e)))?;
         Ok(Self {
             plane,
             server,
@@ -124,7 +121,7 @@ impl ServerlessLoop {
         build_id: &str,
         external_id: &str,
         task_queue: &str,
-    ) -> Result<Self, String> {
+    ) -> Result<Self> {
         Self::launch(spec, external_id)
             .await?
             .registered(deployment, build_id, task_queue)
@@ -138,7 +135,7 @@ impl ServerlessLoop {
         deployment: &str,
         build_id: &str,
         task_queue: &str,
-    ) -> Result<Self, String> {
+    ) -> Result<Self> {
         let arn = crate::control_plane::function_arn(&self.function);
         self.register(deployment, build_id, &arn, task_queue)
             .await?;
@@ -161,7 +158,7 @@ impl ServerlessLoop {
         build_id: &str,
         function_arn: &str,
         task_queue: &str,
-    ) -> Result<(), String> {
+    ) -> Result<()> {
         let arn = function_arn;
         let seen = self.plane.stats(arn);
         self.server
@@ -174,9 +171,11 @@ impl ServerlessLoop {
             )
             .await?;
         self.plane
-            .wait_for(arn, Duration::from_secs(30), |s| s.invokes > seen.invokes)
+            .wait_for(arn, INVOKED_WITHIN, |s| s.invokes > seen.invokes)
             .await
-            .map_err(|s| format!("the server never invoked {arn}: {s:?}"))?;
+            .map_err(|s| {
+                Error::timeout(format!("an invocation of {arn} ({s:?})"), INVOKED_WITHIN)
+            })?;
         let until = tokio::time::Instant::now() + self.timeout + Duration::from_secs(30);
         let mut polled = Vec::new();
         loop {
@@ -196,19 +195,19 @@ impl ServerlessLoop {
                 break;
             }
             if tokio::time::Instant::now() > until {
-                return Err(format!(
+                return Err(Error::Invocation(format!(
                     "the version-creation invocation of {arn} never answered: {stats:?}"
-                ));
+                )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         if !polled.iter().any(|q| q == task_queue) {
-            return Err(format!(
+            return Err(Error::Invocation(format!(
                 "no worker of {deployment}/{build_id} polled task queue {task_queue} (the \
                  version has {polled:?}): the bootstrap polls as another deployment, build id \
                  or task queue; its log line `worker polling task_queue=… deployment=… \
                  build_id=…` says which (see docs/local-loop.md, troubleshooting)"
-            ));
+            )));
         }
         Ok(())
     }
@@ -226,7 +225,7 @@ impl ServerlessLoop {
         deployment: &str,
         build_id: &str,
         task_queue: &str,
-    ) -> Result<(), String> {
+    ) -> Result<()> {
         let id = &self.function;
         let seen = self.plane.agent_runtime_stats(id).invokes;
         self.server
@@ -239,9 +238,14 @@ impl ServerlessLoop {
             )
             .await?;
         self.plane
-            .wait_for_agent_runtime(id, Duration::from_secs(30), |s| s.invokes > seen)
+            .wait_for_agent_runtime(id, INVOKED_WITHIN, |s| s.invokes > seen)
             .await
-            .map_err(|s| format!("the server never invoked agent runtime {id}: {s:?}"))?;
+            .map_err(|s| {
+                Error::timeout(
+                    format!("an invocation of agent runtime {id} ({s:?})"),
+                    INVOKED_WITHIN,
+                )
+            })?;
         let until = tokio::time::Instant::now() + Duration::from_secs(15);
         let mut polled = Vec::new();
         while tokio::time::Instant::now() < until {
@@ -255,40 +259,43 @@ impl ServerlessLoop {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Err(format!(
+        Err(Error::Invocation(format!(
             "no worker of {deployment}/{build_id} polled task queue {task_queue} (the version \
              has {polled:?}): the container polls as another deployment, build id or task \
              queue, or its session failed; its log says which: {:?}",
             self.plane.agent_runtime_stats(id)
-        ))
+        )))
     }
 
     /// Makes `deployment`/`build_id` the current version.
-    pub async fn make_current(&self, deployment: &str, build_id: &str) -> Result<(), String> {
+    pub async fn make_current(&self, deployment: &str, build_id: &str) -> Result<()> {
         self.server
             .set_current_version(deployment, build_id, Duration::from_secs(30))
             .await
             .map_err(|e| {
-                format!(
+                Error::Invocation(format!(
                     "could not make {deployment}/{build_id} current (did the bootstrap poll as \
                      that version? see docs/local-loop.md, troubleshooting): {e}"
-                )
+                ))
             })
     }
 }
 
 /// An error unless `outcome` is a response of the version-creation invocation of `arn`.
-fn check_answer(arn: &str, outcome: &crate::Outcome) -> Result<(), String> {
+fn check_answer(arn: &str, outcome: &crate::Outcome) -> Result<()> {
     match outcome {
         crate::Outcome::Response(_) => Ok(()),
         crate::Outcome::Error {
             error_type,
             error_message,
-        } => Err(format!(
+        } => Err(Error::Invocation(format!(
             "the version-creation invocation of {arn} failed: {error_type}: {error_message}"
-        )),
-        other => Err(format!(
+        ))),
+        other => Err(Error::Invocation(format!(
             "the version-creation invocation of {arn} was not answered: {other:?}"
-        )),
+        ))),
     }
 }
+
+/// How long the loop waits for the server to invoke a new version's function or runtime.
+const INVOKED_WITHIN: Duration = Duration::from_secs(30);

@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use crate::{FunctionSpec, ServerlessLoop, control_plane::function_arn};
+use crate::{Error, FunctionSpec, Result, ServerlessLoop, control_plane::function_arn};
 
 /// The function the scenario deploys.
 pub const FUNCTION: &str = "upgrade";
@@ -76,7 +76,7 @@ struct Run<'a> {
 impl Run<'_> {
     /// Ramps 50 % of new workflows to build-2 and checks that [`RAMPED`] new workflows went
     /// to both builds (`one`, `two`: what each build's workflows answer).
-    async fn check_ramp(&mut self, one: &str, two: &str) -> Result<(), String> {
+    async fn check_ramp(&mut self, one: &str, two: &str) -> Result<()> {
         self.lp
             .server
             .set_ramping_version(DEPLOYMENT, "build-2", 50.0)
@@ -92,16 +92,17 @@ impl Run<'_> {
         for id in &ids {
             let got = self.result(id).await?;
             if got != one && got != two {
-                return Err(format!(
-                    "workflow {id} ran as {got:?}, expected build-1 or build-2"
+                return Err(Error::workflow(
+                    id,
+                    format!("ran as {got:?}, expected build-1 or build-2"),
                 ));
             }
             seen.insert(got);
         }
         if seen.len() != 2 {
-            return Err(format!(
+            return Err(Error::Check(format!(
                 "the 50 % ramp sent all {RAMPED} new workflows to one build: {seen:?}"
-            ));
+            )));
         }
         (self.say)(format!(
             "  ok  the ramp sent new workflows to both builds: {seen:?}"
@@ -109,7 +110,7 @@ impl Run<'_> {
         Ok(())
     }
 
-    async fn start(&mut self, id: &str, wait_for_signal: bool) -> Result<(), String> {
+    async fn start(&mut self, id: &str, wait_for_signal: bool) -> Result<()> {
         let input = wait_for_signal.to_string();
         self.lp
             .server
@@ -118,22 +119,23 @@ impl Run<'_> {
     }
 
     /// Waits for a workflow's result, within a bound that covers a few invocations.
-    async fn result(&self, id: &str) -> Result<String, String> {
+    async fn result(&self, id: &str) -> Result<String> {
         let bound = self.timeout * 4;
         let v = tokio::time::timeout(bound, self.lp.server.workflow_result(id))
             .await
-            .map_err(|_| format!("workflow {id} did not complete within {bound:?}"))??;
+            .map_err(|_| Error::timeout(format!("the result of workflow {id}"), bound))??;
         v.as_str()
             .map(str::to_owned)
-            .ok_or_else(|| format!("workflow {id}: unexpected result {v}"))
+            .ok_or_else(|| Error::workflow(id, format!("unexpected result {v}")))
     }
 
     /// Checks that workflow `id` completed with `want`.
-    async fn expect(&mut self, id: &str, want: &str, why: &str) -> Result<(), String> {
+    async fn expect(&mut self, id: &str, want: &str, why: &str) -> Result<()> {
         let got = self.result(id).await?;
         if got != want {
-            return Err(format!(
-                "workflow {id} ({why}) ran as {got:?}, expected {want:?}"
+            return Err(Error::workflow(
+                id,
+                format!("({why}) ran as {got:?}, expected {want:?}"),
             ));
         }
         (self.say)(format!("  ok  {id}: {got} ({why})"));
@@ -142,14 +144,14 @@ impl Run<'_> {
 
     /// A waiting workflow of the current build: started, its first task done, waiting for
     /// the signal.
-    async fn start_waiting(&mut self, id: &str) -> Result<(), String> {
+    async fn start_waiting(&mut self, id: &str) -> Result<()> {
         self.start(id, true).await?;
         self.lp.server.wait_first_task(id, self.timeout * 3).await
     }
 
     /// `update-function-configuration` with the new build id, then (when `publish`) a
     /// published version; the ARN to register.
-    async fn deploy(&mut self, build: &str, publish: bool) -> Result<String, String> {
+    async fn deploy(&mut self, build: &str, publish: bool) -> Result<String> {
         let plane = &self.lp.plane;
         plane
             .update_function(FUNCTION, |spec| spec.set_env("HELLO_BUILD_ID", build))
@@ -161,23 +163,20 @@ impl Run<'_> {
         Ok(format!("{}:{version}", function_arn(FUNCTION)))
     }
 
-    async fn register(&mut self, build: &str, arn: &str) -> Result<(), String> {
+    async fn register(&mut self, build: &str, arn: &str) -> Result<()> {
         self.lp.register(DEPLOYMENT, build, arn, TASK_QUEUE).await?;
         (self.say)(format!("{DEPLOYMENT}/{build} registered, backed by {arn}"));
         Ok(())
     }
 
-    async fn make_current(&mut self, build: &str) -> Result<(), String> {
+    async fn make_current(&mut self, build: &str) -> Result<()> {
         self.lp.make_current(DEPLOYMENT, build).await?;
         (self.say)(format!("{DEPLOYMENT}/{build} is the current version"));
         Ok(())
     }
 }
 
-async fn launch<'a>(
-    scenario: &Scenario,
-    say: &'a mut dyn FnMut(String),
-) -> Result<Run<'a>, String> {
+async fn launch<'a>(scenario: &Scenario, say: &'a mut dyn FnMut(String)) -> Result<Run<'a>> {
     say(format!(
         "starting the control plane (function {FUNCTION}, timeout {}s) and the dev server…",
         scenario.timeout.as_secs()
@@ -196,7 +195,7 @@ async fn launch<'a>(
 /// version, that an AUTO_UPGRADE one completes on build-2, that a 50 % ramp sends new
 /// workflows to both builds, and that a rollback sends new ones to build-1 again. Each
 /// check is reported through `say`; the first that fails is the error.
-pub async fn run_published(scenario: &Scenario, say: &mut dyn FnMut(String)) -> Result<(), String> {
+pub async fn run_published(scenario: &Scenario, say: &mut dyn FnMut(String)) -> Result<()> {
     let mut run = launch(scenario, say).await?;
     let one = ran_on("build-1", "1");
     let two = ran_on("build-2", "2");
@@ -241,7 +240,9 @@ pub async fn run_published(scenario: &Scenario, say: &mut dyn FnMut(String)) -> 
         .await?;
     let log = scenario.log_text();
     if log.contains("runs unpublished code") {
-        return Err("a published version's bootstrap warned about unpublished code".into());
+        return Err(Error::Check(
+            "a published version's bootstrap warned about unpublished code".into(),
+        ));
     }
     Ok(())
 }
@@ -265,10 +266,7 @@ pub struct Stranded {
 /// keeps invoking the function. Returns what a user would see: the workflow's status, the
 /// invocations, and the warning the bootstrap logs about unpublished code. An error when
 /// the workflow completed (nothing was stranded) or the bootstrap did not warn.
-pub async fn run_unqualified(
-    scenario: &Scenario,
-    say: &mut dyn FnMut(String),
-) -> Result<Stranded, String> {
+pub async fn run_unqualified(scenario: &Scenario, say: &mut dyn FnMut(String)) -> Result<Stranded> {
     let mut run = launch(scenario, say).await?;
     let arn = function_arn(FUNCTION);
     run.register("build-1", &arn).await?;
@@ -295,15 +293,18 @@ pub async fn run_unqualified(
     let status = run.lp.server.workflow_status("pinned-1").await?;
     let invocations = run.lp.plane.stats(FUNCTION).invokes - before;
     if !status.contains("RUNNING") {
-        return Err(format!(
-            "pinned-1 was not stranded: {status} after {STRANDED_FOR:?}"
+        return Err(Error::workflow(
+            "pinned-1",
+            format!("was not stranded: {status} after {STRANDED_FOR:?}"),
         ));
     }
     let log = scenario.log_text();
     let warning = log
         .lines()
         .find(|l| l.contains("runs unpublished code"))
-        .ok_or("the bootstrap never warned that it runs unpublished code")?
+        .ok_or_else(|| {
+            Error::Check("the bootstrap never warned that it runs unpublished code".into())
+        })?
         .to_owned();
     Ok(Stranded {
         status,

@@ -26,8 +26,8 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use clap::Parser;
 
 use temporal_lambda_local::{
-    AgentRuntimeSpec, FunctionSpec, Outcome, ServerlessLoop, control_plane::agent_runtime_arn,
-    upgrade,
+    AgentRuntimeSpec, Error, FunctionSpec, Outcome, Result, ServerlessLoop,
+    control_plane::agent_runtime_arn, upgrade,
 };
 
 const EXTERNAL_ID: &str = "local-external-id";
@@ -128,18 +128,18 @@ impl Args {
 }
 
 /// `--input`: must be JSON.
-fn json_text(input: &str) -> Result<String, String> {
+fn json_text(input: &str) -> Result<String> {
     serde_json::from_str::<serde_json::Value>(input)
         .map(|_| input.to_owned())
-        .map_err(|e| format!("not JSON ({e})"))
+        .map_err(|e| Error::Usage(format!("not JSON ({e})")))
 }
 
 /// `--env K=V`.
-fn key_value(kv: &str) -> Result<(String, String), String> {
+fn key_value(kv: &str) -> Result<(String, String)> {
     kv.split_once('=')
         .filter(|(k, _)| !k.is_empty())
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| format!("expected KEY=VALUE, not {kv:?}"))
+        .ok_or_else(|| Error::Usage(format!("expected KEY=VALUE, not {kv:?}")))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -162,7 +162,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> Result<(), String> {
+async fn run(args: Args) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -173,7 +173,8 @@ async fn run(args: Args) -> Result<(), String> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let task_root = std::env::temp_dir().join(format!("lambda-local-{}", std::process::id()));
-    std::fs::create_dir_all(&task_root).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&task_root)
+        .map_err(|e| Error::io(format!("creating {}", task_root.display()), e))?;
     let ran = match args.upgrade() {
         Some(which) => run_upgrade(&which, &args, &task_root).await,
         None if args.agentcore => run_agentcore(&args).await,
@@ -185,7 +186,7 @@ async fn run(args: Args) -> Result<(), String> {
 
 /// The loop: the function registered and current, the workflows, then (with `--serve`)
 /// until Ctrl-C.
-async fn run_loop(args: &Args, task_root: &std::path::Path) -> Result<(), String> {
+async fn run_loop(args: &Args, task_root: &std::path::Path) -> Result<()> {
     let (deployment, build_id) = (&args.deployment, &args.build_id);
     let mut spec = FunctionSpec::new(&args.function, &args.bootstrap)
         .env("TEMPORAL_TASK_QUEUE", &args.task_queue);
@@ -241,7 +242,7 @@ fn say_ready(lp: &ServerlessLoop, deployment: &str, build_id: &str) {
 }
 
 /// `--agentcore`: the loop with the bootstrap as an AgentCore Runtime container.
-async fn run_agentcore(args: &Args) -> Result<(), String> {
+async fn run_agentcore(args: &Args) -> Result<()> {
     let (id, deployment, build_id) = (&args.function, &args.deployment, &args.build_id);
     let mut spec = AgentRuntimeSpec::new(id, &args.bootstrap)
         .env("TEMPORAL_TASK_QUEUE", &args.task_queue)
@@ -280,7 +281,7 @@ async fn run_agentcore(args: &Args) -> Result<(), String> {
                 .server
                 .execute_workflow(workflow_type, &args.task_queue, &id, Some(&input))
                 .await
-                .map_err(|e| format!("workflow {id} failed: {e}"))?;
+                .map_err(|e| Error::workflow(&id, format!("failed: {e}")))?;
             let line = result
                 .lines()
                 .find(|l| l.contains("Hello,") || l.trim_start().starts_with("Result "));
@@ -306,7 +307,7 @@ async fn run_agentcore(args: &Args) -> Result<(), String> {
 
 /// Starts `--workflows` workflows one after another, each served by the function, and says
 /// which invocation served it. Returns how many it started.
-async fn run_workflows(args: &Args, lp: &ServerlessLoop) -> Result<usize, String> {
+async fn run_workflows(args: &Args, lp: &ServerlessLoop) -> Result<usize> {
     let Some(workflow_type) = args.workflow_type() else {
         println!(
             "no --workflow-type given: starting no workflow (start yours, or pass \
@@ -320,7 +321,7 @@ async fn run_workflows(args: &Args, lp: &ServerlessLoop) -> Result<usize, String
         let before = plane
             .wait_for(&args.function, wait, |s| s.outstanding == 0)
             .await
-            .map_err(|s| format!("invocations did not end: {s:?}"))?;
+            .map_err(|s| Error::timeout(format!("the invocations to end ({s:?})"), wait))?;
         let id = format!("{}-{}-{i}", args.function, std::process::id());
         let input = args
             .input
@@ -330,7 +331,7 @@ async fn run_workflows(args: &Args, lp: &ServerlessLoop) -> Result<usize, String
         let result = server
             .execute_workflow(workflow_type, &args.task_queue, &id, Some(&input))
             .await
-            .map_err(|e| format!("workflow {id} failed: {e}"))?;
+            .map_err(|e| Error::workflow(&id, format!("failed: {e}")))?;
         let greeting = result
             .lines()
             .find(|l| l.contains("Hello,") || l.trim_start().starts_with("Result "))
@@ -339,7 +340,7 @@ async fn run_workflows(args: &Args, lp: &ServerlessLoop) -> Result<usize, String
         let after = plane
             .wait_for(&args.function, wait, |s| s.outstanding == 0)
             .await
-            .map_err(|s| format!("invocations did not end: {s:?}"))?;
+            .map_err(|s| Error::timeout(format!("the invocations to end ({s:?})"), wait))?;
         println!("workflow {id} completed: {greeting}");
         say_attempts(&after.attempts[before.attempts.len()..], args.timeout);
     }
@@ -393,7 +394,7 @@ impl Args {
 
 /// The ARN the version is registered with: a version published from the function's code
 /// now, as a deploy does, or with `--unpublished` the unqualified ARN.
-async fn version_arn(lp: &ServerlessLoop, args: &Args) -> Result<String, String> {
+async fn version_arn(lp: &ServerlessLoop, args: &Args) -> Result<String> {
     let unqualified = temporal_lambda_local::control_plane::function_arn(&args.function);
     if args.unpublished {
         println!(
@@ -427,7 +428,7 @@ async fn say_if_no_collector() {
 }
 
 /// Runs an upgrade scenario, printing each step and check.
-async fn run_upgrade(which: &Upgrade, args: &Args, dir: &std::path::Path) -> Result<(), String> {
+async fn run_upgrade(which: &Upgrade, args: &Args, dir: &std::path::Path) -> Result<()> {
     let scenario = upgrade::scenario_in(dir, &args.bootstrap, Duration::from_secs(args.timeout));
     let mut say = |line: String| println!("{line}");
     match which {
@@ -460,7 +461,8 @@ mod tests {
 
     use super::*;
 
-    fn parse(a: &[&str]) -> Result<Args, String> {
+    /// Parses `a`; clap's message on failure, which the tests read as a user would.
+    fn parse(a: &[&str]) -> std::result::Result<Args, String> {
         Args::try_parse_from(std::iter::once("lambda-local").chain(a.iter().copied()))
             .map_err(|e| e.to_string())
     }

@@ -28,7 +28,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::{Request, StatusCode};
 
 use super::{ACCOUNT, REGION};
-use crate::{Bootstrap, dev_server::free_port};
+use crate::{Bootstrap, Error, Result, dev_server::free_port};
 
 /// The header that names a runtime session.
 pub const SESSION_HEADER: &str = "x-amzn-bedrock-agentcore-runtime-session-id";
@@ -259,7 +259,7 @@ impl AgentRuntime {
             Err(e) => Err(e),
         };
         let (status, body) = answer.unwrap_or_else(|e| {
-            let error = serde_json::json!({ "message": e }).to_string();
+            let error = serde_json::json!({ "message": e.to_string() }).to_string();
             (StatusCode::INTERNAL_SERVER_ERROR, Bytes::from(error))
         });
         self.stats
@@ -271,7 +271,7 @@ impl AgentRuntime {
     }
 
     /// The port of session `id`'s container, started (and awaited) if the session is new.
-    async fn session_port(&self, id: &str) -> Result<u16, String> {
+    async fn session_port(&self, id: &str) -> Result<u16> {
         if let Some(s) = self.sessions.lock().await.get_mut(id) {
             s.active = Instant::now();
             return Ok(s.port);
@@ -281,16 +281,19 @@ impl AgentRuntime {
         let process = self
             .container(port)
             .and_then(Bootstrap::from_command)
-            .map_err(|e| format!("the container could not start: {e}"))?;
+            .map_err(|e| Error::io("the container could not start", e))?;
         let started = Instant::now();
         let mut process = process;
         while ping(port).await.is_err() {
             if process.exited().is_some() {
-                return Err("the container exited before it answered GET /ping".into());
+                return Err(Error::Invocation(
+                    "the container exited before it answered GET /ping".into(),
+                ));
             }
             if started.elapsed() > STARTUP {
-                return Err(format!(
-                    "the container did not answer GET /ping on its port within {STARTUP:?}"
+                return Err(Error::timeout(
+                    "the container's answer to GET /ping on its port",
+                    STARTUP,
                 ));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -347,7 +350,7 @@ impl AgentRuntime {
             s.sample();
             match ping(s.port).await {
                 Ok(status) => self.saw(s, status),
-                Err(bad) => self.stats.lock().unwrap().bad_pings.push(bad),
+                Err(bad) => self.stats.lock().unwrap().bad_pings.push(bad.to_string()),
             }
             if s.started.elapsed() >= self.spec.max_lifetime {
                 stopped.push((id.clone(), "lifetime"));
@@ -401,46 +404,45 @@ async fn request(
     port: u16,
     req: Request<Full<Bytes>>,
     timeout: Duration,
-) -> Result<(StatusCode, Bytes), String> {
+) -> Result<(StatusCode, Bytes)> {
+    let cut = |e: hyper::Error| Error::Invocation(format!("the container's answer was cut: {e}"));
     let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
-        .map_err(|e| format!("cannot reach the container: {e}"))?;
+        .map_err(|e| Error::io("reaching the container", e))?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(cut)?;
     tokio::spawn(conn);
     let answer = tokio::time::timeout(timeout, sender.send_request(req))
         .await
-        .map_err(|_| format!("the container did not answer within {timeout:?}"))?
-        .map_err(|e| format!("the container's answer was cut: {e}"))?;
+        .map_err(|_| Error::timeout("the container's answer", timeout))?
+        .map_err(cut)?;
     let status = answer.status();
-    let body = answer
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
+    let body = answer.into_body().collect().await.map_err(cut)?.to_bytes();
     Ok((status, body))
 }
 
 /// `GET /ping`: the container's status (`Healthy`, `HealthyBusy`), or what was wrong.
-async fn ping(port: u16) -> Result<String, String> {
+async fn ping(port: u16) -> Result<String> {
     let req = Request::get("/ping")
         .header("host", "localhost")
         .body(Full::default())
         .unwrap();
     let (status, body) = request(port, req, PING_TIMEOUT).await?;
     let text = String::from_utf8_lossy(&body).into_owned();
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|_| text.clone())?;
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
     match value["status"].as_str() {
         Some(s @ ("Healthy" | "HealthyBusy")) if status == StatusCode::OK => Ok(s.to_owned()),
-        _ => Err(format!("{status} {text}")),
+        _ => Err(Error::Unexpected {
+            expected: "200 with `Healthy` or `HealthyBusy` from GET /ping".into(),
+            got: format!("{status} {text}"),
+        }),
     }
 }
 
 /// `POST /invocations` to the container on `port`, in session `session`.
-async fn forward(port: u16, session: &str, body: Bytes) -> Result<(StatusCode, Bytes), String> {
+async fn forward(port: u16, session: &str, body: Bytes) -> Result<(StatusCode, Bytes)> {
     let req = Request::post("/invocations")
         .header("host", "localhost")
         .header("content-type", "application/json")

@@ -19,7 +19,7 @@ use std::{
 
 use bytes::Bytes;
 
-use crate::{Answer, Bootstrap, Outcome, RuntimeApi};
+use crate::{Answer, Bootstrap, Error, Outcome, Result, RuntimeApi};
 
 use super::{ACCOUNT, REGION};
 
@@ -374,7 +374,7 @@ impl Function {
     /// The environments `qualifier` names: none or `$LATEST` → the current code, `N` →
     /// published version N. Lambda's `ResourceNotFoundException` message otherwise (an
     /// unknown or deleted version; aliases are not modelled).
-    pub(super) fn resolve(&self, qualifier: Qualifier) -> Result<Arc<Environments>, String> {
+    pub(super) fn resolve(&self, qualifier: Qualifier) -> Result<Arc<Environments>> {
         let latest = self.latest.lock().unwrap().clone();
         match qualifier {
             None | Some(LATEST) => Ok(latest),
@@ -383,7 +383,9 @@ impl Function {
                 .ok()
                 .and_then(|n| n.checked_sub(1))
                 .and_then(|i| self.versions.lock().unwrap().get(i).cloned().flatten())
-                .ok_or_else(|| format!("Function not found: {}:{q}", latest.spec.arn())),
+                .ok_or_else(|| {
+                    Error::NotFound(format!("Function not found: {}:{q}", latest.spec.arn()))
+                }),
         }
     }
 
@@ -443,10 +445,12 @@ impl Function {
 
     /// `DeleteFunction` with a version as qualifier: its processes stop and it can no
     /// longer be invoked.
-    pub(super) fn delete_version(&self, qualifier: &str) -> Result<(), String> {
+    pub(super) fn delete_version(&self, qualifier: &str) -> Result<()> {
         let env = self.resolve(Some(qualifier))?;
         if env.version == LATEST {
-            return Err("the local control plane deletes published versions only".into());
+            return Err(Error::NotFound(
+                "the local control plane deletes published versions only".into(),
+            ));
         }
         let i: usize = env.version.parse().expect("a published version's number");
         self.versions.lock().unwrap()[i - 1] = None;
@@ -545,7 +549,7 @@ impl Function {
     }
 
     /// The function's stats (`qualifier` `None`), or those of the version it names.
-    pub(super) fn stats(&self, qualifier: Qualifier) -> Result<FunctionStats, String> {
+    pub(super) fn stats(&self, qualifier: Qualifier) -> Result<FunctionStats> {
         let mut stats = FunctionStats::default();
         let version = match qualifier {
             None => {

@@ -84,7 +84,7 @@ fn call(shared: &Shared, req: Request<Incoming>, id: String) -> Result<Call, Box
         Box::new(aws_error(
             StatusCode::NOT_FOUND,
             "ResourceNotFoundException",
-            &e,
+            &e.to_string(),
         ))
     })?;
     Ok(Call {
@@ -138,7 +138,7 @@ fn delete_version(call: &Call) -> Response<Body> {
         Err(e) => aws_error(
             StatusCode::BAD_REQUEST,
             "InvalidParameterValueException",
-            &e,
+            &e.to_string(),
         ),
     }
 }

@@ -46,6 +46,7 @@ use hyper::{Method, Request, Response, StatusCode, body::Incoming};
 use tokio::{net::TcpListener, task::AbortHandle};
 
 use crate::http::{Body, read_body, reply, serve};
+use crate::{Error, Result};
 
 use agent_runtime::AgentRuntime;
 pub use agent_runtime::{
@@ -237,21 +238,24 @@ impl ControlPlane {
         poll_until(timeout, || self.agent_runtime_stats(id), done).await
     }
 
-    fn named(&self, name: &str) -> Result<&Arc<Function>, String> {
+    fn named(&self, name: &str) -> Result<&Arc<Function>> {
         match self.shared.function(name, None) {
             Some((f, None)) => Ok(f),
-            _ => Err(format!("Function not found: {}", function_arn(name))),
+            _ => Err(Error::NotFound(format!(
+                "Function not found: {}",
+                function_arn(name)
+            ))),
         }
     }
 
     /// `PublishVersion`: snapshots the function's current code and configuration as a new
     /// version and returns its number (the last one's when nothing changed since).
-    pub async fn publish_version(&self, name: &str) -> Result<String, String> {
+    pub async fn publish_version(&self, name: &str) -> Result<String> {
         let env = self
             .named(name)?
             .publish()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Error::io(format!("publishing a version of {name}"), e))?;
         Ok(env.version.clone())
     }
 
@@ -262,11 +266,11 @@ impl ControlPlane {
         &self,
         name: &str,
         change: impl FnOnce(&mut FunctionSpec),
-    ) -> Result<(), String> {
+    ) -> Result<()> {
         self.named(name)?
             .update(change)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| Error::io(format!("updating {name}"), e))
     }
 
     /// Polls [`stats`](Self::stats) until `done` holds, or fails after `timeout` with the

@@ -5,32 +5,38 @@
 use std::time::{Duration, Instant};
 
 use super::{DevServer, event_is};
+use crate::{Error, Result};
 
 impl DevServer {
     /// Runs a `temporal` CLI command without blocking the async runtime; stdout on success,
     /// stdout and stderr on failure.
-    pub async fn cli_async(&self, args: &[&str]) -> Result<String, String> {
+    pub async fn cli_async(&self, args: &[&str]) -> Result<String> {
         // A caller that stops waiting (a timeout) ends the CLI process too.
         let out = tokio::process::Command::from(self.command(args))
             .kill_on_drop(true)
             .output()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Error::io(format!("running `temporal {}`", command_of(args)), e))?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         if out.status.success() {
             Ok(stdout)
         } else {
-            Err(stdout + &String::from_utf8_lossy(&out.stderr))
+            Err(Error::Cli {
+                command: command_of(args),
+                output: stdout + &String::from_utf8_lossy(&out.stderr),
+            })
         }
     }
 
     /// [`cli_async`](Self::cli_async) with `-o json` added, its output parsed.
-    pub async fn cli_json(&self, args: &[&str]) -> Result<serde_json::Value, String> {
+    pub async fn cli_json(&self, args: &[&str]) -> Result<serde_json::Value> {
         let mut args = args.to_vec();
         args.extend(["-o", "json"]);
         let out = self.cli_async(&args).await?;
-        serde_json::from_str(&out)
-            .map_err(|e| format!("temporal {}: {e}: {out}", args[..2].join(" ")))
+        serde_json::from_str(&out).map_err(|e| Error::Unexpected {
+            expected: format!("JSON from `temporal {}` ({e})", command_of(&args)),
+            got: out,
+        })
     }
 
     /// Creates deployment `deployment` (if new) and its version `build_id` backed by the
@@ -43,7 +49,7 @@ impl DevServer {
         function_arn: &str,
         role_arn: &str,
         external_id: &str,
-    ) -> Result<(), String> {
+    ) -> Result<()> {
         let compute = [
             "lambda-function-arn",
             function_arn,
@@ -65,7 +71,7 @@ impl DevServer {
         endpoint_arn: &str,
         role_arn: &str,
         external_id: &str,
-    ) -> Result<(), String> {
+    ) -> Result<()> {
         let compute = [
             "agentcore-endpoint-arn",
             endpoint_arn,
@@ -84,11 +90,11 @@ impl DevServer {
         deployment: &str,
         build_id: &str,
         compute: &[&str],
-    ) -> Result<(), String> {
+    ) -> Result<()> {
         if let Err(e) = self
             .cli_throttled(&["worker", "deployment", "create", "--name", deployment])
             .await
-            && !e.contains("already exists")
+            && !e.already_exists()
         {
             return Err(e);
         }
@@ -112,11 +118,11 @@ impl DevServer {
     /// A deployment change with the CLI, tried again while the server throttles the
     /// deployment's changes ("too many requests issued to Worker Deployment …. Please try
     /// again later", as a deploy script would), for up to [`THROTTLED_FOR`].
-    async fn cli_throttled(&self, args: &[&str]) -> Result<String, String> {
+    async fn cli_throttled(&self, args: &[&str]) -> Result<String> {
         let start = Instant::now();
         loop {
             match self.cli_async(args).await {
-                Err(e) if e.contains("try again later") && start.elapsed() < THROTTLED_FOR => {
+                Err(e) if e.is_throttled() && start.elapsed() < THROTTLED_FOR => {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
                 other => return other,
@@ -130,7 +136,7 @@ impl DevServer {
         deployment: &str,
         build_id: &str,
         wait: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<()> {
         let start = Instant::now();
         loop {
             let r = self
@@ -154,12 +160,7 @@ impl DevServer {
     }
 
     /// Starts a `HelloWorkflow` with the CLI and returns once the server accepted it.
-    pub async fn start_hello(
-        &self,
-        task_queue: &str,
-        workflow_id: &str,
-        name: &str,
-    ) -> Result<(), String> {
+    pub async fn start_hello(&self, task_queue: &str, workflow_id: &str, name: &str) -> Result<()> {
         self.hello("start", task_queue, workflow_id, name)
             .await
             .map(drop)
@@ -171,7 +172,7 @@ impl DevServer {
         task_queue: &str,
         workflow_id: &str,
         name: &str,
-    ) -> Result<String, String> {
+    ) -> Result<String> {
         self.hello("execute", task_queue, workflow_id, name).await
     }
 
@@ -181,7 +182,7 @@ impl DevServer {
         task_queue: &str,
         workflow_id: &str,
         name: &str,
-    ) -> Result<String, String> {
+    ) -> Result<String> {
         let input = format!("\"{name}\"");
         self.workflow(verb, "HelloWorkflow", task_queue, workflow_id, Some(&input))
             .await
@@ -195,7 +196,7 @@ impl DevServer {
         task_queue: &str,
         workflow_id: &str,
         input: Option<&str>,
-    ) -> Result<String, String> {
+    ) -> Result<String> {
         self.workflow("execute", workflow_type, task_queue, workflow_id, input)
             .await
     }
@@ -207,7 +208,7 @@ impl DevServer {
         task_queue: &str,
         workflow_id: &str,
         input: Option<&str>,
-    ) -> Result<String, String> {
+    ) -> Result<String> {
         let mut args = vec![
             "workflow",
             verb,
@@ -234,7 +235,7 @@ impl DevServer {
         task_queue: &str,
         workflow_id: &str,
         input: Option<&str>,
-    ) -> Result<(), String> {
+    ) -> Result<()> {
         self.workflow("start", workflow_type, task_queue, workflow_id, input)
             .await
             .map(drop)
@@ -242,7 +243,7 @@ impl DevServer {
 
     /// Waits for the result of `workflow_id` (`temporal workflow result -o json`): the
     /// workflow's return value.
-    pub async fn workflow_result(&self, workflow_id: &str) -> Result<serde_json::Value, String> {
+    pub async fn workflow_result(&self, workflow_id: &str) -> Result<serde_json::Value> {
         let v = self
             .cli_json(&["workflow", "result", "--workflow-id", workflow_id])
             .await?;
@@ -250,13 +251,16 @@ impl DevServer {
             .as_str()
             .is_some_and(|s| !s.contains("COMPLETED"))
         {
-            return Err(format!("workflow {workflow_id} did not complete: {v}"));
+            return Err(Error::workflow(
+                workflow_id,
+                format!("did not complete: {v}"),
+            ));
         }
         Ok(v["result"].clone())
     }
 
     /// Sends `signal` (no input) to `workflow_id`.
-    pub async fn signal(&self, workflow_id: &str, signal: &str) -> Result<(), String> {
+    pub async fn signal(&self, workflow_id: &str, signal: &str) -> Result<()> {
         self.cli_async(&[
             "workflow",
             "signal",
@@ -271,7 +275,7 @@ impl DevServer {
 
     /// Overrides the versioning behaviour of `workflow_id` to AUTO_UPGRADE (`temporal
     /// workflow update-options`): its next workflow task goes to the current version.
-    pub async fn set_auto_upgrade(&self, workflow_id: &str) -> Result<(), String> {
+    pub async fn set_auto_upgrade(&self, workflow_id: &str) -> Result<()> {
         self.cli_async(&[
             "workflow",
             "update-options",
@@ -290,7 +294,7 @@ impl DevServer {
         deployment: &str,
         build_id: &str,
         percentage: f32,
-    ) -> Result<(), String> {
+    ) -> Result<()> {
         self.cli_async(&[
             "worker",
             "deployment",
@@ -308,11 +312,7 @@ impl DevServer {
     }
 
     /// Waits until `workflow_id` has completed a workflow task (it runs and waits now).
-    pub async fn wait_first_task(
-        &self,
-        workflow_id: &str,
-        timeout: Duration,
-    ) -> Result<(), String> {
+    pub async fn wait_first_task(&self, workflow_id: &str, timeout: Duration) -> Result<()> {
         let until = Instant::now() + timeout;
         loop {
             let history = self.history(workflow_id).await?;
@@ -325,8 +325,9 @@ impl DevServer {
                 return Ok(());
             }
             if Instant::now() > until {
-                return Err(format!(
-                    "no workflow task of {workflow_id} completed within {timeout:?}"
+                return Err(Error::timeout(
+                    format!("a completed workflow task of {workflow_id}"),
+                    timeout,
                 ));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -336,11 +337,7 @@ impl DevServer {
     /// How long `workflow_id`'s first workflow task waited for a worker: from its
     /// `WorkflowTaskScheduled` to its `WorkflowTaskStarted` (the server's event times).
     /// Waits up to `timeout` for the task to start.
-    pub async fn first_task_wait(
-        &self,
-        workflow_id: &str,
-        timeout: Duration,
-    ) -> Result<Duration, String> {
+    pub async fn first_task_wait(&self, workflow_id: &str, timeout: Duration) -> Result<Duration> {
         let until = Instant::now() + timeout;
         loop {
             let history = self.history(workflow_id).await?;
@@ -360,8 +357,9 @@ impl DevServer {
                 return Ok(Duration::from_secs_f64((started - scheduled).max(0.0)));
             }
             if Instant::now() > until {
-                return Err(format!(
-                    "the first workflow task of {workflow_id} did not start within {timeout:?}"
+                return Err(Error::timeout(
+                    format!("the first workflow task of {workflow_id} to start"),
+                    timeout,
                 ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -369,37 +367,43 @@ impl DevServer {
     }
 
     /// How many workflows match `query` (`temporal workflow count`).
-    pub async fn count_workflows(&self, query: &str) -> Result<usize, String> {
+    pub async fn count_workflows(&self, query: &str) -> Result<usize> {
         let out = self
             .cli_async(&["workflow", "count", "--query", query])
             .await?;
         out.split_whitespace()
             .find_map(|w| w.parse().ok())
-            .ok_or_else(|| format!("no count in {out:?}"))
+            .ok_or_else(|| Error::Unexpected {
+                expected: "a count from `temporal workflow count`".into(),
+                got: out,
+            })
     }
 
     /// Every workflow matching `query`, as `temporal workflow list -o json` prints it
     /// (`execution.workflowId`, `status`, `startTime`, `closeTime`, …).
-    pub async fn list_workflows(&self, query: &str) -> Result<Vec<serde_json::Value>, String> {
+    pub async fn list_workflows(&self, query: &str) -> Result<Vec<serde_json::Value>> {
         match self
             .cli_json(&["workflow", "list", "--query", query, "--limit", "100000"])
             .await?
         {
             serde_json::Value::Array(workflows) => Ok(workflows),
-            other => Err(format!("workflow list: not a list: {other}")),
+            other => Err(Error::Unexpected {
+                expected: "a list from `temporal workflow list`".into(),
+                got: other.to_string(),
+            }),
         }
     }
 
     /// The history of `workflow_id`, as `temporal workflow show -o json` prints it
     /// (`events[]`).
-    pub async fn history(&self, workflow_id: &str) -> Result<serde_json::Value, String> {
+    pub async fn history(&self, workflow_id: &str) -> Result<serde_json::Value> {
         self.cli_json(&["workflow", "show", "--workflow-id", workflow_id])
             .await
     }
 
     /// The status of `workflow_id` (`temporal workflow describe`), such as
     /// `WORKFLOW_EXECUTION_STATUS_RUNNING`.
-    pub async fn workflow_status(&self, workflow_id: &str) -> Result<String, String> {
+    pub async fn workflow_status(&self, workflow_id: &str) -> Result<String> {
         let v = self
             .cli_json(&["workflow", "describe", "--workflow-id", workflow_id])
             .await?;
@@ -415,7 +419,7 @@ impl DevServer {
         &self,
         deployment: &str,
         build_id: &str,
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<Vec<String>> {
         let v = self
             .cli_json(&[
                 "worker",
@@ -439,7 +443,7 @@ impl DevServer {
         api: &crate::RuntimeApi,
         deployment: &str,
         build_id: &str,
-    ) -> Result<(), String> {
+    ) -> Result<()> {
         let (answer, set) = tokio::join!(
             api.invoke(b"", Duration::from_secs(12)),
             self.set_current_version(deployment, build_id, Duration::from_secs(10))
@@ -447,7 +451,9 @@ impl DevServer {
         set?;
         match answer.outcome {
             crate::Outcome::Response(_) => Ok(()),
-            other => Err(format!("the registering invocation failed: {other:?}")),
+            other => Err(Error::Invocation(format!(
+                "the registering invocation failed: {other:?}"
+            ))),
         }
     }
 }
@@ -478,6 +484,11 @@ fn collect_task_queue_names(v: &serde_json::Value, out: &mut Vec<String>) {
         }
         _ => {}
     }
+}
+
+/// A CLI command's first two words (`workflow start`), which name it in errors.
+fn command_of(args: &[&str]) -> String {
+    args[..args.len().min(2)].join(" ")
 }
 
 /// How long a throttled deployment change is tried again.
