@@ -86,7 +86,7 @@ fn runtime(container: &str, tq: &str, log: &std::path::Path) -> AgentRuntimeSpec
 async fn sessions_ended(lp: &ServerlessLoop) -> AgentRuntimeStats {
     lp.plane
         .wait_for_agent_runtime(&lp.function, Duration::from_secs(300), |s| {
-            s.ended.len() == s.sessions_started
+            s.sessions.len() == s.sessions_started
         })
         .await
         .unwrap_or_else(|s| panic!("sessions still running: {s:?}"))

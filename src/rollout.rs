@@ -136,8 +136,9 @@ where
     let mut held = false;
     let mut unknown_looks = 0;
     let mut failed_looks = 0;
-    // Until the first look answers: under load it can take longer than the idle window,
-    // and a version being created must not lose its worker meanwhile.
+    // Held from here until this returns, which is the one place that lets it go: the
+    // first look can take longer than the idle window under load, and a version being
+    // created must not lose its worker meanwhile.
     tasks.hold_idle_exit();
     loop {
         let look = describe().await;
@@ -152,7 +153,6 @@ where
             // the version, and a worker's first poll creates one it does not know.
             Ok(None) if unknown_looks < UNKNOWN_LOOKS => {
                 unknown_looks += 1;
-                tasks.hold_idle_exit();
                 None
             }
             Ok(None) => Some(Hold::None),
@@ -162,7 +162,6 @@ where
                     why = failed.why,
                     "this worker's version could not be read yet"
                 );
-                tasks.hold_idle_exit();
                 None
             }
             Err(failed) => {
@@ -195,7 +194,6 @@ where
                 }
             );
             held = true;
-            tasks.hold_idle_exit();
         }
         tokio::time::sleep(wait).await;
     }

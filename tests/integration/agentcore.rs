@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use temporal_lambda_local::{
-    AgentRuntimeSpec, Bootstrap, DevServer, ServerlessLoop, control_plane::agent_runtime_arn,
+    AgentRuntimeSpec, Bootstrap, DevServer, ServerlessLoop,
+    control_plane::{SessionEnd, agent_runtime_arn},
     dev_server::free_port,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -189,7 +190,7 @@ async fn the_worker_controller_invokes_the_agent_runtime_and_its_sessions_serve_
     let all_ended = async |more_than: usize| {
         lp.plane
             .wait_for_agent_runtime(id, Duration::from_secs(30), |s| {
-                s.sessions_started > more_than && s.ended.len() == s.sessions_started
+                s.sessions_started > more_than && s.sessions.len() == s.sessions_started
             })
             .await
             .unwrap_or_else(|s| panic!("sessions still running: {s:?}\n{}", read(&log)))
@@ -214,7 +215,10 @@ async fn the_worker_controller_invokes_the_agent_runtime_and_its_sessions_serve_
             "answered at once: {body}"
         );
     }
-    assert!(stats.ended.iter().all(|why| why == "idle"), "{stats:?}");
+    assert!(
+        stats.sessions.iter().all(|s| s.ended == SessionEnd::Idle),
+        "{stats:?}"
+    );
     assert!(stats.bad_pings.is_empty(), "{stats:?}");
     // Each session: HealthyBusy while it polls, then Healthy.
     assert_eq!(

@@ -97,12 +97,7 @@ impl Bootstrap {
             .env("LANG", "en_US.UTF-8")
             .current_dir(task_root)
             .stdin(Stdio::null());
-        if let Some(log) = log {
-            let file = std::fs::File::create(log)?;
-            cmd.stdout(file.try_clone()?).stderr(file);
-        } else if std::env::var_os("TLW_QUIET_BOOTSTRAP").is_some() {
-            cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        }
+        output_to(&mut cmd, log.map(std::fs::File::create).transpose()?)?;
         for (k, v) in extra {
             cmd.env(k, v);
         }
@@ -160,6 +155,17 @@ impl Drop for Bootstrap {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends `cmd`'s stdout and stderr to `log` when given; else nowhere when
+/// `TLW_QUIET_BOOTSTRAP` is set (the test command's quiet runs); else where the caller's go.
+pub(crate) fn output_to(cmd: &mut Command, log: Option<std::fs::File>) -> std::io::Result<()> {
+    if let Some(file) = log {
+        cmd.stdout(file.try_clone()?).stderr(file);
+    } else if std::env::var_os("TLW_QUIET_BOOTSTRAP").is_some() {
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

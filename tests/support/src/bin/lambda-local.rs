@@ -295,8 +295,8 @@ async fn run_agentcore(args: &Args) -> Result<()> {
          {} stopped ({:?}); /ping went {:?}",
         stats.invokes,
         stats.sessions_started,
-        stats.ended.len(),
-        stats.ended,
+        stats.sessions.len(),
+        stats.sessions.iter().map(|s| s.ended).collect::<Vec<_>>(),
         stats.pings
     );
     if args.serve {

@@ -139,9 +139,6 @@ pub struct AgentRuntimeStats {
     /// Each invocation's answer: the container's status and body, or the control plane's
     /// error.
     pub answers: Vec<(u16, String)>,
-    /// Sessions that ended, and why: `idle` (Healthy for the idle session timeout),
-    /// `lifetime`, `exited` (the process exited by itself).
-    pub ended: Vec<String>,
     /// The `/ping` statuses the sessions went through, in order, each change once per
     /// session (`Healthy`, `HealthyBusy`).
     pub pings: Vec<String>,
@@ -150,14 +147,28 @@ pub struct AgentRuntimeStats {
     /// When each invocation arrived (wall clock: comparable with the server's history
     /// events).
     pub invoked_at: Vec<std::time::SystemTime>,
-    /// What each ended session used, in the order they ended.
+    /// Each ended session, in the order they ended: why, and what it used.
     pub sessions: Vec<SessionRecord>,
+}
+
+/// Why a session ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// It said `Healthy` for the runtime's idle session timeout, and was stopped.
+    #[default]
+    Idle,
+    /// It reached the runtime's maximum lifetime, and was stopped.
+    Lifetime,
+    /// Its process exited by itself.
+    Exited,
 }
 
 /// What one session's container used, from `/proc` every 100 ms, as AgentCore bills it:
 /// CPU while used, memory for the session's whole life.
 #[derive(Clone, Debug, Default)]
 pub struct SessionRecord {
+    /// Why it ended.
+    pub ended: SessionEnd,
     /// From the invocation that started it to its stop (the process's end).
     pub life: Duration,
     /// How long its `/ping` said `HealthyBusy`.
@@ -323,15 +334,14 @@ impl AgentRuntime {
             .env("AWS_DEFAULT_REGION", REGION)
             .env("HOME", std::env::temp_dir())
             .stdin(Stdio::null());
-        if let Some(log) = &self.spec.log {
-            let file = std::fs::OpenOptions::new()
+        // Appended: every session's container writes to the one log.
+        let append = |log| {
+            std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(log)?;
-            cmd.stdout(file.try_clone()?).stderr(file);
-        } else if std::env::var_os("TLW_QUIET_BOOTSTRAP").is_some() {
-            cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        }
+                .open(log)
+        };
+        crate::bootstrap::output_to(&mut cmd, self.spec.log.as_ref().map(append).transpose()?)?;
         for (k, v) in &self.spec.env {
             cmd.env(k, v);
         }
@@ -344,7 +354,7 @@ impl AgentRuntime {
         let mut stopped = Vec::new();
         for (id, s) in sessions.iter_mut() {
             if s.process.exited().is_some() {
-                stopped.push((id.clone(), "exited"));
+                stopped.push((id.clone(), SessionEnd::Exited));
                 continue;
             }
             s.sample();
@@ -353,9 +363,9 @@ impl AgentRuntime {
                 Err(bad) => self.stats.lock().unwrap().bad_pings.push(bad.to_string()),
             }
             if s.started.elapsed() >= self.spec.max_lifetime {
-                stopped.push((id.clone(), "lifetime"));
+                stopped.push((id.clone(), SessionEnd::Lifetime));
             } else if s.active.elapsed() >= self.spec.idle_session_timeout {
-                stopped.push((id.clone(), "idle"));
+                stopped.push((id.clone(), SessionEnd::Idle));
             }
         }
         for (id, why) in stopped {
@@ -364,12 +374,9 @@ impl AgentRuntime {
             };
             s.sample();
             s.record.life = s.started.elapsed();
-            {
-                let mut stats = self.stats.lock().unwrap();
-                stats.ended.push(why.into());
-                stats.sessions.push(s.record.clone());
-            }
-            if why != "exited" {
+            s.record.ended = why;
+            self.stats.lock().unwrap().sessions.push(s.record.clone());
+            if why != SessionEnd::Exited {
                 let _ = s.process.signal("TERM");
                 tokio::task::spawn_blocking(move || {
                     s.process.wait_exit(STOP_GRACE);

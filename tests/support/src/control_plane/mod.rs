@@ -50,7 +50,8 @@ use crate::{Error, Result};
 
 use agent_runtime::AgentRuntime;
 pub use agent_runtime::{
-    AgentRuntimeSpec, AgentRuntimeStats, agent_runtime_arn, runtime_endpoint_arn,
+    AgentRuntimeSpec, AgentRuntimeStats, SessionEnd, SessionRecord, agent_runtime_arn,
+    runtime_endpoint_arn,
 };
 use aws::{assume_role, aws_error, form_value, xml};
 use function::Function;
