@@ -134,8 +134,7 @@ where
 {
     // Held for a rollout (logged), or only while the server does not know the version.
     let mut held = false;
-    let mut unknown_looks = 0;
-    let mut failed_looks = 0;
+    let mut looks = Looks::default();
     // Held from here until this returns, which is the one place that lets it go: the
     // first look can take longer than the idle window under load, and a version being
     // created must not lose its worker meanwhile.
@@ -143,35 +142,7 @@ where
     loop {
         let look = describe().await;
         let known = matches!(look, Ok(Some(_)));
-        let hold = match look {
-            Ok(Some(version)) => {
-                let hold = Hold::of(&version, now());
-                tracing::debug!(?version, ?hold, "looked at this worker's version");
-                Some(hold)
-            }
-            // Not created yet: `create-version` invokes the function before it commits
-            // the version, and a worker's first poll creates one it does not know.
-            Ok(None) if unknown_looks < UNKNOWN_LOOKS => {
-                unknown_looks += 1;
-                None
-            }
-            Ok(None) => Some(Hold::None),
-            Err(failed) if failed.transient && failed_looks < TRANSIENT_LOOKS => {
-                failed_looks += 1;
-                tracing::debug!(
-                    why = failed.why,
-                    "this worker's version could not be read yet"
-                );
-                None
-            }
-            Err(failed) => {
-                tracing::debug!(
-                    why = failed.why,
-                    "cannot read this worker's version: no rollout hold"
-                );
-                Some(Hold::None)
-            }
-        };
+        let hold = looks.hold(look, now());
         let wait = match hold {
             None => RECHECK,
             Some(Hold::None) => {
@@ -196,6 +167,54 @@ where
             held = true;
         }
         tokio::time::sleep(wait).await;
+    }
+}
+
+/// The looks so far that found no version, or failed for a while.
+#[derive(Default)]
+struct Looks {
+    unknown: u32,
+    failed: u32,
+}
+
+impl Looks {
+    /// What `look` (at `now`) says: the version's [`Hold`], or `None` to look again after
+    /// [`RECHECK`] (the version is not created yet, or a look failed for a while: a few
+    /// times each).
+    fn hold(
+        &mut self,
+        look: Result<Option<VersionView>, LookFailed>,
+        now: SystemTime,
+    ) -> Option<Hold> {
+        match look {
+            Ok(Some(version)) => {
+                let hold = Hold::of(&version, now);
+                tracing::debug!(?version, ?hold, "looked at this worker's version");
+                Some(hold)
+            }
+            // Not created yet: `create-version` invokes the function before it commits
+            // the version, and a worker's first poll creates one it does not know.
+            Ok(None) if self.unknown < UNKNOWN_LOOKS => {
+                self.unknown += 1;
+                None
+            }
+            Ok(None) => Some(Hold::None),
+            Err(failed) if failed.transient && self.failed < TRANSIENT_LOOKS => {
+                self.failed += 1;
+                tracing::debug!(
+                    why = failed.why,
+                    "this worker's version could not be read yet"
+                );
+                None
+            }
+            Err(failed) => {
+                tracing::debug!(
+                    why = failed.why,
+                    "cannot read this worker's version: no rollout hold"
+                );
+                Some(Hold::None)
+            }
+        }
     }
 }
 

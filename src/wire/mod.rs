@@ -444,20 +444,8 @@ impl Wire {
     /// Closes the session's polls before the SDK's shutdown (see the module docs).
     pub(crate) async fn close(&self) {
         let began = Instant::now();
-        let (sticky, limit) = {
-            let mut s = self.lock();
-            s.phase = Phase::Closing { sticky_open: true };
-            // An activity in flight gets the SDK's graceful shutdown timeout from when the
-            // SDK's shutdown begins: closing must not push its end past the drain's.
-            let busy = s.handed.values().any(|k| *k == TaskKind::Activity);
-            let limit = if busy { CLOSE_LIMIT_BUSY } else { CLOSE_LIMIT };
-            (
-                s.worker.as_ref().and_then(|w| w.sticky_queue.clone()),
-                limit,
-            )
-        };
+        let (sticky, limit) = self.begin_closing();
         let left = || limit.saturating_sub(began.elapsed());
-        self.changed.notify_waiters();
         let (mut sticky_drained, mut server_backlog) = (true, None);
         if sticky.is_some() {
             (sticky_drained, server_backlog) =
@@ -466,20 +454,7 @@ impl Wire {
         self.lock().phase = Phase::Closing { sticky_open: false };
         self.changed.notify_waiters();
         let drained = began.elapsed();
-        self.shutdown_worker(left()).await;
-        // The unloaded sticky queue's polls come back at once (empty, or with a task
-        // matched as it was unloaded). One still out reached the server after the unload
-        // (sent before closing, on a busy worker thread) and loaded the queue again, so
-        // that the worker's next tasks would be queued there: unloaded once more.
-        let mut unloads = 1;
-        let sticky_back = |s: &State| s.polls.values().all(|p| p.kind != PollKind::Sticky);
-        if sticky.is_some()
-            && !self.wait_for(STICKY_BACK.min(left()), sticky_back).await
-            && !left().is_zero()
-        {
-            self.shutdown_worker(left()).await;
-            unloads += 1;
-        }
+        let unloads = self.unload(sticky.is_some(), left).await;
         // With `worker_poll_complete_on_shutdown` the server ends every poll. Their tasks
         // reach the worker while it still runs.
         let graceful = self.graceful_polls() == Some(true);
@@ -503,6 +478,38 @@ impl Wire {
             handed_out = s.handed.len(),
             "the wire closed the worker's polls"
         );
+    }
+
+    /// Holds new polls (the sticky queue's go on) and says which sticky queue the worker
+    /// has, and how long closing may take: [`CLOSE_LIMIT_BUSY`] with an activity in flight,
+    /// which gets the SDK's graceful shutdown timeout from when the SDK's shutdown begins
+    /// (closing must not push its end past the drain's), else [`CLOSE_LIMIT`].
+    fn begin_closing(&self) -> (Option<String>, Duration) {
+        let mut s = self.lock();
+        s.phase = Phase::Closing { sticky_open: true };
+        let busy = s.handed.values().any(|k| *k == TaskKind::Activity);
+        let limit = if busy { CLOSE_LIMIT_BUSY } else { CLOSE_LIMIT };
+        let sticky = s.worker.as_ref().and_then(|w| w.sticky_queue.clone());
+        drop(s);
+        self.changed.notify_waiters();
+        (sticky, limit)
+    }
+
+    /// `ShutdownWorker`, within what `left` says is left of closing; how many were sent.
+    ///
+    /// The unloaded sticky queue's polls come back at once (empty, or with a task matched
+    /// as it was unloaded). One still out reached the server after the unload (sent before
+    /// closing, on a busy worker thread) and loaded the queue again, so that the worker's
+    /// next tasks would be queued there: unloaded once more.
+    async fn unload(&self, sticky: bool, left: impl Fn() -> Duration) -> u32 {
+        self.shutdown_worker(left()).await;
+        let sticky_back = |s: &State| s.polls.values().all(|p| p.kind != PollKind::Sticky);
+        if sticky && !self.wait_for(STICKY_BACK.min(left()), sticky_back).await && !left().is_zero()
+        {
+            self.shutdown_worker(left()).await;
+            return 2;
+        }
+        1
     }
 
     /// Keeps the sticky queue's polls going until the queue is drained or `until`: until a

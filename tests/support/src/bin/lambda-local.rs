@@ -26,7 +26,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use clap::Parser;
 
 use temporal_lambda_local::{
-    AgentRuntimeSpec, Error, FunctionSpec, Outcome, Result, ServerlessLoop,
+    AgentRuntimeSpec, DevServer, Error, FunctionSpec, Outcome, Result, ServerlessLoop,
     control_plane::agent_runtime_arn, upgrade,
 };
 
@@ -271,21 +271,10 @@ async fn run_agentcore(args: &Args) -> Result<()> {
     let mut started = 0;
     if let Some(workflow_type) = args.workflow_type() {
         for i in 1..=args.workflows {
-            let id = format!("{}-{}-{i}", args.function, std::process::id());
-            let input = args
-                .input
-                .clone()
-                .unwrap_or_else(|| format!("\"Temporal #{i}\""));
+            let id = workflow_id(args, i);
             println!("starting workflow {id} ({workflow_type})…");
-            let result = lp
-                .server
-                .execute_workflow(workflow_type, &args.task_queue, &id, Some(&input))
-                .await
-                .map_err(|e| Error::workflow(&id, format!("failed: {e}")))?;
-            let line = result
-                .lines()
-                .find(|l| l.contains("Hello,") || l.trim_start().starts_with("Result "));
-            println!("workflow {id} completed: {}", line.unwrap_or("").trim());
+            let line = execute(args, &lp.server, workflow_type, i).await?;
+            println!("workflow {id} completed: {line}");
             started += 1;
         }
     }
@@ -322,21 +311,9 @@ async fn run_workflows(args: &Args, lp: &ServerlessLoop) -> Result<usize> {
             .wait_for(&args.function, wait, |s| s.outstanding == 0)
             .await
             .map_err(|s| Error::timeout(format!("the invocations to end ({s:?})"), wait))?;
-        let id = format!("{}-{}-{i}", args.function, std::process::id());
-        let input = args
-            .input
-            .clone()
-            .unwrap_or_else(|| format!("\"Temporal #{i}\""));
+        let id = workflow_id(args, i);
         println!("starting workflow {id} ({workflow_type}) while no worker polls…");
-        let result = server
-            .execute_workflow(workflow_type, &args.task_queue, &id, Some(&input))
-            .await
-            .map_err(|e| Error::workflow(&id, format!("failed: {e}")))?;
-        let greeting = result
-            .lines()
-            .find(|l| l.contains("Hello,") || l.trim_start().starts_with("Result "))
-            .unwrap_or("")
-            .trim();
+        let greeting = execute(args, server, workflow_type, i).await?;
         let after = plane
             .wait_for(&args.function, wait, |s| s.outstanding == 0)
             .await
@@ -345,6 +322,31 @@ async fn run_workflows(args: &Args, lp: &ServerlessLoop) -> Result<usize> {
         say_attempts(&after.attempts[before.attempts.len()..], args.timeout);
     }
     Ok(args.workflows)
+}
+
+/// The id of the `i`th workflow this run starts.
+fn workflow_id(args: &Args, i: usize) -> String {
+    format!("{}-{}-{i}", args.function, std::process::id())
+}
+
+/// Runs the `i`th workflow (`--input`, else `"Temporal #i"`) to its end; its result line
+/// (a greeting, or the CLI's `Result` line).
+async fn execute(args: &Args, server: &DevServer, workflow_type: &str, i: usize) -> Result<String> {
+    let id = workflow_id(args, i);
+    let input = args
+        .input
+        .clone()
+        .unwrap_or_else(|| format!("\"Temporal #{i}\""));
+    let result = server
+        .execute_workflow(workflow_type, &args.task_queue, &id, Some(&input))
+        .await
+        .map_err(|e| Error::workflow(&id, format!("failed: {e}")))?;
+    Ok(result
+        .lines()
+        .find(|l| l.contains("Hello,") || l.trim_start().starts_with("Result "))
+        .unwrap_or("")
+        .trim()
+        .to_owned())
 }
 
 /// One line per invocation attempt.
