@@ -29,10 +29,6 @@ pub struct SessionConfig {
     /// The session's task activity (read it for the counts and the idle time); its
     /// interceptors are already registered on `worker`, so a real worker reports to it.
     pub tasks: TaskActivity,
-    /// When the session stops polling at the latest: its shutdown moment (the deadline
-    /// less the shutdown deadline buffer); `None` without a deadline. The Temporal backend
-    /// asks the server to answer every poll by then, so that none is cut at the end.
-    pub stop_at: Option<tokio::time::Instant>,
 }
 
 /// Shows what the session runs, never a secret (the connection's target and whether an
@@ -45,7 +41,6 @@ impl std::fmt::Debug for SessionConfig {
             .field("namespace", &self.client.namespace)
             .field("task_queue", &self.worker.task_queue)
             .field("metrics", &self.metrics.is_some())
-            .field("stop_at", &self.stop_at)
             .finish_non_exhaustive()
     }
 }

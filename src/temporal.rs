@@ -235,8 +235,6 @@ struct StartedWorker {
     target: String,
     /// The worker's version, for the rollout hold.
     version: VersionOf,
-    /// When the session stops polling at the latest ([`SessionConfig::stop_at`]).
-    stop_at: Option<tokio::time::Instant>,
 }
 
 /// Which version a session's worker polls as, and the task activity its rollout hold
@@ -297,7 +295,6 @@ async fn start_worker(
     })?;
     let key = fingerprint(&session.connection);
     let version = VersionOf::of(&session);
-    let stop_at = session.stop_at;
     let connecting = Instant::now();
     let (cached, lease) = host.connections.borrow_mut().take(key);
     let (connection, reused) = match cached {
@@ -325,7 +322,6 @@ async fn start_worker(
             },
             target,
             version,
-            stop_at,
         }),
         Err(e) => {
             // The options were refused, not the connection: keep it.
@@ -346,10 +342,9 @@ async fn run_worker(host: Rc<Host>, started: StartedWorker, reply: Reply) {
         timings,
         target,
         version,
-        stop_at,
     } = started;
     let Wired { connection, wire } = connection;
-    let done = hand_over(&worker, wire.as_ref(), reused, timings, stop_at, reply);
+    let done = hand_over(&worker, wire.as_ref(), reused, timings, reply);
     let instance = worker.worker_instance_key();
     let hold = tokio::task::spawn_local(hold_while_rolled_out(
         host.clone(),
@@ -387,12 +382,11 @@ fn hand_over(
     wire: Option<&Arc<Wire>>,
     reused: bool,
     timings: StartTimings,
-    stop_at: Option<tokio::time::Instant>,
     reply: Reply,
 ) -> Done {
     let (done_tx, done_rx) = oneshot::channel::<Result<(), LambdaWorkerError>>();
     if let Some(wire) = wire {
-        wire.begin(stop_at);
+        wire.begin();
     }
     let running = RunningWorker {
         shutdown: shutdown(worker.shutdown_handle(), wire.cloned()),
@@ -726,7 +720,6 @@ mod tests {
             worker: config.worker,
             metrics: None,
             tasks: TaskActivity::default(),
-            stop_at: None,
         };
         let e = TemporalBackend::new().start(session).await.unwrap_err();
         assert_eq!(e.error_type(), crate::error_type::NOTHING_REGISTERED);

@@ -188,7 +188,6 @@ impl Plan {
                 worker: config.worker,
                 metrics: config.metrics,
                 tasks: tasks.clone(),
-                stop_at: timeline.shutdown_at().instant(),
             },
             tasks,
         })

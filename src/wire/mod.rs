@@ -20,17 +20,14 @@
 //!   sticky queue nobody polls.
 //! - **Released** ([`Wire::release`], right after the SDK's shutdown began): held polls
 //!   come back empty.
-//! - **Finished** ([`Wire::finish`], once the worker stopped): polls the server answers
-//!   within a second by their lease ([`lease`]: a poll of the normal queue asks to be
-//!   answered by the session's shutdown moment) are awaited, polls still outstanding are
-//!   dropped, and every task handed out and not answered is handed back.
+//! - **Finished** ([`Wire::finish`], once the worker stopped): polls still outstanding are
+//!   dropped and every task handed out and not answered is handed back.
 //!
 //! The wire sends no compressed messages (the client's gzip is off with an override) unless
 //! the connection asks for gzip, and reads a gzipped answer in any case.
 //! Secrets in the headers (the API key) pass through untouched and are never logged.
 
 mod codec;
-mod lease;
 mod proto;
 pub(crate) mod upstream;
 
@@ -78,13 +75,6 @@ const CLOSE_LIMIT_BUSY: Duration = Duration::from_millis(300);
 /// How long the end of a session (its hand-backs) takes at most: the session's answer
 /// waits for it, within its drain.
 const FINISH_LIMIT: Duration = Duration::from_millis(500);
-/// How long the end of a session waits, at most, for a poll the server answers by its
-/// lease (a poll sent as the session stopped is answered [`lease::MIN_TIMEOUT`] less
-/// [`lease::SERVER_BUDGET`] after).
-const LEASE_WAIT: Duration = Duration::from_millis(1200);
-/// How late a leased poll's answer may come (the network, a busy worker thread) before it
-/// is cut after all.
-const LEASE_MARGIN: Duration = Duration::from_millis(200);
 /// How long one call the wire makes itself (`ShutdownWorker`, a hand-back) may take.
 const OWN_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -107,9 +97,6 @@ enum Phase {
 struct InFlight {
     kind: PollKind,
     since: Instant,
-    /// When the server will have answered it, by its lease ([`lease`]); `None`: a long
-    /// poll nothing bounds but the SDK's timeout.
-    answer_by: Option<Instant>,
     /// Set once the poll's task is spawned.
     abort: Option<tokio::task::AbortHandle>,
 }
@@ -137,8 +124,6 @@ pub(crate) enum TaskKind {
 #[derive(Debug)]
 struct State {
     phase: Phase,
-    /// When the session stops polling at the latest, the end of every lease.
-    stop_at: Option<Instant>,
     polls: HashMap<u64, InFlight>,
     next_poll: u64,
     worker: Option<Worker>,
@@ -194,7 +179,6 @@ impl Wire {
             upstream,
             state: Mutex::new(State {
                 phase: Phase::Open,
-                stop_at: None,
                 polls: HashMap::new(),
                 next_poll: 0,
                 worker: None,
@@ -229,12 +213,10 @@ impl Wire {
         self.lock().graceful_polls
     }
 
-    /// A new session on this connection, which stops polling by `stop_at` at the latest:
-    /// polls go out, each of the normal queue leased until then.
-    pub(crate) fn begin(&self, stop_at: Option<Instant>) {
+    /// A new session on this connection: polls go out.
+    pub(crate) fn begin(&self) {
         let mut s = self.lock();
         s.phase = Phase::Open;
-        s.stop_at = stop_at;
         s.worker = None;
         s.sticky_backlog = 0;
         s.report = WireReport::default();
@@ -324,7 +306,7 @@ impl Wire {
     /// back at once).
     async fn send_poll(
         self: Arc<Self>,
-        mut request: GrpcRequest,
+        request: GrpcRequest,
         kind: PollKind,
     ) -> Result<GrpcSuccessResponse, Status> {
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -334,20 +316,8 @@ impl Wire {
             s.next_poll += 1;
             let id = s.next_poll;
             let since = Instant::now();
-            let answer_by = s
-                .stop_at
-                .filter(|_| kind != PollKind::Sticky)
-                .and_then(|stop_at| lease::lease(&mut request.headers, stop_at, since));
             let abort = None;
-            s.polls.insert(
-                id,
-                InFlight {
-                    kind,
-                    since,
-                    answer_by,
-                    abort,
-                },
-            );
+            s.polls.insert(id, InFlight { kind, since, abort });
             id
         };
         let wire = self.clone();
@@ -601,15 +571,12 @@ impl Wire {
         self.changed.notify_waiters();
     }
 
-    /// The worker has stopped: waits for the polls the server answers soon by their lease
-    /// (at most [`LEASE_WAIT`]), drops the polls still outstanding and hands back every
-    /// task it was handed and did not answer. Returns what the wire did this session.
+    /// The worker has stopped: drops the polls still outstanding and hands back every task
+    /// it was handed and did not answer. Returns what the wire did this session.
     pub(crate) async fn finish(&self) -> WireReport {
-        self.lock().phase = Phase::Released;
-        self.changed.notify_waiters();
-        self.await_leases().await;
         let unanswered: Vec<_> = {
             let mut s = self.lock();
+            s.phase = Phase::Released;
             let polls: Vec<_> = s.polls.drain().collect();
             for (_, poll) in &polls {
                 if let Some(abort) = &poll.abort {
@@ -631,28 +598,6 @@ impl Wire {
         let left = FINISH_LIMIT.saturating_sub(began.elapsed());
         self.wait_for(left, |s| s.handing_back == 0).await;
         self.lock().report
-    }
-
-    /// Waits for the outstanding polls whose lease ends within [`LEASE_WAIT`]: the server
-    /// answers them (a task on one is handed back: nobody polls for it now), where cutting
-    /// them could lose a task the server is matching to one.
-    async fn await_leases(&self) {
-        let now = Instant::now();
-        let soon = |s: &State| {
-            s.polls
-                .values()
-                .filter_map(|p| p.answer_by)
-                .filter(|by| *by <= now + LEASE_WAIT)
-                .max()
-        };
-        let Some(last) = soon(&self.lock()) else {
-            return;
-        };
-        let limit = (last + LEASE_MARGIN).saturating_duration_since(now);
-        let answered = self.wait_for(limit, |s| soon(s).is_none()).await;
-        if !answered {
-            tracing::debug!("a leased poll was not answered in time: cut");
-        }
     }
 
     /// Hands a task back to the server (see [`hand_back`]), counting it.

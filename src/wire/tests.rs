@@ -34,8 +34,6 @@ type Answer = Result<GrpcSuccessResponse, Status>;
 #[derive(Default)]
 struct Fake {
     calls: Mutex<Vec<(String, Bytes)>>,
-    /// Each call's `grpc-timeout`, in the order of `calls`.
-    timeouts: Mutex<Vec<Option<String>>>,
     polls: Mutex<VecDeque<(String, oneshot::Sender<Answer>)>>,
     graceful: bool,
     /// Never answers a hand-back (a server that is slow or gone).
@@ -94,9 +92,6 @@ impl Upstream for Arc<Fake> {
             .lock()
             .unwrap()
             .push((rpc.clone(), request.proto.clone()));
-        let timeout = request.headers.get("grpc-timeout");
-        let timeout = timeout.map(|t| t.to_str().unwrap().to_owned());
-        self.timeouts.lock().unwrap().push(timeout);
         if self.hangs && rpc.starts_with("Respond") {
             return Box::pin(std::future::pending());
         }
@@ -154,8 +149,6 @@ fn described(backlog: i64) -> Vec<u8> {
 fn request(rpc: &str, proto: Vec<u8>) -> GrpcRequest {
     let mut headers = http::HeaderMap::new();
     headers.insert("authorization", "Bearer secret-key".parse().unwrap());
-    // The SDK's long-poll timeout (the client sets it on every call of this kind).
-    headers.insert("grpc-timeout", "70000000u".parse().unwrap());
     GrpcRequest {
         service: "temporal.api.workflowservice.v1.WorkflowService".into(),
         rpc: rpc.into(),
@@ -241,7 +234,7 @@ async fn settle() {
 
 fn wire(fake: &Arc<Fake>) -> Arc<Wire> {
     let wire = Wire::new(Arc::new(fake.clone()));
-    wire.begin(None);
+    wire.begin();
     wire
 }
 
@@ -608,73 +601,5 @@ fn a_handed_task_is_known_by_its_workflow() {
                 "wf-2".to_owned()
             ),
         ]
-    );
-}
-
-#[tokio::test(start_paused = true)]
-async fn the_normal_queues_polls_are_answered_by_the_stop_and_awaited_not_cut() {
-    let fake = Arc::new(Fake::default());
-    let wire = Wire::new(Arc::new(fake.clone()));
-    let stop_at = tokio::time::Instant::now() + Duration::from_secs(10);
-    wire.begin(Some(stop_at));
-    let _normal = tokio::spawn(wire.clone().call(workflow_poll(false)));
-    settle().await;
-    let _sticky = tokio::spawn(wire.clone().call(workflow_poll(true)));
-    settle().await;
-    // The normal queue's poll asks the server to answer by the stop; the sticky queue's
-    // keeps the SDK's timeout (ShutdownWorker answers it).
-    assert_eq!(
-        *fake.timeouts.lock().unwrap(),
-        [Some("11050m".to_owned()), Some("70000000u".to_owned())]
-    );
-    // The worker stopped at the stop moment; the server answers the normal poll at its
-    // lease's end, with a task it matched just then.
-    tokio::time::sleep_until(stop_at).await;
-    let finishing = tokio::spawn({
-        let wire = wire.clone();
-        async move { wire.finish().await }
-    });
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(
-        !finishing.is_finished(),
-        "the end did not wait for the lease"
-    );
-    fake.answer(task("matched-at-the-end"));
-    let report = finishing.await.unwrap();
-    // Its task handed back, not lost; only the sticky poll (no lease) cut.
-    assert_eq!((report.handed_back, report.dropped), (1, 1), "{report:?}");
-    let failed: Vec<RespondWorkflowTaskFailedRequest> = fake.sent("RespondWorkflowTaskFailed");
-    assert_eq!(failed[0].task_token, b"matched-at-the-end");
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_poll_whose_lease_ends_long_after_the_worker_stopped_is_cut_at_once() {
-    let fake = Arc::new(Fake::default());
-    let wire = Wire::new(Arc::new(fake.clone()));
-    // The idle exit: the worker stops long before its shutdown moment.
-    wire.begin(Some(tokio::time::Instant::now() + Duration::from_secs(50)));
-    let _normal = tokio::spawn(wire.clone().call(workflow_poll(false)));
-    settle().await;
-    let began = tokio::time::Instant::now();
-    let report = wire.finish().await;
-    assert_eq!(report.dropped, 1, "{report:?}");
-    assert_eq!(began.elapsed(), Duration::ZERO);
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_leased_poll_the_server_does_not_answer_is_cut_after_its_margin() {
-    let fake = Arc::new(Fake::default());
-    let wire = Wire::new(Arc::new(fake.clone()));
-    let stop_at = tokio::time::Instant::now() + Duration::from_secs(5);
-    wire.begin(Some(stop_at));
-    let _normal = tokio::spawn(wire.clone().call(workflow_poll(false)));
-    settle().await;
-    tokio::time::sleep_until(stop_at).await;
-    let report = wire.finish().await;
-    assert_eq!(report.dropped, 1, "{report:?}");
-    // Its answer was due 50 ms after the stop; 200 ms more, then cut.
-    assert_eq!(
-        tokio::time::Instant::now() - stop_at,
-        Duration::from_millis(250)
     );
 }

@@ -135,36 +135,3 @@ async fn no_task_waits_on_the_sticky_queue_of_a_worker_that_stopped() {
         "sticky schedule-to-start timeouts over {summaries} invocations: {by_kind:?}"
     );
 }
-
-/// Stall 3 without graceful poll shutdown (the dev server's default): a session that polls
-/// until its shutdown moment (the idle exit off, no task) ends with no poll cut. A poll cut
-/// by the client after the server matched a task to it loses that task's answer, and the
-/// task waits its start-to-close timeout; so every poll of the normal queue asks the
-/// server to answer it by the shutdown moment (its `grpc-timeout`), and the end of the
-/// session waits for those answers instead of cutting the polls.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_session_that_polls_until_its_shutdown_moment_cuts_no_poll() {
-    let setup = HelloSetup::start(
-        "lease",
-        &[
-            ("TEMPORAL_IDLE_SHUTDOWN_SECS", "off"),
-            ("RUST_LOG", "info,temporal_lambda_worker=debug"),
-        ],
-    )
-    .await;
-    for _ in 0..2 {
-        // 9 s: polling until the shutdown moment 7 s before the deadline, then the drain.
-        setup
-            .api
-            .invoke(b"", Duration::from_secs(9))
-            .await
-            .response();
-    }
-    let text = read(&setup.log);
-    let ends = json_lines(&text, "the wire at the invocation boundary");
-    // The registration's invocation, then these two.
-    assert_eq!(ends.len(), 3, "{text}");
-    for end in &ends[1..] {
-        assert_eq!(end["fields"]["polls_dropped"], 0, "a poll was cut: {end}");
-    }
-}
