@@ -14,16 +14,20 @@
 //! | nexus task poller behaviour | `SimpleMaximum(1)` |
 //! | graceful shutdown timeout | 5 s |
 //! | max cached workflows | 30 |
-//! | sticky queue schedule-to-start timeout | 1 s |
+//! | sticky queue schedule-to-start timeout | 5 s |
 //! | shutdown deadline buffer | graceful shutdown timeout + 2 s |
 //!
-//! The sticky timeout (the SDK's default is 10 s) bounds how long a workflow task waits on
-//! the sticky queue of a worker that has stopped polling. Each invocation's worker stops,
-//! and a task the server queued on its sticky queue just before (after a workflow task this
-//! worker completed) is not picked up by anyone; the server keeps it there for this long
-//! before handing it to the workflow's own task queue, and neither `ShutdownWorker` nor
-//! `ResetStickyTaskQueue` moves it sooner. `cargo bench --bench boundary_load` measures
-//! it ([the measurements](https://github.com/temporal-lambda-worker/temporal-lambda-worker/blob/main/benches/RESULTS.md)).
+//! The sticky timeout (the SDK's default is 10 s) is how long a workflow's next task may
+//! wait to be started once it was scheduled for the worker that ran its last one. Each
+//! invocation's worker stops, and the wire unloads its sticky queue as it does, so the next
+//! task of its workflows goes to the workflow's own task queue at once; but the server keeps
+//! the sticky timeout as that task's deadline there, and a workflow resumed by a later
+//! invocation (a timer, a signal, an activity run elsewhere) gets a workflow task timeout in
+//! its history, and a second task, whenever that invocation polls more than this after the
+//! task was scheduled: the Worker Controller's signal, Lambda's queue and a cold start. 5 s
+//! covers them with room, and still bounds the wait of a task queued on the sticky queue of
+//! a worker that stopped without unloading it (a process killed). `cargo bench --bench
+//! boundary_load` measures the boundary ([the measurements](https://github.com/temporal-lambda-worker/temporal-lambda-worker/blob/main/benches/RESULTS.md)).
 //!
 //! ```
 //! use temporal_lambda_worker_layers::{Invocation, LambdaDefaultsLayer, BoxError};
@@ -90,7 +94,7 @@ impl Default for LambdaDefaultsStep {
             nexus_task_poller_behavior: PollerBehavior::SimpleMaximum(1),
             graceful_shutdown_timeout: Duration::from_secs(5),
             max_cached_workflows: 30,
-            sticky_queue_schedule_to_start_timeout: Duration::from_secs(1),
+            sticky_queue_schedule_to_start_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -178,7 +182,7 @@ mod tests {
         assert_eq!(w.max_cached_workflows, 30);
         assert_eq!(
             w.sticky_queue_schedule_to_start_timeout,
-            Duration::from_secs(1)
+            Duration::from_secs(5)
         );
         assert_eq!(
             inv.config.effective_shutdown_deadline_buffer(),

@@ -135,3 +135,39 @@ async fn no_task_waits_on_the_sticky_queue_of_a_worker_that_stopped() {
         "sticky schedule-to-start timeouts over {summaries} invocations: {by_kind:?}"
     );
 }
+
+/// A workflow whose worker left (the idle exit) resumes on a later invocation: its next
+/// workflow task, scheduled on the gone worker's sticky queue, goes to the normal queue
+/// (the wire unloaded the sticky queue: `StickyWorkerUnavailable`), where the server still
+/// times it out after the sticky schedule-to-start timeout (temporal 1.32
+/// `transfer_queue_active_task_executor.go`: the sticky timeout stays the task's TTL). The
+/// next invocation comes when the Worker Controller's signal, Lambda and a cold start
+/// allow, here 2.5 s after the timer fired: the task is served then, with no timeout in
+/// the workflow's history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_resumed_by_a_later_invocation_has_no_workflow_task_timeout() {
+    let setup = HelloSetup::start("reroute", &[("TEMPORAL_IDLE_SHUTDOWN_SECS", "0.5")]).await;
+    setup
+        .server
+        .start_workflow("TimerWorkflow", "tq-reroute", "wf-reroute", Some("1000"))
+        .await
+        .unwrap();
+    // The first task: the timer starts; the worker leaves before it fires.
+    setup
+        .api
+        .invoke(b"", Duration::from_secs(20))
+        .await
+        .response();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    setup
+        .api
+        .invoke(b"", Duration::from_secs(20))
+        .await
+        .response();
+    let result = setup.server.workflow_result("wf-reroute").await.unwrap();
+    assert!(result.to_string().contains("Hello"), "{result}");
+    let history = setup.server.history("wf-reroute").await.unwrap();
+    let mut timeouts = std::collections::BTreeMap::new();
+    temporal_lambda_local::bench::timeouts(&history, &mut timeouts);
+    assert!(timeouts.is_empty(), "{timeouts:?}: {history}");
+}
