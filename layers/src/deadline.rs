@@ -45,7 +45,7 @@ use pin_project::pin_project;
 use tokio::time::Timeout;
 use tower::{Layer, Service};
 
-use crate::{BoxError, Invocation, LambdaWorkerError, failed::Failed};
+use crate::{BoxError, Invocation, LambdaWorkerError, step};
 
 /// Work time at or below this fails the invocation.
 pub const MIN_WORK_TIME: Duration = Duration::from_secs(1);
@@ -94,8 +94,8 @@ where
 
     fn call(&mut self, mut inv: Invocation) -> Self::Future {
         if let Err(error) = inv.enter(crate::invocation::Lifecycle::DeadlineWatchdog) {
-            return ResponseFuture::new(Kind::Failed {
-                failed: Failed::new(error),
+            return ResponseFuture::new(Kind::Step {
+                future: step::ResponseFuture::failed(error),
             });
         }
         let buffer = inv.config.effective_shutdown_deadline_buffer();
@@ -105,14 +105,15 @@ where
         let (Some(remaining), Some(cleanup_by)) =
             (planned.remaining(), planned.cleanup_by().instant())
         else {
-            return ResponseFuture::new(Kind::Unbounded {
-                future: self.inner.call(inv),
+            return ResponseFuture::new(Kind::Step {
+                future: step::ResponseFuture::inner(self.inner.call(inv)),
             });
         };
         let work = remaining.saturating_sub(buffer);
         if work <= MIN_WORK_TIME {
-            return ResponseFuture::new(Kind::Failed {
-                failed: Failed::new(LambdaWorkerError::TimeoutTooShort { remaining, buffer }),
+            let short = LambdaWorkerError::TimeoutTooShort { remaining, buffer };
+            return ResponseFuture::new(Kind::Step {
+                future: step::ResponseFuture::failed(short),
             });
         }
         if work < WARN_WORK_TIME {
@@ -150,18 +151,17 @@ impl<F> ResponseFuture<F> {
 #[pin_project(project = KindProj)]
 #[derive(Debug)]
 enum Kind<F> {
-    /// No deadline: the inner future as is.
-    Unbounded {
+    /// No deadline (the inner future as is), or failed before calling the inner service:
+    /// what a [`Step`](crate::Step)'s future does.
+    Step {
         #[pin]
-        future: F,
+        future: step::ResponseFuture<F>,
     },
     /// The inner future, cut off at the timeline's `cleanup_by`.
     Bounded {
         #[pin]
         future: Timeout<F>,
     },
-    /// Failed before calling the inner service.
-    Failed { failed: Failed },
 }
 
 impl<F, R, E> Future for ResponseFuture<F>
@@ -173,7 +173,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Unbounded { future } => future.poll(cx).map_err(Into::into),
+            KindProj::Step { future } => future.poll(cx),
             KindProj::Bounded { future } => match future.poll(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Ok(result)) => Poll::Ready(result.map_err(Into::into)),
@@ -181,7 +181,6 @@ where
                     Poll::Ready(Err(LambdaWorkerError::DeadlineExceeded.into()))
                 }
             },
-            KindProj::Failed { failed } => failed.poll(),
         }
     }
 }

@@ -85,15 +85,10 @@ where
     }
 
     fn call(&mut self, mut invocation: Invocation) -> Self::Future {
-        let kind = match self.step.apply(&mut invocation) {
-            Ok(()) => Kind::Inner {
-                future: self.inner.call(invocation),
-            },
-            Err(error) => Kind::Failed {
-                failed: Failed::new(error),
-            },
-        };
-        ResponseFuture { kind }
+        match self.step.apply(&mut invocation) {
+            Ok(()) => ResponseFuture::inner(self.inner.call(invocation)),
+            Err(error) => ResponseFuture::failed(error),
+        }
     }
 }
 
@@ -115,6 +110,22 @@ enum Kind<F> {
     },
     /// The step failed the invocation.
     Failed { failed: Failed },
+}
+
+impl<F> ResponseFuture<F> {
+    /// Waits on the inner service's future.
+    pub(crate) fn inner(future: F) -> Self {
+        let kind = Kind::Inner { future };
+        Self { kind }
+    }
+
+    /// Fails the invocation without calling the inner service.
+    pub(crate) fn failed(error: LambdaWorkerError) -> Self {
+        let failed = Failed::new(error);
+        Self {
+            kind: Kind::Failed { failed },
+        }
+    }
 }
 
 impl<F, R, E> Future for ResponseFuture<F>
