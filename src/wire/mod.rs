@@ -584,6 +584,14 @@ impl Wire {
                 }
             }
             s.report.dropped += polls.len() as u32;
+            if !polls.is_empty() {
+                let ages: Vec<_> = polls
+                    .iter()
+                    .map(|(_, p)| (p.kind, p.since.elapsed()))
+                    .collect();
+                let identity = s.worker.as_ref().map_or("", |w| w.identity.as_str());
+                tracing::debug!(identity, polls = ?ages, "the wire: dropping the polls still out");
+            }
             s.handed.drain().collect()
         };
         self.changed.notify_waiters();
@@ -654,6 +662,19 @@ impl Wire {
         let Some(worker) = self.lock().worker.clone() else {
             return;
         };
+        // The polls it ends, by kind and age (a young one may be in a record it cuts:
+        // ARCHITECTURE.md, stall 3).
+        let polls: Vec<_> = self
+            .lock()
+            .polls
+            .values()
+            .map(|p| (p.kind, p.since.elapsed()))
+            .collect();
+        tracing::debug!(
+            identity = worker.identity,
+            ?polls,
+            "the wire: ShutdownWorker"
+        );
         let request = GrpcRequest {
             service: WORKFLOW_SERVICE.into(),
             rpc: "ShutdownWorker".into(),
