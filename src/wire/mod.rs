@@ -101,6 +101,13 @@ struct InFlight {
     abort: Option<tokio::task::AbortHandle>,
 }
 
+impl InFlight {
+    /// Its kind and how long it has been out, for the log.
+    fn age(&self) -> (PollKind, Duration) {
+        (self.kind, self.since.elapsed())
+    }
+}
+
 /// The worker behind the polls, as its polls name it.
 #[derive(Clone, Debug, Default)]
 struct Worker {
@@ -585,10 +592,7 @@ impl Wire {
             }
             s.report.dropped += polls.len() as u32;
             if !polls.is_empty() {
-                let ages: Vec<_> = polls
-                    .iter()
-                    .map(|(_, p)| (p.kind, p.since.elapsed()))
-                    .collect();
+                let ages: Vec<_> = polls.iter().map(|(_, p)| p.age()).collect();
                 let identity = s.worker.as_ref().map_or("", |w| w.identity.as_str());
                 tracing::debug!(identity, polls = ?ages, "the wire: dropping the polls still out");
             }
@@ -664,12 +668,7 @@ impl Wire {
         };
         // The polls it ends, by kind and age (a young one may be in a record it cuts:
         // ARCHITECTURE.md, stall 3).
-        let polls: Vec<_> = self
-            .lock()
-            .polls
-            .values()
-            .map(|p| (p.kind, p.since.elapsed()))
-            .collect();
+        let polls: Vec<_> = self.lock().polls.values().map(InFlight::age).collect();
         tracing::debug!(
             identity = worker.identity,
             ?polls,
