@@ -75,6 +75,11 @@ const CLOSE_LIMIT_BUSY: Duration = Duration::from_millis(300);
 /// How long the end of a session (its hand-backs) takes at most: the session's answer
 /// waits for it, within its drain.
 const FINISH_LIMIT: Duration = Duration::from_millis(500);
+/// How long the unload's `ShutdownWorker` may take however little of closing is left (a
+/// drain that ran out of time leaves none): one given up as it is sent may never reach the
+/// server, and the sticky queue would stay loaded with nobody polling it. It is answered
+/// in milliseconds.
+const UNLOAD_TIME: Duration = Duration::from_millis(200);
 /// How long one call the wire makes itself (`ShutdownWorker`, a hand-back) may take.
 const OWN_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -509,7 +514,7 @@ impl Wire {
     /// closing, on a busy worker thread) and loaded the queue again, so that the worker's
     /// next tasks would be queued there: unloaded once more.
     async fn unload(&self, sticky: bool, left: impl Fn() -> Duration) -> u32 {
-        self.shutdown_worker(left()).await;
+        self.shutdown_worker(left().max(UNLOAD_TIME)).await;
         let sticky_back = |s: &State| s.polls.values().all(|p| p.kind != PollKind::Sticky);
         if sticky && !self.wait_for(STICKY_BACK.min(left()), sticky_back).await && !left().is_zero()
         {

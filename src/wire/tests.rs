@@ -41,6 +41,10 @@ struct Fake {
     /// What `DescribeTaskQueue` reports of the sticky queue's backlog, one answer each
     /// (none left: an answer without a status).
     described: Mutex<VecDeque<i64>>,
+    /// How long a `ShutdownWorker` takes to be answered (none: at once).
+    unload_takes: Option<Duration>,
+    /// The `ShutdownWorker`s answered (the wire waited for them).
+    unloaded: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Fake {
@@ -125,7 +129,14 @@ impl Upstream for Arc<Fake> {
             }
             _ => Vec::new(),
         };
+        let unload = (rpc == "ShutdownWorker").then(|| (self.unload_takes, self.unloaded.clone()));
         Box::pin(async move {
+            if let Some((takes, unloaded)) = unload {
+                if let Some(takes) = takes {
+                    tokio::time::sleep(takes).await;
+                }
+                unloaded.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
             Ok(GrpcSuccessResponse {
                 headers: http::HeaderMap::new(),
                 proto,
@@ -525,6 +536,46 @@ async fn a_hand_back_the_server_does_not_answer_holds_the_session_end_half_a_sec
     let report = wire.finish().await;
     assert_eq!(start.elapsed(), super::FINISH_LIMIT);
     assert_eq!(report.handed_back, 0);
+}
+
+/// Closing's limit bounds its drain, not the unload: a `ShutdownWorker` the wire gave up on
+/// as it was sent would leave the sticky queue loaded with nobody polling it (tasks queued
+/// there wait for their sticky timeout) until the SDK's own, after its graceful shutdown.
+/// With an activity in flight and a sticky queue that never empties, the drain takes all
+/// of closing's [`CLOSE_LIMIT_BUSY`](super::CLOSE_LIMIT_BUSY); the unload still gets its
+/// answer.
+#[tokio::test(start_paused = true)]
+async fn a_drain_that_takes_all_of_closing_still_leaves_the_unload_its_answer() {
+    let fake = Arc::new(Fake {
+        unload_takes: Some(Duration::from_millis(20)),
+        ..Fake::default()
+    });
+    let wire = wire(&fake);
+    let sticky = tokio::spawn(wire.clone().call(workflow_poll(true)));
+    settle().await;
+    fake.answer(task_with_backlog("sticky-1", 5));
+    sticky.await.unwrap().unwrap();
+    let activity = tokio::spawn(wire.clone().call(activity_poll()));
+    settle().await;
+    fake.answer(task("act-token"));
+    activity.await.unwrap().unwrap();
+    let start = tokio::time::Instant::now();
+    wire.close().await;
+    assert_eq!(
+        fake.sent::<ShutdownWorkerRequest>("ShutdownWorker").len(),
+        1
+    );
+    assert_eq!(
+        fake.unloaded.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "ShutdownWorker given up after {:?}",
+        start.elapsed()
+    );
+    assert!(
+        start.elapsed() <= super::CLOSE_LIMIT_BUSY + Duration::from_millis(20),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 #[tokio::test(start_paused = true)]
