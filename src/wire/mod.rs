@@ -11,13 +11,15 @@
 //!   its session ends. Nothing waits for a start-to-close timeout.
 //! - **Closing** ([`Wire::close`], before the SDK's shutdown): new polls are held, not sent;
 //!   the sticky queue is drained until its poll waits for nothing and the server counts
-//!   no task on it (`DescribeTaskQueue`); then `ShutdownWorker`
-//!   unloads the sticky queue (later tasks of this worker's workflows go to the normal
-//!   queue at once, and a waiting sticky poll comes back empty) and, where the namespace
-//!   has `worker_poll_complete_on_shutdown`, ends every outstanding poll of the worker,
-//!   whose tasks the still-running worker then takes. Completions sent while closing lose
-//!   their sticky attributes, so the next task of their workflow is not queued on a
-//!   sticky queue nobody polls.
+//!   no task on it (`DescribeTaskQueue`); the polls matching may have forwarded settle
+//!   ([`Wire::settle`]: `ShutdownWorker` would cut a start being recorded for one), unless
+//!   an activity is still running 0.3 s into closing; then `ShutdownWorker` unloads the
+//!   sticky queue (later tasks of this worker's workflows go to the normal queue at once,
+//!   and a waiting sticky poll comes back empty) and, where the namespace has
+//!   `worker_poll_complete_on_shutdown`, ends every outstanding poll of the worker, whose
+//!   tasks the still-running worker then takes. Completions sent while closing lose their
+//!   sticky attributes, so the next task of their workflow is not queued on a sticky queue
+//!   nobody polls.
 //! - **Released** ([`Wire::release`], right after the SDK's shutdown began): held polls
 //!   come back empty.
 //! - **Finished** ([`Wire::finish`], once the worker stopped): polls still outstanding are
@@ -62,15 +64,28 @@ const STICKY_DRAIN: Duration = Duration::from_secs(1);
 /// How long after unloading the sticky queue a sticky poll still out counts as one that
 /// loaded it again.
 const STICKY_BACK: Duration = Duration::from_millis(200);
+/// How old the worker's last polls must be (or back) before `ShutdownWorker` ends them
+/// ([`Wire::settle`]); half of closing's limit where that is less. Under a backlog a
+/// saturated History was seen to take over 300 ms to answer a record.
+const POLL_SETTLED: Duration = Duration::from_secs(1);
+/// How recently a sticky poll must have come back with a task of the normal queue for the
+/// sticky polls to count as forwarded ones ([`Wire::settle`]).
+const FORWARDED_RECENTLY: Duration = Duration::from_secs(2);
+/// How recently a poll of a kind must have come back with a task for that kind's polls to
+/// count as at risk with graceful poll shutdown ([`Wire::settle`]): less than the idle
+/// exit's shortest settled wait (0.5 s, `session::SIGNAL_INTERVAL`), so that no idle exit
+/// waits.
+const TASKS_RECENTLY: Duration = Duration::from_millis(400);
 /// How long closing waits for the polls `ShutdownWorker` ended to come back, at most
 /// (they come back at once).
 const POLLS_BACK: Duration = Duration::from_secs(1);
 /// How long closing takes at most, all steps together: it comes out of the drain's time
 /// (the SDK's graceful shutdown begins after it).
 const CLOSE_LIMIT: Duration = Duration::from_millis(1500);
-/// The same with an activity in flight: the drain's end (the graceful shutdown timeout
-/// plus 1 s after the stop) must still leave it the whole graceful shutdown timeout and
-/// the session's end ([`FINISH_LIMIT`]).
+/// The same with an activity still in flight this far into closing
+/// ([`Wire::activity_running_at`]): the drain's end (the graceful shutdown timeout plus 1 s
+/// after the stop) must still leave it the whole graceful shutdown timeout and the
+/// session's end ([`FINISH_LIMIT`]).
 const CLOSE_LIMIT_BUSY: Duration = Duration::from_millis(300);
 /// How long the end of a session (its hand-backs) takes at most: the session's answer
 /// waits for it, within its drain.
@@ -147,6 +162,11 @@ struct State {
     graceful_polls: Option<bool>,
     /// The sticky queue's backlog, as its last poll answer reported it.
     sticky_backlog: i64,
+    /// When a sticky poll last came back with a task of the normal queue (matching
+    /// forwards sticky polls to the normal queue's old backlog).
+    sticky_forwarded: Option<Instant>,
+    /// When a poll of each kind last came back with a task.
+    task_came: HashMap<PollKind, Instant>,
     /// Hand-backs on their way to the server.
     handing_back: usize,
     report: WireReport,
@@ -157,6 +177,29 @@ impl State {
     fn answered(&mut self, token: &Bytes) {
         self.handed.remove(token);
         self.workflow_of.remove(token);
+    }
+}
+
+/// What closing did before the unload, for its log line.
+#[derive(Debug)]
+struct Closed {
+    sticky_drained: bool,
+    /// The sticky queue's backlog as the server last counted it.
+    server_backlog: Option<i64>,
+    /// When the sticky queue's polls were last held, from closing's start.
+    drained: Duration,
+    /// Whether every poll at risk settled within closing's limit.
+    settled: bool,
+}
+
+impl Default for Closed {
+    fn default() -> Self {
+        Self {
+            sticky_drained: true,
+            server_backlog: None,
+            drained: Duration::ZERO,
+            settled: true,
+        }
     }
 }
 
@@ -198,6 +241,8 @@ impl Wire {
                 workflow_of: HashMap::new(),
                 graceful_polls: None,
                 sticky_backlog: 0,
+                sticky_forwarded: None,
+                task_came: HashMap::new(),
                 handing_back: 0,
                 report: WireReport::default(),
             }),
@@ -231,6 +276,8 @@ impl Wire {
         s.phase = Phase::Open;
         s.worker = None;
         s.sticky_backlog = 0;
+        s.sticky_forwarded = None;
+        s.task_came.clear();
         s.report = WireReport::default();
     }
 
@@ -369,17 +416,23 @@ impl Wire {
         {
             let mut s = self.lock();
             s.polls.remove(&id);
-            if let Some((token, kind)) = &task {
-                s.handed.insert(token.clone(), *kind);
+            if let Some((token, task_kind)) = &task {
+                s.task_came.insert(kind, Instant::now());
+                s.handed.insert(token.clone(), *task_kind);
                 if let Ok(answer) = answer {
-                    let workflow = proto::workflow_of(&answer.proto, *kind);
+                    let workflow = proto::workflow_of(&answer.proto, *task_kind);
                     s.workflow_of.insert(token.clone(), workflow);
                 }
             }
             if kind == PollKind::Sticky
                 && let Ok(answer) = answer
             {
-                s.sticky_backlog = proto::backlog_hint(&answer.proto).unwrap_or(0);
+                if task.is_some() && proto::whole_history(&answer.proto) {
+                    // The backlog it reports is the normal queue's.
+                    s.sticky_forwarded = Some(Instant::now());
+                } else {
+                    s.sticky_backlog = proto::backlog_hint(&answer.proto).unwrap_or(0);
+                }
             }
         }
         self.changed.notify_waiters();
@@ -456,16 +509,24 @@ impl Wire {
     /// Closes the session's polls before the SDK's shutdown (see the module docs).
     pub(crate) async fn close(&self) {
         let began = Instant::now();
-        let (sticky, limit) = self.begin_closing();
-        let left = || limit.saturating_sub(began.elapsed());
-        let (mut sticky_drained, mut server_backlog) = (true, None);
-        if sticky.is_some() {
-            (sticky_drained, server_backlog) =
-                self.drain_sticky(began + STICKY_DRAIN.min(limit)).await;
-        }
+        let sticky = self.begin_closing();
+        let steps = self.drain_and_settle(sticky.is_some(), began, CLOSE_LIMIT);
+        let (closed, limit) = tokio::select! {
+            closed = steps => (closed, CLOSE_LIMIT),
+            () = self.activity_running_at(began + CLOSE_LIMIT_BUSY) => {
+                let cut_short = Closed {
+                    sticky_drained: false,
+                    drained: began.elapsed(),
+                    settled: false,
+                    ..Closed::default()
+                };
+                (cut_short, CLOSE_LIMIT_BUSY)
+            }
+        };
+        // Whichever ended closing's steps, the sticky queue's polls are held from here.
         self.lock().phase = Phase::Closing { sticky_open: false };
         self.changed.notify_waiters();
-        let drained = began.elapsed();
+        let left = || limit.saturating_sub(began.elapsed());
         let unloads = self.unload(sticky.is_some(), left).await;
         // With `worker_poll_complete_on_shutdown` the server ends every poll. Their tasks
         // reach the worker while it still runs.
@@ -479,12 +540,13 @@ impl Wire {
         let s = self.lock();
         tracing::debug!(
             sticky = ?sticky,
-            sticky_drained,
+            sticky_drained = closed.sticky_drained,
             sticky_backlog = s.sticky_backlog,
-            server_backlog,
+            server_backlog = closed.server_backlog,
             unloads,
             limit_ms = limit.as_millis() as u64,
-            sticky_drained_ms = drained.as_millis() as u64,
+            sticky_drained_ms = closed.drained.as_millis() as u64,
+            settled = closed.settled,
             closed_ms = began.elapsed().as_millis() as u64,
             polls_out = s.polls.len(),
             handed_out = s.handed.len(),
@@ -492,19 +554,132 @@ impl Wire {
         );
     }
 
+    /// Closing's steps before the unload: the sticky queue drained, the polls at risk
+    /// settled ([`Wire::settle`]); all within `limit` of `began`.
+    async fn drain_and_settle(&self, sticky: bool, began: Instant, limit: Duration) -> Closed {
+        let left = || limit.saturating_sub(began.elapsed());
+        let settle = POLL_SETTLED.min(limit / 2);
+        let sticky_at_risk = || self.at_risk().contains(&PollKind::Sticky);
+        let reserve = if sticky_at_risk() {
+            settle
+        } else {
+            Duration::ZERO
+        };
+        let drain_until = began + STICKY_DRAIN.min(limit - reserve);
+        let mut closed = Closed::default();
+        if sticky {
+            (closed.sticky_drained, closed.server_backlog) =
+                self.drain_sticky(drain_until, settle).await;
+        }
+        // The other polls at risk settle while the sticky queue is still polled.
+        let until_drained = drain_until.saturating_duration_since(Instant::now());
+        let others = self
+            .settle(settle, until_drained, |k| k != PollKind::Sticky)
+            .await;
+        self.lock().phase = Phase::Closing { sticky_open: false };
+        self.changed.notify_waiters();
+        closed.drained = began.elapsed();
+        // A drained queue's last poll has settled already; one the drain ran out of time
+        // for may be young.
+        closed.settled = others && self.settle(settle, left(), |k| k == PollKind::Sticky).await;
+        closed
+    }
+
+    /// Resolves at `at` if an activity handed to the worker is still running then; never
+    /// otherwise.
+    ///
+    /// An activity in flight gets the SDK's graceful shutdown timeout from when the SDK's
+    /// shutdown begins, which is after closing, and the drain must still end in time
+    /// (`timeline.rs`, `drain_by`): so an activity still running [`CLOSE_LIMIT_BUSY`] into
+    /// closing ends closing's steps there. One that ends sooner leaves closing its whole
+    /// limit: its workflow's next task comes to the sticky queue as it ends, and the drain
+    /// brings it.
+    async fn activity_running_at(&self, at: Instant) {
+        tokio::time::sleep_until(at).await;
+        let running = self
+            .lock()
+            .handed
+            .values()
+            .any(|k| *k == TaskKind::Activity);
+        if !running {
+            std::future::pending::<()>().await;
+        }
+    }
+
     /// Holds new polls (the sticky queue's go on) and says which sticky queue the worker
-    /// has, and how long closing may take: [`CLOSE_LIMIT_BUSY`] with an activity in flight,
-    /// which gets the SDK's graceful shutdown timeout from when the SDK's shutdown begins
-    /// (closing must not push its end past the drain's), else [`CLOSE_LIMIT`].
-    fn begin_closing(&self) -> (Option<String>, Duration) {
+    /// has.
+    fn begin_closing(&self) -> Option<String> {
         let mut s = self.lock();
         s.phase = Phase::Closing { sticky_open: true };
-        let busy = s.handed.values().any(|k| *k == TaskKind::Activity);
-        let limit = if busy { CLOSE_LIMIT_BUSY } else { CLOSE_LIMIT };
         let sticky = s.worker.as_ref().and_then(|w| w.sticky_queue.clone());
         drop(s);
         self.changed.notify_waiters();
-        (sticky, limit)
+        sticky
+    }
+
+    /// Waits, within `limit`, until no poll at risk (of the kinds `among` takes) is younger
+    /// than `age`; whether that came.
+    ///
+    /// A task matched to a poll is recorded as started in History under that poll's
+    /// context, and a young poll may be in that record now: a sticky poll above all, which
+    /// matching forwards to the normal queue's backlog once that backlog is older than a few
+    /// seconds. `ShutdownWorker` ends that context (the sticky queue's unload cancels its
+    /// forwarded polls; with graceful poll shutdown the server cancels every poll), and a
+    /// record cut after History committed it leaves the task started and delivered to
+    /// nobody: it is matched again, dropped as already started, and waits for its
+    /// start-to-close timeout (temporalio/temporal#11733). A poll that waited longer has
+    /// been matched with nothing, or its task is on its way here. New polls of the kinds
+    /// it waits for are held by now, so it only waits for the last ones sent.
+    ///
+    /// Only the polls `ShutdownWorker` ends and matching may have forwarded are waited for:
+    /// sticky polls once one came back with a task of the normal queue in the last
+    /// [`FORWARDED_RECENTLY`], and with graceful poll shutdown the other queues' polls too
+    /// (their partitions forward polls to the root partition, and the server cancels a
+    /// forwarded poll with its origin) while their queue hands out tasks: a poll of that
+    /// kind came back with one in the last [`TASKS_RECENTLY`]. A poll that reaches a
+    /// backlog is matched and recorded as it arrives; one that waits on an idle queue is
+    /// not, and at the idle exit (half a second after the last task at least) closing does
+    /// not wait for it. A poll matched where it waits is recorded under
+    /// its own RPC's context, which neither cuts. Holding sticky polls with none of them
+    /// at risk would only let tasks queue on the sticky queue before its unload.
+    async fn settle(
+        &self,
+        age: Duration,
+        limit: Duration,
+        among: impl Fn(PollKind) -> bool,
+    ) -> bool {
+        let at_risk: Vec<_> = self.at_risk().into_iter().filter(|k| among(*k)).collect();
+        self.wait_for(limit, |s| {
+            s.polls
+                .values()
+                .all(|p| !at_risk.contains(&p.kind) || p.since.elapsed() >= age)
+        })
+        .await
+    }
+
+    /// The kinds of poll that `ShutdownWorker` would end while matching may be recording a
+    /// task forwarded to them (see [`Wire::settle`]).
+    fn at_risk(&self) -> Vec<PollKind> {
+        let s = self.lock();
+        let mut kinds = Vec::new();
+        if s.sticky_forwarded
+            .is_some_and(|at| at.elapsed() < FORWARDED_RECENTLY)
+        {
+            kinds.push(PollKind::Sticky);
+        }
+        if s.graceful_polls == Some(true) {
+            let busy = |k| {
+                s.task_came
+                    .get(&k)
+                    .is_some_and(|at| at.elapsed() < TASKS_RECENTLY)
+            };
+            kinds.extend(
+                [PollKind::Normal, PollKind::Activity, PollKind::Nexus]
+                    .into_iter()
+                    .filter(|k| busy(*k)),
+            );
+        }
+        kinds
     }
 
     /// `ShutdownWorker`, within what `left` says is left of closing; how many were sent.
@@ -530,16 +705,22 @@ impl Wire {
     /// lag on a busy worker thread: a poll counted as waiting may not have reached the
     /// server yet, and a poll answer counts only the tasks the server has loaded.) Returns
     /// whether it drained and the backlog the server last reported.
-    async fn drain_sticky(&self, until: Instant) -> (bool, Option<i64>) {
+    async fn drain_sticky(&self, until: Instant, settled: Duration) -> (bool, Option<i64>) {
         let mut server_backlog = None;
         loop {
             let left = until.saturating_duration_since(Instant::now());
             let quiet = self
                 .wait_for(left, |s| {
+                    // A forwarded sticky poll waits until it has settled: before, it may be
+                    // in a record of a normal-queue task, which the unload would cut.
+                    let forwarded = s
+                        .sticky_forwarded
+                        .is_some_and(|at| at.elapsed() < FORWARDED_RECENTLY);
+                    let quiet = if forwarded { settled } else { STICKY_QUIET };
                     s.sticky_backlog == 0
-                        && s.polls.values().any(|p| {
-                            p.kind == PollKind::Sticky && p.since.elapsed() >= STICKY_QUIET
-                        })
+                        && s.polls
+                            .values()
+                            .any(|p| p.kind == PollKind::Sticky && p.since.elapsed() >= quiet)
                 })
                 .await;
             if !quiet {

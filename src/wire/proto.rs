@@ -17,7 +17,7 @@ use temporalio_common::protos::temporal::api::{
 use super::{TaskKind, Worker};
 
 /// Which poll.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum PollKind {
     /// A workflow task poll of the task queue.
     Normal,
@@ -111,6 +111,37 @@ pub(crate) fn backlog_hint(proto: &[u8]) -> Option<i64> {
     WorkflowTask::decode(proto)
         .ok()
         .map(|t| t.backlog_count_hint)
+}
+
+/// A workflow poll's answer, down to its history's event ids.
+#[derive(Clone, PartialEq, Message)]
+struct WorkflowTaskHistory {
+    #[prost(message, optional, tag = "8")]
+    history: Option<HistoryEventIds>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct HistoryEventIds {
+    #[prost(message, repeated, tag = "1")]
+    events: Vec<EventId>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct EventId {
+    #[prost(int64, tag = "1")]
+    event_id: i64,
+}
+
+/// Whether a workflow poll's answer carries the workflow's whole history (its first event
+/// is event 1). A task of the sticky queue carries only the events since the worker's last
+/// task, so a sticky poll answered with the whole history was handed a task of the normal
+/// queue: matching forwarded that poll to the normal queue's backlog.
+pub(crate) fn whole_history(proto: &[u8]) -> bool {
+    WorkflowTaskHistory::decode(proto)
+        .ok()
+        .and_then(|t| t.history)
+        .and_then(|h| h.events.first().map(|e| e.event_id == 1))
+        .unwrap_or(false)
 }
 
 /// Field 1, `task_token`, of every poll answer and task answer.

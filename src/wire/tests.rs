@@ -15,6 +15,7 @@ use temporalio_client::{
 };
 use temporalio_common::protos::temporal::api::{
     enums::v1::TaskQueueKind,
+    history::v1::{History, HistoryEvent},
     namespace::v1::{NamespaceInfo, namespace_info::Capabilities},
     taskqueue::v1::{StickyExecutionAttributes, TaskQueue, TaskQueueStatus},
     workflowservice::v1::{
@@ -229,11 +230,51 @@ fn task_with_backlog(token: &str, backlog: i64) -> Answer {
     })
 }
 
+fn event(event_id: i64) -> HistoryEvent {
+    HistoryEvent {
+        event_id,
+        ..Default::default()
+    }
+}
+
+/// A workflow task from the normal queue: the workflow's whole history, from event 1.
+fn forwarded_answer(token: &str) -> Vec<u8> {
+    PollWorkflowTaskQueueResponse {
+        task_token: token.as_bytes().to_vec(),
+        history: Some(History {
+            events: vec![event(1), event(2)],
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+fn token_answer(token: &str) -> Vec<u8> {
+    PollWorkflowTaskQueueResponse {
+        task_token: token.as_bytes().to_vec(),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// A sticky poll's answer with a task of the normal queue (matching forwarded the poll).
+fn forwarded_task(token: &str) -> Answer {
+    Ok(GrpcSuccessResponse {
+        headers: http::HeaderMap::new(),
+        proto: forwarded_answer(token),
+    })
+}
+
 fn token_of(answer: &Answer) -> Vec<u8> {
     let answer = answer.as_ref().expect("an answer");
     PollWorkflowTaskQueueResponse::decode(answer.proto.as_slice())
         .unwrap()
         .task_token
+}
+
+/// How many `ShutdownWorker`s the wire sent.
+fn unloads(fake: &Fake) -> usize {
+    fake.sent::<ShutdownWorkerRequest>("ShutdownWorker").len()
 }
 
 /// Lets spawned tasks run.
@@ -247,6 +288,40 @@ fn wire(fake: &Arc<Fake>) -> Arc<Wire> {
     let wire = Wire::new(Arc::new(fake.clone()));
     wire.begin();
     wire
+}
+
+/// A wire that has read the namespace's capabilities (as the SDK's first call does).
+async fn described_wire(fake: &Arc<Fake>) -> Arc<Wire> {
+    let wire = wire(fake);
+    wire.clone()
+        .call(request("DescribeNamespace", Vec::new()))
+        .await
+        .unwrap();
+    wire
+}
+
+/// A wire whose sticky polls matching forwards (one came back with a task of the normal
+/// queue), the next sticky poll out, and closing begun.
+async fn closing_with_a_forwarded_sticky_poll(
+    fake: &Arc<Fake>,
+    wire: Option<Arc<Wire>>,
+) -> (
+    Arc<Wire>,
+    tokio::task::JoinHandle<Answer>,
+    tokio::task::JoinHandle<()>,
+) {
+    let wire = wire.unwrap_or_else(|| self::wire(fake));
+    let sticky = tokio::spawn(wire.clone().call(workflow_poll(true)));
+    settle().await;
+    fake.answer(forwarded_task("normal-1"));
+    assert_eq!(token_of(&sticky.await.unwrap()), b"normal-1");
+    let sticky = tokio::spawn(wire.clone().call(workflow_poll(true)));
+    settle().await;
+    let closing = tokio::spawn({
+        let wire = wire.clone();
+        async move { wire.close().await }
+    });
+    (wire, sticky, closing)
 }
 
 #[tokio::test(start_paused = true)]
@@ -355,10 +430,7 @@ async fn closing_drains_the_sticky_queue_then_unloads_it_before_the_sdk_stops() 
     settle().await;
     assert_eq!(fake.outstanding(), 1, "the sticky poll was held");
     tokio::time::sleep(super::STICKY_QUIET * 3).await;
-    assert!(
-        fake.sent::<ShutdownWorkerRequest>("ShutdownWorker")
-            .is_empty()
-    );
+    assert!(unloads(&fake) == 0);
     fake.answer(task_with_backlog("sticky-2", 0));
     assert_eq!(token_of(&next.await.unwrap()), b"sticky-2");
     // Once a sticky poll waits for nothing after an answer with no backlog, the worker's
@@ -408,8 +480,7 @@ async fn closing_unloads_the_sticky_queue_only_once_the_server_counts_no_task_th
         ("sticky-1", TaskQueueKind::Sticky as i32)
     );
     assert!(
-        fake.sent::<ShutdownWorkerRequest>("ShutdownWorker")
-            .is_empty(),
+        unloads(&fake) == 0,
         "the sticky queue was unloaded with a task on it"
     );
     // The waiting poll brings the task; then the server counts none and the queue goes.
@@ -423,10 +494,7 @@ async fn closing_unloads_the_sticky_queue_only_once_the_server_counts_no_task_th
             .len(),
         2
     );
-    assert_eq!(
-        fake.sent::<ShutdownWorkerRequest>("ShutdownWorker").len(),
-        1
-    );
+    assert_eq!(unloads(&fake), 1);
     fake.answer(Ok(empty()));
     assert!(last.await.unwrap().unwrap().proto.is_empty());
     closing.await.unwrap();
@@ -446,22 +514,16 @@ async fn a_sticky_poll_that_outlives_the_unload_is_unloaded_again() {
         async move { wire.close().await }
     });
     tokio::time::sleep(super::STICKY_QUIET * 2).await;
-    assert_eq!(
-        fake.sent::<ShutdownWorkerRequest>("ShutdownWorker").len(),
-        1
-    );
+    assert_eq!(unloads(&fake), 1);
     // The server does not answer the sticky poll: it came after the unload.
     tokio::time::sleep(super::STICKY_BACK).await;
-    let unloads: Vec<ShutdownWorkerRequest> = fake.sent("ShutdownWorker");
-    assert_eq!(unloads.len(), 2, "{:?}", fake.rpcs());
-    assert_eq!(unloads[1].sticky_task_queue, "sticky-1");
+    let sent: Vec<ShutdownWorkerRequest> = fake.sent("ShutdownWorker");
+    assert_eq!(sent.len(), 2, "{:?}", fake.rpcs());
+    assert_eq!(sent[1].sticky_task_queue, "sticky-1");
     fake.answer(Ok(empty()));
     assert!(sticky.await.unwrap().unwrap().proto.is_empty());
     closing.await.unwrap();
-    assert_eq!(
-        fake.sent::<ShutdownWorkerRequest>("ShutdownWorker").len(),
-        2
-    );
+    assert_eq!(unloads(&fake), 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -487,11 +549,7 @@ async fn a_completion_sent_while_closing_loses_its_sticky_attributes() {
 #[tokio::test(start_paused = true)]
 async fn with_graceful_polls_closing_waits_for_the_polls_the_server_ends() {
     let fake = Fake::graceful();
-    let wire = wire(&fake);
-    wire.clone()
-        .call(request("DescribeNamespace", Vec::new()))
-        .await
-        .unwrap();
+    let wire = described_wire(&fake).await;
     assert_eq!(wire.graceful_polls(), Some(true));
     let poll = tokio::spawn(wire.clone().call(workflow_poll(false)));
     settle().await;
@@ -598,6 +656,204 @@ async fn with_an_activity_in_flight_closing_leaves_the_drain_its_time() {
         "{:?}",
         start.elapsed()
     );
+}
+
+/// A sticky poll came back with a task of the normal queue: matching forwards this
+/// worker's sticky polls to the normal queue's old backlog, and records the task it finds
+/// there as started under the forwarded poll. `ShutdownWorker` would cut such a record
+/// (the sticky queue's unload cancels its forwarded polls), leaving the task started and
+/// delivered to nobody. So the sticky queue counts as drained only once its poll has
+/// waited [`POLL_SETTLED`](super::POLL_SETTLED) (at most half of closing's limit) for
+/// nothing, not 50 ms; the sticky polls go on meanwhile, and the tasks they bring reach
+/// the worker.
+#[tokio::test(start_paused = true)]
+async fn closing_does_not_unload_under_a_sticky_poll_matching_may_have_forwarded() {
+    let fake = Arc::new(Fake::default());
+    let (wire, sticky, closing) = closing_with_a_forwarded_sticky_poll(&fake, None).await;
+    tokio::time::sleep(super::STICKY_QUIET * 2).await;
+    assert_eq!(
+        fake.sent::<DescribeTaskQueueRequest>("DescribeTaskQueue")
+            .len(),
+        0,
+        "taken for drained under a poll that may be recording a task: {:?}",
+        fake.rpcs()
+    );
+    assert_eq!(unloads(&fake), 0);
+    fake.answer(forwarded_task("normal-2"));
+    assert_eq!(token_of(&sticky.await.unwrap()), b"normal-2");
+    // The sticky queue is still polled.
+    let next = tokio::spawn(wire.clone().call(workflow_poll(true)));
+    settle().await;
+    assert_eq!(fake.outstanding(), 1, "the sticky poll was held");
+    let settled = super::POLL_SETTLED.min(super::CLOSE_LIMIT / 2);
+    tokio::time::sleep(settled - Duration::from_millis(20)).await;
+    assert_eq!(unloads(&fake), 0, "unloaded under a young sticky poll");
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    assert_eq!(unloads(&fake), 1);
+    fake.answer(Ok(empty()));
+    assert!(next.await.unwrap().unwrap().proto.is_empty());
+    closing.await.unwrap();
+    // Both tasks reached the worker: nothing to hand back but what it did not answer.
+    assert_eq!(wire.finish().await.handed_back, 2);
+}
+
+/// A poll at risk that stays out is waited for from when it was sent:
+/// [`POLL_SETTLED`](super::POLL_SETTLED), or half of closing's limit where that is less.
+/// At risk: sticky polls once one was forwarded (not with an activity in flight: below),
+/// and with graceful poll shutdown every other poll (`ShutdownWorker` then cancels them
+/// all).
+#[tokio::test(start_paused = true)]
+async fn the_unload_waits_for_the_polls_at_risk_to_settle_within_closing_limit() {
+    for (case, graceful) in [("forwarded", false), ("graceful", true)] {
+        let fake = if graceful {
+            Fake::graceful()
+        } else {
+            Arc::new(Fake::default())
+        };
+        let wire = described_wire(&fake).await;
+        // A poll comes back with a task: forwarded from the normal queue to a sticky poll,
+        // or from a queue that hands out tasks.
+        let first = tokio::spawn(wire.clone().call(workflow_poll(!graceful)));
+        settle().await;
+        fake.answer(forwarded_task("normal-1"));
+        first.await.unwrap().unwrap();
+        let _poll = tokio::spawn(wire.clone().call(workflow_poll(!graceful)));
+        settle().await;
+        let start = tokio::time::Instant::now();
+        let closing = tokio::spawn({
+            let wire = wire.clone();
+            async move { wire.close().await }
+        });
+        let limit = super::CLOSE_LIMIT;
+        let settled = super::POLL_SETTLED.min(limit / 2);
+        tokio::time::sleep(settled - Duration::from_millis(20)).await;
+        assert!(unloads(&fake) == 0, "{case}");
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert_eq!(unloads(&fake), 1, "{case}");
+        if !graceful {
+            fake.answer(Ok(empty()));
+        }
+        closing.await.unwrap();
+        assert!(start.elapsed() <= limit, "{case}: {:?}", start.elapsed());
+    }
+}
+
+/// An activity in flight as closing begins cuts it short only if it is still running
+/// [`CLOSE_LIMIT_BUSY`](super::CLOSE_LIMIT_BUSY) in. One that ends sooner leaves closing its
+/// whole limit: here the sticky polls matching forwarded settle before the unload.
+#[tokio::test(start_paused = true)]
+async fn an_activity_that_ends_early_in_closing_leaves_it_its_whole_limit() {
+    use temporalio_common::protos::temporal::api::workflowservice::v1::RespondActivityTaskCompletedRequest;
+    let fake = Arc::new(Fake::default());
+    let wire = wire(&fake);
+    let activity = tokio::spawn(wire.clone().call(activity_poll()));
+    settle().await;
+    fake.answer(task("act-token"));
+    activity.await.unwrap().unwrap();
+    let (_wire, _sticky, closing) =
+        closing_with_a_forwarded_sticky_poll(&fake, Some(wire.clone())).await;
+    let start = tokio::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let completed = RespondActivityTaskCompletedRequest {
+        task_token: b"act-token".to_vec(),
+        ..Default::default()
+    };
+    wire.clone()
+        .call(request(
+            "RespondActivityTaskCompleted",
+            completed.encode_to_vec(),
+        ))
+        .await
+        .unwrap();
+    tokio::time::sleep(super::CLOSE_LIMIT_BUSY).await;
+    assert_eq!(unloads(&fake), 0, "cut short at {:?}", start.elapsed());
+    closing.await.unwrap();
+    // (The fake leaves the unloaded queue's poll out: unloaded once more.)
+    assert!(unloads(&fake) >= 1);
+    let settled = super::POLL_SETTLED.min(super::CLOSE_LIMIT / 2);
+    assert!(start.elapsed() >= settled, "{:?}", start.elapsed());
+}
+
+/// A normal-queue poll comes back with a task: the queue hands out tasks.
+async fn busy_normal_queue(fake: &Arc<Fake>, wire: &Arc<Wire>) {
+    let poll = tokio::spawn(wire.clone().call(workflow_poll(false)));
+    settle().await;
+    fake.answer(task("normal-1"));
+    poll.await.unwrap().unwrap();
+}
+
+/// With graceful poll shutdown a poll is at risk only while its queue hands out tasks. At
+/// the idle exit (its settled wait: half a second at least since the last task) closing
+/// does not wait for young polls.
+#[tokio::test(start_paused = true)]
+async fn with_graceful_polls_an_idle_worker_closes_without_a_settle() {
+    let fake = Fake::graceful();
+    let wire = described_wire(&fake).await;
+    busy_normal_queue(&fake, &wire).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _poll = tokio::spawn(wire.clone().call(workflow_poll(false)));
+    settle().await;
+    let start = tokio::time::Instant::now();
+    wire.close().await;
+    assert_eq!(unloads(&fake), 1);
+    assert!(
+        start.elapsed() < super::STICKY_QUIET,
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+/// With graceful poll shutdown, `ShutdownWorker` cancels every poll of the worker, so a
+/// normal poll sent just before closing settles first; meanwhile the sticky queue is still
+/// polled (holding its polls then would let tasks queue there before its unload).
+#[tokio::test(start_paused = true)]
+async fn with_graceful_polls_the_sticky_queue_is_polled_while_the_other_polls_settle() {
+    let fake = Fake::graceful();
+    let wire = described_wire(&fake).await;
+    busy_normal_queue(&fake, &wire).await;
+    let sticky = tokio::spawn(wire.clone().call(workflow_poll(true)));
+    settle().await;
+    let _normal = tokio::spawn(wire.clone().call(workflow_poll(false)));
+    settle().await;
+    let start = tokio::time::Instant::now();
+    let closing = tokio::spawn({
+        let wire = wire.clone();
+        async move { wire.close().await }
+    });
+    tokio::time::sleep(super::STICKY_QUIET * 4).await;
+    assert!(unloads(&fake) == 0);
+    // A task comes to the sticky queue: its poll brings it, and the next one goes out.
+    fake.answer(task_with_backlog("sticky-1", 0));
+    assert_eq!(token_of(&sticky.await.unwrap()), b"sticky-1");
+    let _next = tokio::spawn(wire.clone().call(workflow_poll(true)));
+    settle().await;
+    assert_eq!(
+        fake.outstanding(),
+        2,
+        "the sticky poll was held: {:?}",
+        fake.rpcs()
+    );
+    closing.await.unwrap();
+    assert_eq!(unloads(&fake), 1);
+    assert!(
+        start.elapsed() >= super::POLL_SETTLED.min(super::CLOSE_LIMIT / 2),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn a_sticky_answer_with_the_whole_history_is_a_task_of_the_normal_queue() {
+    assert!(super::proto::whole_history(&forwarded_answer("t")));
+    let sticky = PollWorkflowTaskQueueResponse {
+        task_token: b"t".to_vec(),
+        history: Some(History {
+            events: vec![event(7), event(8)],
+        }),
+        ..Default::default()
+    };
+    assert!(!super::proto::whole_history(&sticky.encode_to_vec()));
+    assert!(!super::proto::whole_history(&token_answer("t")));
 }
 
 /// The tasks handed to the worker are known by their workflow, which a hand-back's log

@@ -136,6 +136,60 @@ async fn no_task_waits_on_the_sticky_queue_of_a_worker_that_stopped() {
     );
 }
 
+/// Stall 3 on the sticky side: `HelloWorkflow`s queued and left waiting 6 s, so that
+/// matching forwards the workers' sticky polls to the normal queue's backlog (older than
+/// `matching.backlogNegligibleAge`, 5 s) and records the task it finds there as started
+/// under the forwarded poll. One process drains them through four 9 s invocations at once.
+/// A sticky queue's unload (`ShutdownWorker`) cancels its forwarded polls, and one cut
+/// while its task's start is being recorded leaves the task started and delivered to
+/// nobody until its start-to-close timeout (temporalio/temporal#11733). None is: closing
+/// lets such a poll come back, or settle, before the unload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_task_is_started_under_a_sticky_poll_the_unload_cuts() {
+    const WORKFLOWS: usize = 200;
+    const AT_ONCE: usize = 4;
+    let setup = HelloSetup::start(
+        "forwarded",
+        &[
+            ("TEMPORAL_IDLE_SHUTDOWN_SECS", "off"),
+            ("AWS_LAMBDA_MAX_CONCURRENCY", "4"),
+        ],
+    )
+    .await;
+    let ids: Vec<String> = (0..WORKFLOWS)
+        .map(|i| format!("wf-forwarded-{i}"))
+        .collect();
+    temporal_lambda_local::bench::start_hellos(&setup.server, "tq-forwarded", &ids, "Forwarded")
+        .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let running = "TaskQueue='tq-forwarded' AND ExecutionStatus='Running'";
+    let mut rounds = 0;
+    while setup.server.count_workflows(running).await.unwrap() > 0 {
+        assert!(
+            rounds < 15,
+            "{WORKFLOWS} workflows not drained in 15 rounds"
+        );
+        let answers = futures::future::join_all(
+            (0..AT_ONCE).map(|_| setup.api.invoke(b"", Duration::from_secs(9))),
+        )
+        .await;
+        for answer in answers {
+            answer.response();
+        }
+        rounds += 1;
+    }
+    let mut by_kind = std::collections::BTreeMap::new();
+    for id in &ids {
+        let history = setup.server.history(id).await.unwrap();
+        temporal_lambda_local::bench::timeouts(&history, &mut by_kind);
+    }
+    assert!(
+        by_kind.is_empty(),
+        "workflow-task and activity timeouts over {rounds} rounds of {AT_ONCE} invocations: \
+         {by_kind:?}"
+    );
+}
+
 /// A workflow whose worker left (the idle exit) resumes on a later invocation: its next
 /// workflow task, scheduled on the gone worker's sticky queue, goes to the normal queue
 /// (the wire unloaded the sticky queue: `StickyWorkerUnavailable`), where the server still
