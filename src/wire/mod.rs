@@ -573,15 +573,14 @@ impl Wire {
         }
         // The other polls at risk settle while the sticky queue is still polled.
         let until_drained = drain_until.saturating_duration_since(Instant::now());
-        let others = self
-            .settle(settle, until_drained, |k| k != PollKind::Sticky)
+        self.settle(settle, until_drained, |k| k != PollKind::Sticky)
             .await;
         self.lock().phase = Phase::Closing { sticky_open: false };
         self.changed.notify_waiters();
         closed.drained = began.elapsed();
-        // A drained queue's last poll has settled already; one the drain ran out of time
-        // for may be young.
-        closed.settled = others && self.settle(settle, left(), |k| k == PollKind::Sticky).await;
+        // Every poll is held now. A drained queue's last poll has settled already; one the
+        // drain ran out of time for may be young, and so may the others if it did.
+        closed.settled = self.settle(settle, left(), |_| true).await;
         closed
     }
 
