@@ -277,6 +277,22 @@ fn unloads(fake: &Fake) -> usize {
     fake.sent::<ShutdownWorkerRequest>("ShutdownWorker").len()
 }
 
+/// A sticky poll came back with a task and more waiting: the sticky queue never empties.
+async fn full_sticky_queue(fake: &Arc<Fake>, wire: &Arc<Wire>) {
+    let sticky = tokio::spawn(wire.clone().call(workflow_poll(true)));
+    settle().await;
+    fake.answer(task_with_backlog("sticky-1", 5));
+    sticky.await.unwrap().unwrap();
+}
+
+/// The worker was handed an activity and runs it (it has not answered it).
+async fn an_activity_running(fake: &Arc<Fake>, wire: &Arc<Wire>) {
+    let activity = tokio::spawn(wire.clone().call(activity_poll()));
+    settle().await;
+    fake.answer(task("act-token"));
+    activity.await.unwrap().unwrap();
+}
+
 /// Lets spawned tasks run.
 async fn settle() {
     for _ in 0..20 {
@@ -379,10 +395,7 @@ async fn a_task_the_worker_took_is_not_handed_back_once_answered() {
 async fn the_tasks_a_stopped_worker_did_not_answer_are_handed_back_and_its_polls_dropped() {
     let fake = Arc::new(Fake::default());
     let wire = wire(&fake);
-    let activity = tokio::spawn(wire.clone().call(activity_poll()));
-    settle().await;
-    fake.answer(task("act-token"));
-    activity.await.unwrap().unwrap();
+    an_activity_running(&fake, &wire).await;
     // A poll still out when the worker stopped.
     let _outstanding = tokio::spawn(wire.clone().call(workflow_poll(false)));
     settle().await;
@@ -609,14 +622,8 @@ async fn a_drain_that_takes_all_of_closing_still_leaves_the_unload_its_answer() 
         ..Fake::default()
     });
     let wire = wire(&fake);
-    let sticky = tokio::spawn(wire.clone().call(workflow_poll(true)));
-    settle().await;
-    fake.answer(task_with_backlog("sticky-1", 5));
-    sticky.await.unwrap().unwrap();
-    let activity = tokio::spawn(wire.clone().call(activity_poll()));
-    settle().await;
-    fake.answer(task("act-token"));
-    activity.await.unwrap().unwrap();
+    full_sticky_queue(&fake, &wire).await;
+    an_activity_running(&fake, &wire).await;
     let start = tokio::time::Instant::now();
     wire.close().await;
     assert_eq!(
@@ -640,15 +647,8 @@ async fn a_drain_that_takes_all_of_closing_still_leaves_the_unload_its_answer() 
 async fn with_an_activity_in_flight_closing_leaves_the_drain_its_time() {
     let fake = Arc::new(Fake::default());
     let wire = wire(&fake);
-    // A sticky queue whose backlog never empties, and an activity running.
-    let sticky = tokio::spawn(wire.clone().call(workflow_poll(true)));
-    settle().await;
-    fake.answer(task_with_backlog("sticky-1", 5));
-    sticky.await.unwrap().unwrap();
-    let activity = tokio::spawn(wire.clone().call(activity_poll()));
-    settle().await;
-    fake.answer(task("act-token"));
-    activity.await.unwrap().unwrap();
+    full_sticky_queue(&fake, &wire).await;
+    an_activity_running(&fake, &wire).await;
     let start = tokio::time::Instant::now();
     wire.close().await;
     assert!(
@@ -746,10 +746,7 @@ async fn an_activity_that_ends_early_in_closing_leaves_it_its_whole_limit() {
     use temporalio_common::protos::temporal::api::workflowservice::v1::RespondActivityTaskCompletedRequest;
     let fake = Arc::new(Fake::default());
     let wire = wire(&fake);
-    let activity = tokio::spawn(wire.clone().call(activity_poll()));
-    settle().await;
-    fake.answer(task("act-token"));
-    activity.await.unwrap().unwrap();
+    an_activity_running(&fake, &wire).await;
     let (_wire, _sticky, closing) =
         closing_with_a_forwarded_sticky_poll(&fake, Some(wire.clone())).await;
     let start = tokio::time::Instant::now();
