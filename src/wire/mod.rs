@@ -173,6 +173,13 @@ struct State {
 }
 
 impl State {
+    /// Whether matching forwards the sticky polls now: one came back with a task of the
+    /// normal queue in the last [`FORWARDED_RECENTLY`].
+    fn sticky_forwarded_recently(&self) -> bool {
+        self.sticky_forwarded
+            .is_some_and(|at| at.elapsed() < FORWARDED_RECENTLY)
+    }
+
     /// The worker answered task `token`.
     fn answered(&mut self, token: &Bytes) {
         self.handed.remove(token);
@@ -427,11 +434,12 @@ impl Wire {
             if kind == PollKind::Sticky
                 && let Ok(answer) = answer
             {
-                if task.is_some() && proto::whole_history(&answer.proto) {
+                let read = proto::workflow_answer(&answer.proto);
+                if task.is_some() && read.whole_history {
                     // The backlog it reports is the normal queue's.
                     s.sticky_forwarded = Some(Instant::now());
                 } else {
-                    s.sticky_backlog = proto::backlog_hint(&answer.proto).unwrap_or(0);
+                    s.sticky_backlog = read.backlog;
                 }
             }
         }
@@ -638,9 +646,9 @@ impl Wire {
     /// kind came back with one in the last [`TASKS_RECENTLY`]. A poll that reaches a
     /// backlog is matched and recorded as it arrives; one that waits on an idle queue is
     /// not, and at the idle exit (half a second after the last task at least) closing does
-    /// not wait for it. A poll matched where it waits is recorded under
-    /// its own RPC's context, which neither cuts. Holding sticky polls with none of them
-    /// at risk would only let tasks queue on the sticky queue before its unload.
+    /// not wait for it. A poll matched where it waits is recorded under its own RPC's
+    /// context, which neither cuts. Holding sticky polls with none of them at risk would
+    /// only let tasks queue on the sticky queue before its unload.
     async fn settle(
         &self,
         age: Duration,
@@ -661,9 +669,7 @@ impl Wire {
     fn at_risk(&self) -> Vec<PollKind> {
         let s = self.lock();
         let mut kinds = Vec::new();
-        if s.sticky_forwarded
-            .is_some_and(|at| at.elapsed() < FORWARDED_RECENTLY)
-        {
+        if s.sticky_forwarded_recently() {
             kinds.push(PollKind::Sticky);
         }
         if s.graceful_polls == Some(true) {
@@ -712,10 +718,11 @@ impl Wire {
                 .wait_for(left, |s| {
                     // A forwarded sticky poll waits until it has settled: before, it may be
                     // in a record of a normal-queue task, which the unload would cut.
-                    let forwarded = s
-                        .sticky_forwarded
-                        .is_some_and(|at| at.elapsed() < FORWARDED_RECENTLY);
-                    let quiet = if forwarded { settled } else { STICKY_QUIET };
+                    let quiet = if s.sticky_forwarded_recently() {
+                        settled
+                    } else {
+                        STICKY_QUIET
+                    };
                     s.sticky_backlog == 0
                         && s.polls
                             .values()

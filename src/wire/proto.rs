@@ -96,26 +96,12 @@ impl PollRequest {
     }
 }
 
-/// A workflow poll's answer: its task and the queue's backlog as the server counts it.
+/// A workflow poll's answer, down to the queue's backlog as the server counts it and its
+/// history's event ids.
 #[derive(Clone, PartialEq, Message)]
 struct WorkflowTask {
-    #[prost(bytes = "bytes", tag = "1")]
-    task_token: Bytes,
     #[prost(int64, tag = "7")]
     backlog_count_hint: i64,
-}
-
-/// The backlog a workflow poll's answer reports (`backlog_count_hint`): tasks the queue
-/// still holds.
-pub(crate) fn backlog_hint(proto: &[u8]) -> Option<i64> {
-    WorkflowTask::decode(proto)
-        .ok()
-        .map(|t| t.backlog_count_hint)
-}
-
-/// A workflow poll's answer, down to its history's event ids.
-#[derive(Clone, PartialEq, Message)]
-struct WorkflowTaskHistory {
     #[prost(message, optional, tag = "8")]
     history: Option<HistoryEventIds>,
 }
@@ -132,16 +118,31 @@ struct EventId {
     event_id: i64,
 }
 
-/// Whether a workflow poll's answer carries the workflow's whole history (its first event
-/// is event 1). A task of the sticky queue carries only the events since the worker's last
-/// task, so a sticky poll answered with the whole history was handed a task of the normal
-/// queue: matching forwarded that poll to the normal queue's backlog.
-pub(crate) fn whole_history(proto: &[u8]) -> bool {
-    WorkflowTaskHistory::decode(proto)
-        .ok()
-        .and_then(|t| t.history)
-        .and_then(|h| h.events.first().map(|e| e.event_id == 1))
-        .unwrap_or(false)
+/// What a workflow poll's answer says of where its task came from (read at once).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct WorkflowAnswer {
+    /// Tasks the queue still holds (`backlog_count_hint`).
+    pub(crate) backlog: i64,
+    /// Whether it carries the workflow's whole history (its first event is event 1). A
+    /// task of the sticky queue carries only the events since the worker's last task, so a
+    /// sticky poll answered with the whole history was handed a task of the normal queue:
+    /// matching forwarded that poll to the normal queue's backlog (whose count `backlog`
+    /// then is).
+    pub(crate) whole_history: bool,
+}
+
+/// Reads a workflow poll's answer; the default when it cannot be read.
+pub(crate) fn workflow_answer(proto: &[u8]) -> WorkflowAnswer {
+    let Ok(task) = WorkflowTask::decode(proto) else {
+        return WorkflowAnswer::default();
+    };
+    let first = task
+        .history
+        .and_then(|h| h.events.first().map(|e| e.event_id));
+    WorkflowAnswer {
+        backlog: task.backlog_count_hint,
+        whole_history: first == Some(1),
+    }
 }
 
 /// Field 1, `task_token`, of every poll answer and task answer.

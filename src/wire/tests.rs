@@ -841,7 +841,7 @@ async fn with_graceful_polls_the_sticky_queue_is_polled_while_the_other_polls_se
 
 #[test]
 fn a_sticky_answer_with_the_whole_history_is_a_task_of_the_normal_queue() {
-    assert!(super::proto::whole_history(&forwarded_answer("t")));
+    assert!(super::proto::workflow_answer(&forwarded_answer("t")).whole_history);
     let sticky = PollWorkflowTaskQueueResponse {
         task_token: b"t".to_vec(),
         history: Some(History {
@@ -849,8 +849,8 @@ fn a_sticky_answer_with_the_whole_history_is_a_task_of_the_normal_queue() {
         }),
         ..Default::default()
     };
-    assert!(!super::proto::whole_history(&sticky.encode_to_vec()));
-    assert!(!super::proto::whole_history(&token_answer("t")));
+    assert!(!super::proto::workflow_answer(&sticky.encode_to_vec()).whole_history);
+    assert!(!super::proto::workflow_answer(&token_answer("t")).whole_history);
 }
 
 /// The tasks handed to the worker are known by their workflow, which a hand-back's log
