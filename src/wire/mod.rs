@@ -90,6 +90,10 @@ const CLOSE_LIMIT_BUSY: Duration = Duration::from_millis(300);
 /// How long the end of a session (its hand-backs) takes at most: the session's answer
 /// waits for it, within its drain.
 const FINISH_LIMIT: Duration = Duration::from_millis(500);
+/// How old a poll of a queue handing out tasks must be (or back) before the session's end
+/// drops it ([`Wire::finish`]): a young one may be in the record of a task matched to it.
+/// The rest of [`FINISH_LIMIT`] is left for handing that task back.
+const FINISH_SETTLED: Duration = Duration::from_millis(350);
 /// How long the unload's `ShutdownWorker` may take however little of closing is left (a
 /// drain that ran out of time leaves none): one given up as it is sent may never reach the
 /// server, and the sticky queue would stay loaded with nobody polling it. It is answered
@@ -110,6 +114,8 @@ enum Phase {
     Closing { sticky_open: bool },
     /// Held and new polls come back empty.
     Released,
+    /// The worker has stopped: a task that comes back now is handed back, whoever waits.
+    Finished,
 }
 
 /// A poll sent upstream whose answer has not come back.
@@ -169,6 +175,8 @@ struct State {
     task_came: HashMap<PollKind, Instant>,
     /// Hand-backs on their way to the server.
     handing_back: usize,
+    /// Tasks come back on a poll and not yet given to the SDK or handed back.
+    delivering: usize,
     report: WireReport,
 }
 
@@ -178,6 +186,32 @@ impl State {
     fn sticky_forwarded_recently(&self) -> bool {
         self.sticky_forwarded
             .is_some_and(|at| at.elapsed() < FORWARDED_RECENTLY)
+    }
+
+    /// The kinds of poll whose queue hands out tasks now: a poll of the kind came back
+    /// with one in the last [`TASKS_RECENTLY`].
+    fn busy(&self) -> Vec<PollKind> {
+        self.task_came
+            .iter()
+            .filter(|(_, at)| at.elapsed() < TASKS_RECENTLY)
+            .map(|(kind, _)| *kind)
+            .collect()
+    }
+
+    /// Drops the polls still out that `which` takes (their upstream calls cancelled).
+    fn drop_polls(&mut self, which: impl Fn(&InFlight) -> bool) {
+        let polls: Vec<_> = self.polls.extract_if(|_, p| which(p)).collect();
+        for (_, poll) in &polls {
+            if let Some(abort) = &poll.abort {
+                abort.abort();
+            }
+        }
+        self.report.dropped += polls.len() as u32;
+        if !polls.is_empty() {
+            let ages: Vec<_> = polls.iter().map(|(_, p)| p.age()).collect();
+            let identity = self.worker.as_ref().map_or("", |w| w.identity.as_str());
+            tracing::debug!(identity, polls = ?ages, "the wire: dropping the polls still out");
+        }
     }
 
     /// The worker answered task `token`.
@@ -251,6 +285,7 @@ impl Wire {
                 sticky_forwarded: None,
                 task_came: HashMap::new(),
                 handing_back: 0,
+                delivering: 0,
                 report: WireReport::default(),
             }),
             changed: Notify::new(),
@@ -390,13 +425,21 @@ impl Wire {
         let task = tokio::spawn(async move {
             let answer = wire.upstream.call(request).await;
             let task = wire.came_back(id, kind, &answer);
-            if tx.send(answer).is_err()
+            let delivering = task.is_some();
+            let stopped = wire.lock().phase == Phase::Finished;
+            if (stopped || tx.send(answer).is_err())
                 && let Some((token, kind)) = task
             {
-                // Nobody waits for this poll any more: the task must not wait for a
-                // timeout.
-                wire.lock().handed.remove(&token);
-                wire.hand_back_now(token, kind, OWN_CALL_TIMEOUT).await;
+                // Nobody waits for this poll any more, or nobody will run its task: the
+                // task must not wait for a timeout. (Not there: the session's end took it.)
+                let ours = wire.lock().handed.remove(&token).is_some();
+                if ours {
+                    wire.hand_back_now(token, kind, OWN_CALL_TIMEOUT).await;
+                }
+            }
+            if delivering {
+                wire.lock().delivering -= 1;
+                wire.changed.notify_waiters();
             }
         });
         if let Some(poll) = self.lock().polls.get_mut(&id) {
@@ -424,6 +467,8 @@ impl Wire {
             let mut s = self.lock();
             s.polls.remove(&id);
             if let Some((token, task_kind)) = &task {
+                // Counted until given to the SDK or handed back (`Wire::finish` waits).
+                s.delivering += 1;
                 s.task_came.insert(kind, Instant::now());
                 s.handed.insert(token.clone(), *task_kind);
                 if let Ok(answer) = answer {
@@ -475,7 +520,7 @@ impl Wire {
         match self.lock().phase {
             Phase::Open => false,
             Phase::Closing { sticky_open } => !(sticky_open && kind == PollKind::Sticky),
-            Phase::Released => true,
+            Phase::Released | Phase::Finished => true,
         }
     }
 
@@ -485,7 +530,7 @@ impl Wire {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if self.lock().phase == Phase::Released {
+            if matches!(self.lock().phase, Phase::Released | Phase::Finished) {
                 return;
             }
             changed.await;
@@ -673,16 +718,7 @@ impl Wire {
             kinds.push(PollKind::Sticky);
         }
         if s.graceful_polls == Some(true) {
-            let busy = |k| {
-                s.task_came
-                    .get(&k)
-                    .is_some_and(|at| at.elapsed() < TASKS_RECENTLY)
-            };
-            kinds.extend(
-                [PollKind::Normal, PollKind::Activity, PollKind::Nexus]
-                    .into_iter()
-                    .filter(|k| busy(*k)),
-            );
+            kinds.extend(s.busy().into_iter().filter(|k| *k != PollKind::Sticky));
         }
         kinds
     }
@@ -772,35 +808,52 @@ impl Wire {
 
     /// The worker has stopped: drops the polls still outstanding and hands back every task
     /// it was handed and did not answer. Returns what the wire did this session.
+    ///
+    /// Dropping a poll cancels it on the server, and a poll matched with a task may be in
+    /// that task's record (stall 3, ARCHITECTURE.md): cut after History committed it, the
+    /// task is started and delivered to nobody, and waits for its start-to-close timeout.
+    /// Without graceful poll shutdown the polls of a worker that stopped under a backlog
+    /// are still out here (the SDK dropped them, the server did not end them). So the
+    /// polls of queues handing out tasks ([`State::busy`]) are dropped only once they have
+    /// waited [`FINISH_SETTLED`]: one that comes back with a task meanwhile has it handed
+    /// back at once. Others are dropped at once; at the idle exit (half a second after the
+    /// last task at least) no queue counts as busy, and nothing waits.
     pub(crate) async fn finish(&self) -> WireReport {
-        let unanswered: Vec<_> = {
+        let began = Instant::now();
+        let (unanswered, young) = {
             let mut s = self.lock();
-            s.phase = Phase::Released;
-            let polls: Vec<_> = s.polls.drain().collect();
-            for (_, poll) in &polls {
-                if let Some(abort) = &poll.abort {
-                    abort.abort();
-                }
-            }
-            s.report.dropped += polls.len() as u32;
-            if !polls.is_empty() {
-                let ages: Vec<_> = polls.iter().map(|(_, p)| p.age()).collect();
-                let identity = s.worker.as_ref().map_or("", |w| w.identity.as_str());
-                tracing::debug!(identity, polls = ?ages, "the wire: dropping the polls still out");
-            }
-            s.handed.drain().collect()
+            s.phase = Phase::Finished;
+            let busy = s.busy();
+            s.drop_polls(|p| !busy.contains(&p.kind) || p.since.elapsed() >= FINISH_SETTLED);
+            (s.handed.drain().collect::<Vec<_>>(), s.polls.len())
         };
         self.changed.notify_waiters();
+        if young > 0 {
+            tracing::debug!(
+                young,
+                "the wire: letting young polls of a busy queue settle"
+            );
+        }
         // Bounded: the session's answer waits for this, within its drain.
-        let began = Instant::now();
         let backs = unanswered
             .into_iter()
             .map(|(token, kind)| self.hand_back_now(token, kind, FINISH_LIMIT));
-        futures_util::future::join_all(backs).await;
-        // Late tasks' hand-backs still on their way reach the server before the answer
-        // (after it, the process may be frozen).
+        let settled = async {
+            let limit = FINISH_SETTLED.min(FINISH_LIMIT);
+            self.wait_for(limit, |s| {
+                s.polls
+                    .values()
+                    .all(|p| p.since.elapsed() >= FINISH_SETTLED)
+            })
+            .await;
+            self.lock().drop_polls(|_| true);
+        };
+        futures_util::future::join(futures_util::future::join_all(backs), settled).await;
+        // Late tasks (and their hand-backs) still on their way reach the server before the
+        // answer (after it, the process may be frozen).
         let left = FINISH_LIMIT.saturating_sub(began.elapsed());
-        self.wait_for(left, |s| s.handing_back == 0).await;
+        self.wait_for(left, |s| s.handing_back == 0 && s.delivering == 0)
+            .await;
         self.lock().report
     }
 

@@ -408,6 +408,85 @@ async fn the_tasks_a_stopped_worker_did_not_answer_are_handed_back_and_its_polls
     assert!(info.contains("non_retryable: false"), "{info}");
 }
 
+/// The worker answered a task of the normal queue, polled again, and stopped with that
+/// poll out (without graceful poll shutdown the server does not end it).
+async fn stopped_with_a_poll_out_after_a_task(
+    fake: &Arc<Fake>,
+    wire: &Arc<Wire>,
+) -> tokio::task::JoinHandle<Answer> {
+    let poll = tokio::spawn(wire.clone().call(workflow_poll(false)));
+    settle().await;
+    fake.answer(task("wf-1"));
+    assert_eq!(token_of(&poll.await.unwrap()), b"wf-1");
+    let completed = RespondWorkflowTaskCompletedRequest {
+        task_token: b"wf-1".to_vec(),
+        ..Default::default()
+    };
+    let completed = request("RespondWorkflowTaskCompleted", completed.encode_to_vec());
+    wire.clone().call(completed).await.unwrap();
+    let next = tokio::spawn(wire.clone().call(workflow_poll(false)));
+    settle().await;
+    wire.close().await;
+    wire.release();
+    next
+}
+
+/// A poll of a queue that hands out tasks, sent just before its worker stopped, may be in
+/// the record of the task matched to it: dropped there, the task would be started and
+/// delivered to nobody (a start-to-close timeout). The session's end lets it settle and
+/// hands its task back.
+#[tokio::test(start_paused = true)]
+async fn a_young_poll_of_a_busy_queue_is_not_dropped_under_its_task() {
+    let fake = Arc::new(Fake::default());
+    let wire = wire(&fake);
+    let _poll = stopped_with_a_poll_out_after_a_task(&fake, &wire).await;
+    let start = tokio::time::Instant::now();
+    let finish = tokio::spawn({
+        let wire = wire.clone();
+        async move { wire.finish().await }
+    });
+    // History answers the record 100 ms later: the task comes back.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    fake.answer(task("wf-2"));
+    let report = finish.await.unwrap();
+    assert_eq!((report.handed_back, report.dropped), (1, 0), "{report:?}");
+    let failed: Vec<RespondWorkflowTaskFailedRequest> = fake.sent("RespondWorkflowTaskFailed");
+    assert_eq!(failed.len(), 1, "{:?}", fake.rpcs());
+    assert_eq!(failed[0].task_token, b"wf-2");
+    assert!(
+        start.elapsed() < super::FINISH_LIMIT,
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+/// A young poll of a busy queue that gets nothing is dropped once it has waited
+/// [`FINISH_SETTLED`](super::FINISH_SETTLED); an old one, or one of an idle queue (the idle
+/// exit), at once.
+#[tokio::test(start_paused = true)]
+async fn the_session_end_waits_only_for_young_polls_of_a_busy_queue() {
+    let fake = Arc::new(Fake::default());
+    let wire = wire(&fake);
+    let _poll = stopped_with_a_poll_out_after_a_task(&fake, &wire).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let start = tokio::time::Instant::now();
+    let report = wire.finish().await;
+    assert_eq!(
+        start.elapsed(),
+        super::FINISH_SETTLED - Duration::from_millis(100)
+    );
+    assert_eq!((report.handed_back, report.dropped), (0, 1), "{report:?}");
+
+    // The idle exit: the last task came half a second before the stop.
+    let fake = Arc::new(Fake::default());
+    let wire = self::wire(&fake);
+    let _poll = stopped_with_a_poll_out_after_a_task(&fake, &wire).await;
+    tokio::time::sleep(super::TASKS_RECENTLY).await;
+    let start = tokio::time::Instant::now();
+    assert_eq!(wire.finish().await.dropped, 1);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
 #[tokio::test(start_paused = true)]
 async fn closing_holds_new_polls_and_releasing_answers_them_empty() {
     let fake = Arc::new(Fake::default());
