@@ -251,12 +251,19 @@ async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
         }
     }
     let total: usize = by_kind.values().sum();
-    let span = last_close - first_start;
+    let throughput = if first_start <= last_close {
+        let span = last_close - first_start;
+        format!(
+            "{workflows} workflows in {span:.2} s (first task started → last closed): {:.1} \
+             workflows/s",
+            workflows as f64 / span
+        )
+    } else {
+        "no workflow task started".to_owned()
+    };
     println!(
-        "  throughput: {workflows} workflows in {span:.2} s (first task started → last closed): \
-         {:.1} workflows/s; CPU while draining: bootstraps {bootstrap_cpu:.1} s ({:.2} ms per \
-         workflow), dev server {server_cpu:.1} s, over {:.1} s of wall time on {} cores",
-        workflows as f64 / span,
+        "  throughput: {throughput}; CPU while draining: bootstraps {bootstrap_cpu:.1} s ({:.2} \
+         ms per workflow), dev server {server_cpu:.1} s, over {:.1} s of wall time on {} cores",
         bootstrap_cpu * 1e3 / workflows.max(1) as f64,
         drained.as_secs_f64(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
@@ -270,7 +277,8 @@ async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
         "  workflow-task and activity timeouts: {total}; {} workflows stalled by them, {:.1} s in \
          all (max {:.1} s)",
         stalled.len(),
-        stalled.iter().sum::<f64>(),
+        // An empty sum is -0.0.
+        stalled.iter().sum::<f64>() + 0.0,
         stalled.iter().copied().fold(0.0, f64::max)
     );
     for (kind, n) in &by_kind {
