@@ -22,8 +22,10 @@
 //!   nobody polls.
 //! - **Released** ([`Wire::release`], right after the SDK's shutdown began): held polls
 //!   come back empty.
-//! - **Finished** ([`Wire::finish`], once the worker stopped): polls still outstanding are
-//!   dropped and every task handed out and not answered is handed back.
+//! - **Finished** ([`Wire::finish`], once the worker stopped): every task handed out and not
+//!   answered is handed back, and the polls still outstanding are dropped: those of a
+//!   queue handing out tasks once old enough that no record is cut under them, their
+//!   tasks handed back meanwhile.
 //!
 //! The wire sends no compressed messages (the client's gzip is off with an override) unless
 //! the connection asks for gzip, and reads a gzipped answer in any case.
