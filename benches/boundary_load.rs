@@ -7,8 +7,10 @@
 //! dev server used meanwhile, and the bootstraps' per workflow (`/proc` utime + stime over
 //! the drain; issue 14.4 and 20.3: with one process, one long invocation and the idle
 //! exit, `TLW_BENCH_PROCESSES=1 TLW_BENCH_TIMEOUT_SECS=60
-//! TLW_BENCH_ENV=TEMPORAL_IDLE_SHUTDOWN_SECS=1`, it is the burst of one invocation). Prints
-//! numbers; asserts nothing.
+//! TLW_BENCH_ENV=TEMPORAL_IDLE_SHUTDOWN_SECS=1`, it is the burst of one invocation), and how
+//! long the workflow tasks started on sticky queues took from scheduled to started (how long
+//! a task on its way to a closing worker's sticky queue stays out of the drain's sight).
+//! Prints numbers; asserts nothing.
 //!
 //! Run: `cargo bench --bench boundary_load`. It measures the debug `hello` bootstrap (a
 //! slow build makes the boundary race likely; build it first with
@@ -31,7 +33,9 @@ use std::{
 
 use temporal_lambda_local::{
     Bootstrap, DevServer, Outcome, RuntimeApi, TempDir,
-    bench::{bootstraps_or, debug_example, dev_server_from_env, env_or, epoch_secs, timeouts},
+    bench::{
+        bootstraps_or, debug_example, dev_server_from_env, env_or, epoch_secs, percentile, timeouts,
+    },
     dev_server::event_is,
 };
 
@@ -68,6 +72,35 @@ fn print_history(history: &serde_json::Value) {
             attrs["taskQueue"]["name"].as_str().unwrap_or_default(),
             attrs["identity"].as_str().unwrap_or_default(),
         );
+    }
+}
+
+/// For each workflow task of `history` scheduled on a sticky queue and started there: the
+/// seconds from scheduled to started (History's transfer to matching, the match, the
+/// record). How long a task on its way to a sticky queue can stay invisible to the drain's
+/// signals at closing.
+fn sticky_pickups(history: &serde_json::Value, into: &mut Vec<f64>) {
+    let events = history["events"].as_array().map_or(&[][..], Vec::as_slice);
+    let id = |v: &serde_json::Value| {
+        v.as_str()
+            .and_then(|s| s.parse::<i64>().ok())
+            .or(v.as_i64())
+    };
+    let time = |e: &serde_json::Value| e["eventTime"].as_str().and_then(epoch_secs);
+    let mut scheduled = std::collections::HashMap::new();
+    for e in events {
+        if event_is(e, "WORKFLOW_TASK_SCHEDULED") {
+            let kind = &e["workflowTaskScheduledEventAttributes"]["taskQueue"]["kind"];
+            let sticky = kind.as_str().is_some_and(|k| k.ends_with("STICKY")) || kind == 2;
+            if let (true, Some(i), Some(t)) = (sticky, id(&e["eventId"]), time(e)) {
+                scheduled.insert(i, t);
+            }
+        } else if event_is(e, "WORKFLOW_TASK_STARTED") {
+            let of = id(&e["workflowTaskStartedEventAttributes"]["scheduledEventId"]);
+            if let (Some(at), Some(t)) = (of.and_then(|i| scheduled.remove(&i)), time(e)) {
+                into.push(t - at);
+            }
+        }
     }
 }
 
@@ -211,6 +244,7 @@ async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
     let mut unread = 0;
     let mut shown = 0;
     let mut stalled = Vec::new();
+    let mut pickups = Vec::new();
     // First workflow task started → last workflow closed, over all workflows.
     let (mut first_start, mut last_close) = (f64::MAX, 0.0f64);
     for h in histories {
@@ -231,6 +265,7 @@ async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
                         last_close = last_close.max(t);
                     }
                 }
+                sticky_pickups(&v, &mut pickups);
                 let before: usize = by_kind.values().sum();
                 let w = timeouts(&v, &mut by_kind);
                 if w > 0.0 {
@@ -267,6 +302,16 @@ async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
         bootstrap_cpu * 1e3 / workflows.max(1) as f64,
         drained.as_secs_f64(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let ms = |p| percentile(&pickups, p) * 1e3;
+    println!(
+        "  sticky tasks, scheduled → started on the sticky queue: {} (p50 {:.0} ms, p95 {:.0} \
+         ms, p99 {:.0} ms, max {:.0} ms)",
+        pickups.len(),
+        ms(0.5),
+        ms(0.95),
+        ms(0.99),
+        ms(1.0)
     );
     println!(
         "  drained in {:.1} s through {invocations} invocations ({failed} answered an error; \
