@@ -21,6 +21,8 @@
 //! `TLW_BENCH_PER_PROCESS` (1: invocations each process takes at once, as on a Lambda
 //! Managed Instance, `AWS_LAMBDA_MAX_CONCURRENCY`; each round then makes processes × that
 //! many invocations at once),
+//! `TLW_BENCH_STREAM_SECS` (0: all queued before the first invocation; else started evenly
+//! over that many seconds while the invocations run, so every stop meets a young backlog),
 //! `TLW_BENCH_ENV` (more variables for the bootstraps), `TLW_BENCH_SERVER_ARGS` (more
 //! `temporal server start-dev` arguments), `TLW_BENCH_LOG_DIR`/`TLW_BENCH_LOG_LEVEL`.
 
@@ -205,13 +207,35 @@ async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
     let ids: Vec<String> = (0..workflows)
         .map(|i| format!("wf-load-{tag}-{i}"))
         .collect();
-    let started = bounded(ids.clone(), 16, |id| {
-        let server = server.clone();
-        let queue = queue.clone();
-        async move { server.start_hello(&queue, &id, "Load").await }
-    })
-    .await;
-    let not_started = started.iter().filter(|r| r.is_err()).count();
+    // `TLW_BENCH_STREAM_SECS`: the workflows start evenly over that many seconds while the
+    // invocations run (a young backlog at every stop), not all before them.
+    let stream = Duration::from_secs_f64(env_or("TLW_BENCH_STREAM_SECS", 0.0));
+    let starting = {
+        let (server, queue, ids) = (server.clone(), queue.clone(), ids.clone());
+        async move {
+            let start = |id: String| {
+                let (server, queue) = (server.clone(), queue.clone());
+                async move { server.start_hello(&queue, &id, "Load").await.is_ok() }
+            };
+            if stream.is_zero() {
+                return bounded(ids, 16, start).await;
+            }
+            let mut tick = tokio::time::interval(stream / ids.len().max(1) as u32);
+            let mut starts = Vec::new();
+            for id in ids {
+                tick.tick().await;
+                starts.push(tokio::spawn(start(id)));
+            }
+            let done = futures::future::join_all(starts).await;
+            done.into_iter().map(|r| r.unwrap_or(false)).collect()
+        }
+    };
+    let starter = if stream.is_zero() {
+        let started: Vec<bool> = starting.await;
+        tokio::spawn(async move { started })
+    } else {
+        tokio::spawn(starting)
+    };
     let cpu = |pids: &[u32]| pids.iter().map(|p| tree_cpu_secs(*p)).sum::<f64>();
     let bootstrap_pids: Vec<u32> = _processes.iter().map(Bootstrap::pid).collect();
     let (bootstrap_cpu, server_cpu) = (cpu(&bootstrap_pids), cpu(&[server.pid()]));
@@ -219,7 +243,8 @@ async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
     let mut invocations = 0;
     let mut failed = 0;
     let running = format!("TaskQueue='{queue}' AND ExecutionStatus='Running'");
-    while server.count_workflows(&running).await.unwrap_or(usize::MAX) > 0
+    while (!starter.is_finished()
+        || server.count_workflows(&running).await.unwrap_or(usize::MAX) > 0)
         && begin.elapsed().as_secs() < 300
     {
         let answers = futures::future::join_all(
@@ -233,6 +258,9 @@ async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
             .count();
     }
     let drained = begin.elapsed();
+    let not_started = starter
+        .await
+        .map_or(workflows, |s| s.iter().filter(|ok| !**ok).count());
     let bootstrap_cpu = cpu(&bootstrap_pids) - bootstrap_cpu;
     let server_cpu = cpu(&[server.pid()]) - server_cpu;
     let histories = bounded(ids, 16, |id| {
