@@ -24,8 +24,8 @@
 //!   come back empty.
 //! - **Finished** ([`Wire::finish`], once the worker stopped): every task handed out and not
 //!   answered is handed back, and the polls still outstanding are dropped: those of a
-//!   queue handing out tasks once old enough that no record is cut under them, their
-//!   tasks handed back meanwhile.
+//!   queue handing out tasks after a short wait for them to come back, their tasks handed
+//!   back.
 //!
 //! The wire sends no compressed messages (the client's gzip is off with an override) unless
 //! the connection asks for gzip, and reads a gzipped answer in any case.
@@ -92,10 +92,11 @@ const CLOSE_LIMIT_BUSY: Duration = Duration::from_millis(300);
 /// How long the end of a session (its hand-backs) takes at most: the session's answer
 /// waits for it, within its drain.
 const FINISH_LIMIT: Duration = Duration::from_millis(500);
-/// How old a poll of a queue handing out tasks must be (or back) before the session's end
-/// drops it ([`Wire::finish`]): a young one may be in the record of a task matched to it.
-/// The rest of [`FINISH_LIMIT`] is left for handing that task back.
-const FINISH_SETTLED: Duration = Duration::from_millis(350);
+/// How long the session's end waits for the polls of a queue handing out tasks to come
+/// back before it drops them ([`Wire::finish`]): one matched with a task may be in that
+/// task's record, whatever its age. The rest of [`FINISH_LIMIT`] is left for handing
+/// their tasks back.
+const FINISH_POLLS_BACK: Duration = Duration::from_millis(350);
 /// How long the unload's `ShutdownWorker` may take however little of closing is left (a
 /// drain that ran out of time leaves none): one given up as it is sent may never reach the
 /// server, and the sticky queue would stay loaded with nobody polling it. It is answered
@@ -814,43 +815,39 @@ impl Wire {
     /// Dropping a poll cancels it on the server, and a poll matched with a task may be in
     /// that task's record (stall 3, ARCHITECTURE.md): cut after History committed it, the
     /// task is started and delivered to nobody, and waits for its start-to-close timeout.
-    /// Without graceful poll shutdown the polls of a worker that stopped under a backlog
-    /// are still out here (the SDK dropped them, the server did not end them). So the
-    /// polls of queues handing out tasks ([`State::busy`]) are dropped only once they have
-    /// waited [`FINISH_SETTLED`]: one that comes back with a task meanwhile has it handed
-    /// back at once. Others are dropped at once; at the idle exit (half a second after the
-    /// last task at least) no queue counts as busy, and nothing waits.
+    /// Without graceful poll shutdown the polls of a worker that stopped under load are
+    /// still out here (the SDK dropped them, the server did not end them), and on a queue
+    /// that hands out tasks one can be matched at any age: a poll that waited 0.3 s for
+    /// nothing was seen matched, recorded and cut. So the polls of queues handing out tasks
+    /// ([`State::busy`]) get up to [`FINISH_POLLS_BACK`] to come back, and a task one brings
+    /// is handed back at once. Others are dropped at once; at the idle exit (half a second
+    /// after the last task at least) no queue counts as busy, and nothing waits.
     pub(crate) async fn finish(&self) -> WireReport {
         let began = Instant::now();
-        let (unanswered, young) = {
+        let (unanswered, waited_for) = {
             let mut s = self.lock();
             s.phase = Phase::Finished;
             let busy = s.busy();
-            s.drop_polls(|p| !busy.contains(&p.kind) || p.since.elapsed() >= FINISH_SETTLED);
+            s.drop_polls(|p| !busy.contains(&p.kind));
             (s.handed.drain().collect::<Vec<_>>(), s.polls.len())
         };
         self.changed.notify_waiters();
-        if young > 0 {
+        if waited_for > 0 {
             tracing::debug!(
-                young,
-                "the wire: letting young polls of a busy queue settle"
+                waited_for,
+                "the wire: waiting for the polls of a busy queue to come back"
             );
         }
         // Bounded: the session's answer waits for this, within its drain.
         let backs = unanswered
             .into_iter()
             .map(|(token, kind)| self.hand_back_now(token, kind, FINISH_LIMIT));
-        let settled = async {
-            let limit = FINISH_SETTLED.min(FINISH_LIMIT);
-            self.wait_for(limit, |s| {
-                s.polls
-                    .values()
-                    .all(|p| p.since.elapsed() >= FINISH_SETTLED)
-            })
-            .await;
+        let polls_back = async {
+            let limit = FINISH_POLLS_BACK.min(FINISH_LIMIT);
+            self.wait_for(limit, |s| s.polls.is_empty()).await;
             self.lock().drop_polls(|_| true);
         };
-        futures_util::future::join(futures_util::future::join_all(backs), settled).await;
+        futures_util::future::join(futures_util::future::join_all(backs), polls_back).await;
         // Late tasks (and their hand-backs) still on their way reach the server before the
         // answer (after it, the process may be frozen).
         let left = FINISH_LIMIT.saturating_sub(began.elapsed());
@@ -874,11 +871,19 @@ impl Wire {
             );
             return;
         };
-        let call = self.upstream.call(request);
+        // In a task of its own: one that outlasts `limit` is not cancelled (a server slow
+        // under load still gets it, and the task is retried at once rather than after its
+        // timeout); only this wait for its answer ends.
+        let call = tokio::spawn(self.upstream.call(request));
         self.lock().handing_back += 1;
         let answer = tokio::time::timeout(limit.min(OWN_CALL_TIMEOUT), call).await;
         self.lock().handing_back -= 1;
         self.changed.notify_waiters();
+        let answer = match answer {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(_)) => Ok(Err(Status::internal("the hand-back's task ended"))),
+            Err(elapsed) => Err(elapsed),
+        };
         match answer {
             Ok(Ok(_)) => {
                 self.lock().report.handed_back += 1;
@@ -902,7 +907,8 @@ impl Wire {
             Err(_) => tracing::warn!(
                 ?kind,
                 workflow_id,
-                "handing back a task took too long: it is retried after its timeout"
+                "handing back a task is taking long: it goes on without this session (a \
+                 hand-back the server does not get is retried after its timeout)"
             ),
         }
     }

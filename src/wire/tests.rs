@@ -39,6 +39,10 @@ struct Fake {
     graceful: bool,
     /// Never answers a hand-back (a server that is slow or gone).
     hangs: bool,
+    /// How long a hand-back takes to be answered (none: at once).
+    hand_back_takes: Option<Duration>,
+    /// The hand-backs answered (the wire did not cancel them).
+    handed_back: Arc<std::sync::atomic::AtomicUsize>,
     /// What `DescribeTaskQueue` reports of the sticky queue's backlog, one answer each
     /// (none left: an answer without a status).
     described: Mutex<VecDeque<i64>>,
@@ -131,7 +135,16 @@ impl Upstream for Arc<Fake> {
             _ => Vec::new(),
         };
         let unload = (rpc == "ShutdownWorker").then(|| (self.unload_takes, self.unloaded.clone()));
+        let hand_back = rpc
+            .starts_with("Respond")
+            .then(|| (self.hand_back_takes, self.handed_back.clone()));
         Box::pin(async move {
+            if let Some((takes, answered)) = hand_back {
+                if let Some(takes) = takes {
+                    tokio::time::sleep(takes).await;
+                }
+                answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
             if let Some((takes, unloaded)) = unload {
                 if let Some(takes) = takes {
                     tokio::time::sleep(takes).await;
@@ -431,15 +444,17 @@ async fn stopped_with_a_poll_out_after_a_task(
     next
 }
 
-/// A poll of a queue that hands out tasks, sent just before its worker stopped, may be in
-/// the record of the task matched to it: dropped there, the task would be started and
-/// delivered to nobody (a start-to-close timeout). The session's end lets it settle and
-/// hands its task back.
+/// A poll of a queue that hands out tasks, out when its worker stopped, may be in the
+/// record of a task matched to it, whatever its age: dropped there, the task would be
+/// started and delivered to nobody (a start-to-close timeout). The session's end waits for
+/// it to come back and hands its task back.
 #[tokio::test(start_paused = true)]
-async fn a_young_poll_of_a_busy_queue_is_not_dropped_under_its_task() {
+async fn a_poll_of_a_busy_queue_is_not_dropped_under_its_task() {
     let fake = Arc::new(Fake::default());
     let wire = wire(&fake);
     let _poll = stopped_with_a_poll_out_after_a_task(&fake, &wire).await;
+    // It waited 0.3 s for nothing before the stop, and is matched now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let start = tokio::time::Instant::now();
     let finish = tokio::spawn({
         let wire = wire.clone();
@@ -460,21 +475,18 @@ async fn a_young_poll_of_a_busy_queue_is_not_dropped_under_its_task() {
     );
 }
 
-/// A young poll of a busy queue that gets nothing is dropped once it has waited
-/// [`FINISH_SETTLED`](super::FINISH_SETTLED); an old one, or one of an idle queue (the idle
-/// exit), at once.
+/// A poll of a busy queue that gets nothing is dropped after
+/// [`FINISH_POLLS_BACK`](super::FINISH_POLLS_BACK); one of an idle queue (the idle exit) at
+/// once.
 #[tokio::test(start_paused = true)]
-async fn the_session_end_waits_only_for_young_polls_of_a_busy_queue() {
+async fn the_session_end_waits_only_for_the_polls_of_a_busy_queue() {
     let fake = Arc::new(Fake::default());
     let wire = wire(&fake);
     let _poll = stopped_with_a_poll_out_after_a_task(&fake, &wire).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let start = tokio::time::Instant::now();
     let report = wire.finish().await;
-    assert_eq!(
-        start.elapsed(),
-        super::FINISH_SETTLED - Duration::from_millis(100)
-    );
+    assert_eq!(start.elapsed(), super::FINISH_POLLS_BACK);
     assert_eq!((report.handed_back, report.dropped), (0, 1), "{report:?}");
 
     // The idle exit: the last task came half a second before the stop.
@@ -686,6 +698,32 @@ async fn a_hand_back_the_server_does_not_answer_holds_the_session_end_half_a_sec
     let report = wire.finish().await;
     assert_eq!(start.elapsed(), super::FINISH_LIMIT);
     assert_eq!(report.handed_back, 0);
+}
+
+/// A server slow under load answers a hand-back after the session's end stopped waiting
+/// for it: the call goes on (cancelled, it might never reach the server, and the task would
+/// wait for its timeout).
+#[tokio::test(start_paused = true)]
+async fn a_slow_hand_back_is_not_cancelled_at_the_session_end() {
+    let fake = Arc::new(Fake {
+        hand_back_takes: Some(super::FINISH_LIMIT * 2),
+        ..Fake::default()
+    });
+    let wire = wire(&fake);
+    let poll = tokio::spawn(wire.clone().call(workflow_poll(false)));
+    settle().await;
+    fake.answer(task("wf-token"));
+    poll.await.unwrap().unwrap();
+    let start = tokio::time::Instant::now();
+    let report = wire.finish().await;
+    assert_eq!(start.elapsed(), super::FINISH_LIMIT);
+    assert_eq!(report.handed_back, 0);
+    tokio::time::sleep(super::FINISH_LIMIT * 2).await;
+    assert_eq!(
+        fake.handed_back.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the hand-back was cancelled"
+    );
 }
 
 /// Closing's limit bounds its drain, not the unload: a `ShutdownWorker` the wire gave up on
