@@ -431,10 +431,11 @@ fn timeout_message(
 fn drain_message(f: &mut fmt::Formatter<'_>, graceful_shutdown_timeout: Duration) -> fmt::Result {
     write!(
         f,
-        "the worker did not finish within its graceful shutdown timeout ({}) — an activity \
-         ignored cancellation. The process will be recycled. Make long activities heartbeat \
-         and honour cancellation, or raise `graceful_shutdown_period`, \
-         `shutdown_deadline_buffer` and the function's timeout together",
+        "the worker did not finish within its graceful shutdown timeout ({}) — most often an \
+         activity that ignored cancellation (or a poll the server did not end). The process \
+         will be recycled. Make long activities heartbeat and honour cancellation, or raise \
+         `graceful_shutdown_period`, `shutdown_deadline_buffer` and the function's timeout \
+         together",
         secs(graceful_shutdown_timeout)
     )
 }
