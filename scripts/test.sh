@@ -31,7 +31,9 @@ background_builds() {
   step lambda-build bash scripts/lambda-build.sh --build
 }
 background_log=$(mktemp)
-nice -n 19 bash -c "set -euo pipefail; $(declare -f step background_builds); background_builds" \
+# In a process group of its own (setsid), so that a failing step ends the builds under it
+# too, not only their shell (cargo-lambda and cargo went on building after a failed run).
+setsid nice -n 19 bash -c "set -euo pipefail; $(declare -f step background_builds); background_builds" \
   > "$background_log" 2>&1 &
 background=$!
 finish_background() { # waits for the background builds; shows their output
@@ -41,7 +43,7 @@ finish_background() { # waits for the background builds; shows their output
   rm -f "$background_log"
   return "$status"
 }
-trap 'kill "$background" 2>/dev/null || true' EXIT
+trap 'kill -- -"$background" 2>/dev/null || kill "$background" 2>/dev/null || true' EXIT
 
 step clippy cargo clippy --workspace --all-targets "${features[@]}" --quiet -- -D warnings
 step package bash scripts/package-check.sh
