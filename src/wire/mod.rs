@@ -97,6 +97,7 @@ const FINISH_LIMIT: Duration = Duration::from_millis(500);
 /// task's record, whatever its age. The rest of [`FINISH_LIMIT`] is left for handing
 /// their tasks back.
 const FINISH_POLLS_BACK: Duration = Duration::from_millis(350);
+const _: () = assert!(FINISH_POLLS_BACK.as_millis() < FINISH_LIMIT.as_millis());
 /// How long the unload's `ShutdownWorker` may take however little of closing is left (a
 /// drain that ran out of time leaves none): one given up as it is sent may never reach the
 /// server, and the sticky queue would stay loaded with nobody polling it. It is answered
@@ -843,8 +844,8 @@ impl Wire {
             .into_iter()
             .map(|(token, kind)| self.hand_back_now(token, kind, FINISH_LIMIT));
         let polls_back = async {
-            let limit = FINISH_POLLS_BACK.min(FINISH_LIMIT);
-            self.wait_for(limit, |s| s.polls.is_empty()).await;
+            self.wait_for(FINISH_POLLS_BACK, |s| s.polls.is_empty())
+                .await;
             self.lock().drop_polls(|_| true);
         };
         futures_util::future::join(futures_util::future::join_all(backs), polls_back).await;
@@ -876,14 +877,11 @@ impl Wire {
         // timeout); only this wait for its answer ends.
         let call = tokio::spawn(self.upstream.call(request));
         self.lock().handing_back += 1;
-        let answer = tokio::time::timeout(limit.min(OWN_CALL_TIMEOUT), call).await;
+        let answer = tokio::time::timeout(limit.min(OWN_CALL_TIMEOUT), call)
+            .await
+            .map(|joined| joined.unwrap_or_else(|e| Err(Status::internal(e.to_string()))));
         self.lock().handing_back -= 1;
         self.changed.notify_waiters();
-        let answer = match answer {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(_)) => Ok(Err(Status::internal("the hand-back's task ended"))),
-            Err(elapsed) => Err(elapsed),
-        };
         match answer {
             Ok(Ok(_)) => {
                 self.lock().report.handed_back += 1;
