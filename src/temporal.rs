@@ -476,6 +476,7 @@ async fn finish(wire: Option<&Wire>) {
         handed_back = report.handed_back,
         polls_dropped = report.dropped,
         polls_held = report.held,
+        polls_let_go = report.let_go,
         "the wire at the invocation boundary"
     );
 }

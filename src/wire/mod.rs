@@ -21,7 +21,9 @@
 //!   sticky attributes, so the next task of their workflow is not queued on a sticky queue
 //!   nobody polls.
 //! - **Released** ([`Wire::release`], right after the SDK's shutdown began): held polls
-//!   come back empty.
+//!   come back empty, and the SDK stops waiting for a poll still out 0.5 s later (it waits
+//!   for its polls with `worker_poll_complete_on_shutdown`, and a saturated server was
+//!   seen to leave them out): answered empty, the poll stays out, its task handed back.
 //! - **Finished** ([`Wire::finish`], once the worker stopped): every task handed out and not
 //!   answered is handed back, and the polls still outstanding are dropped: those of a
 //!   queue handing out tasks after a short wait for them to come back, their tasks handed
@@ -103,6 +105,14 @@ const _: () = assert!(FINISH_POLLS_BACK.as_millis() < FINISH_LIMIT.as_millis());
 /// server, and the sticky queue would stay loaded with nobody polling it. It is answered
 /// in milliseconds.
 const UNLOAD_TIME: Duration = Duration::from_millis(200);
+/// How long after the SDK's shutdown began ([`Wire::release`]) the SDK still waits for a
+/// poll's answer. With `worker_poll_complete_on_shutdown` the SDK waits for its polls to
+/// come back before it stops, and the server ends them at `ShutdownWorker`; but a
+/// saturated server was seen to leave polls out for seconds after it, and the SDK did not
+/// stop within its graceful shutdown timeout (the process exited as poisoned). Past this,
+/// the SDK's poll is answered empty; the poll itself stays out, and a task it brings is
+/// handed back.
+const RELEASED_POLLS_BACK: Duration = Duration::from_millis(500);
 /// How long one call the wire makes itself (`ShutdownWorker`, a hand-back) may take.
 const OWN_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -181,6 +191,8 @@ struct State {
     handing_back: usize,
     /// Tasks come back on a poll and not yet given to the SDK or handed back.
     delivering: usize,
+    /// When the SDK's shutdown began ([`Wire::release`]).
+    released_at: Option<Instant>,
     report: WireReport,
 }
 
@@ -258,6 +270,9 @@ pub(crate) struct WireReport {
     pub(crate) held: u32,
     /// Polls still outstanding when the worker stopped, dropped.
     pub(crate) dropped: u32,
+    /// Polls the SDK stopped waiting for, [`RELEASED_POLLS_BACK`] after its shutdown began
+    /// (answered empty; the poll stayed out, and a task it brought was handed back).
+    pub(crate) let_go: u32,
 }
 
 /// One connection's wire. Each session on the connection [`begin`](Self::begin)s it.
@@ -290,6 +305,7 @@ impl Wire {
                 task_came: HashMap::new(),
                 handing_back: 0,
                 delivering: 0,
+                released_at: None,
                 report: WireReport::default(),
             }),
             changed: Notify::new(),
@@ -324,6 +340,7 @@ impl Wire {
         s.sticky_backlog = 0;
         s.sticky_forwarded = None;
         s.task_came.clear();
+        s.released_at = None;
         s.report = WireReport::default();
     }
 
@@ -450,8 +467,33 @@ impl Wire {
             poll.abort = Some(task.abort_handle());
         }
         self.changed.notify_waiters();
-        rx.await
-            .unwrap_or_else(|_| Err(Status::cancelled("the poll was dropped")))
+        let mut rx = rx;
+        let dropped = || Err(Status::cancelled("the poll was dropped"));
+        tokio::select! {
+            biased;
+            answer = &mut rx => answer.unwrap_or_else(|_| dropped()),
+            () = self.released_for(RELEASED_POLLS_BACK) => {
+                // The SDK waits no longer; an answer that came meanwhile is still its own.
+                rx.close();
+                match rx.try_recv() {
+                    Ok(answer) => answer,
+                    Err(_) => {
+                        let mut s = self.lock();
+                        s.report.let_go += 1;
+                        let age = s.polls.get(&id).map(InFlight::age);
+                        tracing::debug!(?age, "the wire: the SDK stops waiting for a poll the server did not end");
+                        Ok(empty())
+                    }
+                }
+            }
+        }
+    }
+
+    /// Resolves `grace` after the SDK's shutdown began.
+    async fn released_for(&self, grace: Duration) {
+        self.released().await;
+        let since = self.lock().released_at.unwrap_or_else(Instant::now);
+        tokio::time::sleep_until(since + grace).await;
     }
 
     /// Poll `id` came back with `answer`: no longer in flight, its task (if any) handed to
@@ -806,7 +848,10 @@ impl Wire {
 
     /// The SDK's shutdown has begun: held polls come back empty.
     pub(crate) fn release(&self) {
-        self.lock().phase = Phase::Released;
+        let mut s = self.lock();
+        s.phase = Phase::Released;
+        s.released_at = Some(Instant::now());
+        drop(s);
         self.changed.notify_waiters();
     }
 

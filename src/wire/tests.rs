@@ -50,6 +50,9 @@ struct Fake {
     unload_takes: Option<Duration>,
     /// The `ShutdownWorker`s answered (the wire waited for them).
     unloaded: Arc<std::sync::atomic::AtomicUsize>,
+    /// With `graceful`, `ShutdownWorker` leaves the polls out all the same (a saturated
+    /// server).
+    keeps_polls: bool,
 }
 
 impl Fake {
@@ -125,7 +128,7 @@ impl Upstream for Arc<Fake> {
                 Some(backlog) => described(backlog),
                 None => Vec::new(),
             },
-            "ShutdownWorker" if self.graceful => {
+            "ShutdownWorker" if self.graceful && !self.keeps_polls => {
                 // The server ends the worker's polls: empty.
                 for (_, tx) in self.polls.lock().unwrap().drain(..) {
                     let _ = tx.send(Ok(empty()));
@@ -662,6 +665,42 @@ async fn with_graceful_polls_closing_waits_for_the_polls_the_server_ends() {
     assert!(poll.is_finished());
     assert!(poll.await.unwrap().unwrap().proto.is_empty());
     assert_eq!(wire.finish().await.dropped, 0);
+}
+
+/// Seen with graceful poll shutdown under a stream of starts: a saturated server left a
+/// round's polls out seconds after `ShutdownWorker`; the SDK, which waits for its polls
+/// with that capability, did not stop within its graceful shutdown timeout, and the
+/// process exited as poisoned. The SDK's wait is bounded; the poll's task is handed back.
+#[tokio::test(start_paused = true)]
+async fn a_poll_the_server_does_not_end_does_not_hold_the_sdk_shutdown() {
+    let fake = Arc::new(Fake {
+        graceful: true,
+        keeps_polls: true,
+        ..Fake::default()
+    });
+    let wire = described_wire(&fake).await;
+    let poll = tokio::spawn(wire.clone().call(workflow_poll(false)));
+    settle().await;
+    wire.close().await;
+    assert!(!poll.is_finished());
+    wire.release();
+    let released = tokio::time::Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(3), poll)
+        .await
+        .expect("the SDK's poll still waits 3 s into its shutdown")
+        .unwrap()
+        .unwrap();
+    assert!(answer.proto.is_empty());
+    assert_eq!(released.elapsed(), super::RELEASED_POLLS_BACK);
+    // The poll is still out upstream, and the task it brings is not lost.
+    assert_eq!(fake.outstanding(), 1);
+    fake.answer(task("wf-late"));
+    settle().await;
+    let failed: Vec<RespondWorkflowTaskFailedRequest> = fake.sent("RespondWorkflowTaskFailed");
+    assert_eq!(failed.len(), 1, "{:?}", fake.rpcs());
+    assert_eq!(failed[0].task_token, b"wf-late");
+    let report = wire.finish().await;
+    assert_eq!((report.let_go, report.handed_back), (1, 1), "{report:?}");
 }
 
 #[tokio::test(start_paused = true)]
