@@ -432,8 +432,8 @@ fn drain_message(f: &mut fmt::Formatter<'_>, graceful_shutdown_timeout: Duration
     write!(
         f,
         "the worker did not finish within its graceful shutdown timeout ({}) — most often an \
-         activity that ignored cancellation (or a poll the server did not end). The process \
-         will be recycled. Make long activities heartbeat and honour cancellation, or raise \
+         activity that ignored cancellation, or a server slow to answer the worker's last calls \
+         (a line before this one names those). The process will be recycled. Make long activities heartbeat and honour cancellation, or raise \
          `graceful_shutdown_period`, `shutdown_deadline_buffer` and the function's timeout \
          together",
         secs(graceful_shutdown_timeout)

@@ -24,6 +24,9 @@
 //!   come back empty, and the SDK stops waiting for a poll still out 0.5 s later (it waits
 //!   for its polls with `worker_poll_complete_on_shutdown`, and a saturated server was
 //!   seen to leave them out): answered empty, the poll stays out, its task handed back.
+//!   The SDK's own `ShutdownWorker`, which it awaits before anything else of its shutdown,
+//!   waits 0.5 s at most for the server's answer (the call goes on).
+//!   The wire's own calls are never cancelled at a limit: only the wait for them ends.
 //! - **Finished** ([`Wire::finish`], once the worker stopped): every task handed out and not
 //!   answered is handed back, and the polls still outstanding are dropped: those of a
 //!   queue handing out tasks after a short wait for them to come back, their tasks handed
@@ -113,6 +116,18 @@ const UNLOAD_TIME: Duration = Duration::from_millis(200);
 /// the SDK's poll is answered empty; the poll itself stays out, and a task it brings is
 /// handed back.
 const RELEASED_POLLS_BACK: Duration = Duration::from_millis(500);
+/// How long the SDK waits for the answer to its own `ShutdownWorker`. The SDK awaits it
+/// before anything else of its shutdown, with no deadline of its own; a saturated server
+/// was seen to take over 4 s to answer (it unloads the sticky queue and ends the worker's
+/// polls first), and the SDK did not stop within its graceful shutdown timeout. The
+/// wire's own `ShutdownWorker` ([`Wire::close`]) has done that work by then; the SDK's
+/// goes on without the SDK waiting.
+const SDK_SHUTDOWN_WORKER_WAIT: Duration = Duration::from_millis(500);
+/// How long into the SDK's shutdown the wire says what the server has not answered, if
+/// the worker has not stopped by then.
+const STILL_OUT_AFTER: Duration = Duration::from_secs(3);
+/// A call of the client (not a poll) that takes longer is logged, at debug.
+const SLOW_CALL: Duration = Duration::from_secs(1);
 /// How long one call the wire makes itself (`ShutdownWorker`, a hand-back) may take.
 const OWN_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -193,6 +208,8 @@ struct State {
     delivering: usize,
     /// When the SDK's shutdown began ([`Wire::release`]).
     released_at: Option<Instant>,
+    /// The client's calls (not polls) on their way, by id: the RPC and when it was sent.
+    calls: HashMap<u64, (String, Instant)>,
     report: WireReport,
 }
 
@@ -306,6 +323,7 @@ impl Wire {
                 handing_back: 0,
                 delivering: 0,
                 released_at: None,
+                calls: HashMap::new(),
                 report: WireReport::default(),
             }),
             changed: Notify::new(),
@@ -344,8 +362,27 @@ impl Wire {
         s.report = WireReport::default();
     }
 
-    /// One RPC of the client.
+    /// One RPC of the client; one that is not a poll is timed ([`timed`]).
     async fn call(self: Arc<Self>, request: GrpcRequest) -> Result<GrpcSuccessResponse, Status> {
+        let rpc = request.rpc.clone();
+        if rpc.starts_with("Poll") {
+            return self.route(request).await;
+        }
+        let id = {
+            let mut s = self.lock();
+            s.next_poll += 1;
+            let id = s.next_poll;
+            s.calls.insert(id, (rpc.clone(), Instant::now()));
+            id
+        };
+        let on_its_way = OnItsWay { wire: &self, id };
+        let answer = timed(rpc, self.clone().route(request)).await;
+        drop(on_its_way);
+        answer
+    }
+
+    /// One RPC of the client, by what it is.
+    async fn route(self: Arc<Self>, request: GrpcRequest) -> Result<GrpcSuccessResponse, Status> {
         match request.rpc.as_str() {
             "PollWorkflowTaskQueue" => self.poll(request, PollKind::workflow).await,
             "PollActivityTaskQueue" => self.poll(request, |_| Some(PollKind::Activity)).await,
@@ -380,7 +417,30 @@ impl Wire {
                 }
                 Ok(answer)
             }
+            "ShutdownWorker" => self.sdk_shutdown_worker(request).await,
             _ => self.upstream.call(request).await,
+        }
+    }
+
+    /// The SDK's own `ShutdownWorker`: sent in a task of its own, and answered empty to the
+    /// SDK after [`SDK_SHUTDOWN_WORKER_WAIT`] if the server has not answered by then.
+    async fn sdk_shutdown_worker(
+        &self,
+        request: GrpcRequest,
+    ) -> Result<GrpcSuccessResponse, Status> {
+        let call = tokio::spawn(timed(
+            "ShutdownWorker (the SDK's)".into(),
+            self.upstream.call(request),
+        ));
+        match tokio::time::timeout(SDK_SHUTDOWN_WORKER_WAIT, call).await {
+            Ok(joined) => joined.unwrap_or_else(|e| Err(Status::internal(e.to_string()))),
+            Err(_) => {
+                tracing::debug!(
+                    "the wire: the server is slow to answer the SDK's ShutdownWorker; the SDK's \
+                     shutdown goes on, and the call too"
+                );
+                Ok(empty())
+            }
         }
     }
 
@@ -846,13 +906,39 @@ impl Wire {
         }
     }
 
-    /// The SDK's shutdown has begun: held polls come back empty.
-    pub(crate) fn release(&self) {
+    /// The SDK's shutdown has begun: held polls come back empty. If the worker has not
+    /// stopped [`STILL_OUT_AFTER`] later, says which of its calls and polls the server has
+    /// not answered (the SDK waits for its completions; a drain that times out names them).
+    pub(crate) fn release(self: &Arc<Self>) {
         let mut s = self.lock();
         s.phase = Phase::Released;
         s.released_at = Some(Instant::now());
         drop(s);
         self.changed.notify_waiters();
+        let wire = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(STILL_OUT_AFTER).await;
+            let s = wire.lock();
+            if s.phase != Phase::Released {
+                return;
+            }
+            let calls: Vec<_> = s
+                .calls
+                .values()
+                .map(|(rpc, since)| (rpc.as_str(), since.elapsed()))
+                .collect();
+            let polls: Vec<_> = s.polls.values().map(InFlight::age).collect();
+            if calls.is_empty() && polls.is_empty() {
+                return;
+            }
+            tracing::info!(
+                ?calls,
+                ?polls,
+                "the worker has not stopped {} s into its shutdown; the server has not \
+                 answered these of its calls yet",
+                STILL_OUT_AFTER.as_secs()
+            );
+        });
     }
 
     /// The worker has stopped: drops the polls still outstanding and hands back every task
@@ -976,14 +1062,24 @@ impl Wire {
             headers: own_headers(&worker.headers),
             proto: proto::shutdown_worker(&worker),
         };
-        match tokio::time::timeout(limit.min(OWN_CALL_TIMEOUT), self.upstream.call(request)).await {
+        // In a task of its own: one that outlasts `limit` is not cancelled. Under load the
+        // server was seen to take over 1.4 s to answer it (it unloads the sticky queue and
+        // ends the worker's polls before it answers); cancelled, it ended none of them.
+        let call = tokio::spawn(timed(
+            "ShutdownWorker (the wire's)".into(),
+            self.upstream.call(request),
+        ));
+        let answer = tokio::time::timeout(limit.min(OWN_CALL_TIMEOUT), call)
+            .await
+            .map(|joined| joined.unwrap_or_else(|e| Err(Status::internal(e.to_string()))));
+        match answer {
             Ok(Ok(_)) => {}
             Ok(Err(status)) => tracing::warn!(
                 code = ?status.code(),
                 message = status.message(),
                 "ShutdownWorker failed: tasks of this worker's workflows may wait on its sticky queue"
             ),
-            Err(_) => tracing::debug!("ShutdownWorker took too long"),
+            Err(_) => tracing::debug!("ShutdownWorker is taking long: it goes on without closing"),
         }
     }
 }
@@ -1003,6 +1099,38 @@ pub(crate) fn log_mode(graceful: bool) {
              dropped when it has stopped, and a task handed to one before then is handed back"
         );
     }
+}
+
+/// A client's call on its way ([`State::calls`]) until dropped.
+struct OnItsWay<'a> {
+    wire: &'a Wire,
+    id: u64,
+}
+
+impl Drop for OnItsWay<'_> {
+    fn drop(&mut self) {
+        self.wire.lock().calls.remove(&self.id);
+    }
+}
+
+/// `call`, logged at debug if its answer takes over [`SLOW_CALL`] (the SDK waits for its
+/// completions and its `ShutdownWorker` before it stops).
+async fn timed(
+    rpc: String,
+    call: impl std::future::Future<Output = Result<GrpcSuccessResponse, Status>>,
+) -> Result<GrpcSuccessResponse, Status> {
+    let began = Instant::now();
+    let answer = call.await;
+    let took = began.elapsed();
+    if took > SLOW_CALL {
+        tracing::debug!(
+            rpc,
+            took_ms = took.as_millis() as u64,
+            code = answer.as_ref().err().map(|s| s.code() as i32),
+            "the wire: a slow answer"
+        );
+    }
+    answer
 }
 
 /// The answer to a poll that found nothing.

@@ -799,6 +799,61 @@ async fn a_drain_that_takes_all_of_closing_still_leaves_the_unload_its_answer() 
     );
 }
 
+/// Seen under a stream of starts with graceful poll shutdown: the server took over 1.4 s
+/// to answer `ShutdownWorker` (it unloads the sticky queue and ends the worker's polls
+/// first); given up at closing's limit, the call was cancelled and the polls stayed out.
+#[tokio::test(start_paused = true)]
+async fn a_slow_shutdown_worker_is_not_cancelled_at_closing_limit() {
+    let fake = Arc::new(Fake {
+        unload_takes: Some(Duration::from_secs(3)),
+        ..Fake::default()
+    });
+    let wire = wire(&fake);
+    let _sticky = tokio::spawn(wire.clone().call(workflow_poll(true)));
+    settle().await;
+    let start = tokio::time::Instant::now();
+    wire.close().await;
+    assert!(
+        start.elapsed() <= super::CLOSE_LIMIT,
+        "{:?}",
+        start.elapsed()
+    );
+    let sent = unloads(&fake);
+    assert!(sent >= 1);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        fake.unloaded.load(std::sync::atomic::Ordering::SeqCst),
+        sent,
+        "a ShutdownWorker was cancelled"
+    );
+}
+
+/// The SDK awaits its own `ShutdownWorker` before anything else of its shutdown, with no
+/// deadline: seen under a stream of starts, a server that took seconds to answer it held
+/// the SDK past its graceful shutdown timeout (the process exited as poisoned).
+#[tokio::test(start_paused = true)]
+async fn the_sdk_does_not_wait_long_for_its_own_shutdown_worker() {
+    let fake = Arc::new(Fake {
+        unload_takes: Some(Duration::from_secs(10)),
+        ..Fake::default()
+    });
+    let wire = wire(&fake);
+    let start = tokio::time::Instant::now();
+    let answer = wire
+        .clone()
+        .call(request(
+            "ShutdownWorker",
+            ShutdownWorkerRequest::default().encode_to_vec(),
+        ))
+        .await
+        .unwrap();
+    assert!(answer.proto.is_empty());
+    assert_eq!(start.elapsed(), super::SDK_SHUTDOWN_WORKER_WAIT);
+    // The call itself goes on, and reaches the server.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(fake.unloaded.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn with_an_activity_in_flight_closing_leaves_the_drain_its_time() {
     let fake = Arc::new(Fake::default());
