@@ -225,3 +225,39 @@ async fn a_workflow_resumed_by_a_later_invocation_has_no_workflow_task_timeout()
     temporal_lambda_local::bench::timeouts(&history, &mut timeouts);
     assert!(timeouts.is_empty(), "{timeouts:?}: {history}");
 }
+
+/// A server slow to answer `ShutdownWorker` (seen on a saturated dev server: over 4 s, the
+/// sticky queue's unload and the worker's polls ended first). The SDK awaits its own
+/// `ShutdownWorker`, with no deadline, before anything else of its shutdown, and with
+/// graceful poll shutdown waits for the polls that call would have ended: the worker did
+/// not stop within its graceful shutdown timeout, and the process exited as poisoned. The
+/// wire bounds both waits; the invocation is answered and the process goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_slow_to_answer_shutdown_worker_does_not_end_the_process() {
+    const GRACEFUL: &[&str] = &[
+        "--dynamic-config-value",
+        "frontend.enableCancelWorkerPollsOnShutdown=true",
+    ];
+    for (tag, args) in [("slow-unload-off", &[][..]), ("slow-unload-on", GRACEFUL)] {
+        let proxy = temporal_lambda_local::SlowRpc::start("ShutdownWorker", Duration::from_secs(9))
+            .await
+            .unwrap();
+        let mut setup = HelloSetup::start_through(
+            tag,
+            &[("TEMPORAL_IDLE_SHUTDOWN_SECS", "off")],
+            args,
+            Some(&proxy),
+        )
+        .await;
+        // The registering invocation was the first; this is the second.
+        let answer = setup.api.invoke(b"", Duration::from_secs(9)).await;
+        let text = read(&setup.log);
+        assert!(
+            matches!(answer.outcome, temporal_lambda_local::Outcome::Response(_)),
+            "{tag}: {:?}\n{text}",
+            answer.outcome
+        );
+        assert!(!text.contains("DrainTimeout"), "{tag}: {text}");
+        assert_eq!(setup.bootstrap.exited(), None, "{tag}: {text}");
+    }
+}

@@ -344,6 +344,17 @@ impl HelloSetup {
         env: &[(&str, &str)],
         server_args: &'static [&'static str],
     ) -> Self {
+        Self::start_through(tag, env, server_args, None).await
+    }
+
+    /// [`start_with`](Self::start_with), the bootstrap connecting through `proxy` (which
+    /// is pointed at the dev server).
+    pub(crate) async fn start_through(
+        tag: &str,
+        env: &[(&str, &str)],
+        server_args: &'static [&'static str],
+        proxy: Option<&temporal_lambda_local::SlowRpc>,
+    ) -> Self {
         let server = std::sync::Arc::new(
             tokio::task::spawn_blocking(move || {
                 temporal_lambda_local::DevServer::start_on_first_free(
@@ -359,8 +370,15 @@ impl HelloSetup {
         let root = TempDir::new(tag);
         let log = root.path().join("bootstrap.log");
         let (queue, deployment) = (format!("tq-{tag}"), format!("dep-{tag}"));
+        let address = match proxy {
+            Some(proxy) => {
+                proxy.forward_to(&server.address);
+                proxy.address()
+            }
+            None => server.address.as_str(),
+        };
         let mut all = vec![
-            ("TEMPORAL_ADDRESS", server.address.as_str()),
+            ("TEMPORAL_ADDRESS", address),
             ("TEMPORAL_TASK_QUEUE", &queue),
             ("HELLO_DEPLOYMENT_NAME", &deployment),
             ("AWS_LAMBDA_LOG_FORMAT", "JSON"),

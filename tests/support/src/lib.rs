@@ -12,6 +12,8 @@
 //!   and (stranding a PINNED workflow) without.
 //! - [`DevServer`]: `temporal server start-dev` on a free loopback port, stopped by PID.
 //! - [`WireRecorder`]: a plain TCP listener recording what a client sends over the wire.
+//! - [`SlowRpc`]: a gRPC proxy in front of the dev server that holds one RPC a while (a
+//!   server slow to answer it).
 //! - [`Bootstrap`]: a Lambda bootstrap binary run as its own process with the
 //!   `AWS_LAMBDA_*` environment, as AWS runs it.
 #![warn(missing_docs)]
@@ -25,6 +27,7 @@ mod http;
 pub mod otlp;
 pub mod runtime_api;
 pub mod serverless_loop;
+pub mod slow_rpc;
 mod temp_dir;
 pub mod upgrade;
 pub mod wire;
@@ -39,5 +42,6 @@ pub use error::{Error, Result};
 pub use otlp::{OtlpReceiver, ReceivedMetric, ReceivedSpan};
 pub use runtime_api::{Answer, Outcome, Pending, RuntimeApi};
 pub use serverless_loop::ServerlessLoop;
+pub use slow_rpc::SlowRpc;
 pub use temp_dir::TempDir;
 pub use wire::WireRecorder;
