@@ -177,7 +177,7 @@ async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
     } else {
         env.push(("AWS_LAMBDA_LOG_LEVEL", "WARN"));
     }
-    let _processes: Vec<Bootstrap> = (0..processes)
+    let mut bootstraps: Vec<Bootstrap> = (0..processes)
         .map(|i| {
             let name = format!("bench{i}");
             match &log_dir {
@@ -237,20 +237,41 @@ async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
         tokio::spawn(starting)
     };
     let cpu = |pids: &[u32]| pids.iter().map(|p| tree_cpu_secs(*p)).sum::<f64>();
-    let bootstrap_pids: Vec<u32> = _processes.iter().map(Bootstrap::pid).collect();
+    let bootstrap_pids: Vec<u32> = bootstraps.iter().map(Bootstrap::pid).collect();
     let (bootstrap_cpu, server_cpu) = (cpu(&bootstrap_pids), cpu(&[server.pid()]));
     let begin = Instant::now();
     let mut invocations = 0;
     let mut failed = 0;
     let running = format!("TaskQueue='{queue}' AND ExecutionStatus='Running'");
+    // A bootstrap that exited (a poisoned worker ends its process) ends the run: nothing
+    // would take its invocations.
+    let mut exits = Vec::new();
     while (!starter.is_finished()
         || server.count_workflows(&running).await.unwrap_or(usize::MAX) > 0)
         && begin.elapsed().as_secs() < 300
     {
-        let answers = futures::future::join_all(
+        let round = futures::future::join_all(
             (0..processes * per_process).map(|_| api.invoke(b"", timeout)),
-        )
-        .await;
+        );
+        let exited = async {
+            loop {
+                let exits: Vec<_> = bootstraps
+                    .iter_mut()
+                    .filter_map(Bootstrap::exited)
+                    .collect();
+                if !exits.is_empty() {
+                    return exits;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        let answers = tokio::select! {
+            answers = round => answers,
+            gone = exited => {
+                exits = gone;
+                break;
+            }
+        };
         invocations += answers.len();
         failed += answers
             .iter()
@@ -258,6 +279,12 @@ async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
             .count();
     }
     let drained = begin.elapsed();
+    if !exits.is_empty() {
+        println!(
+            "  THE RUN STOPPED: a bootstrap process exited (codes {exits:?}) after {:.1} s",
+            drained.as_secs_f64()
+        );
+    }
     let not_started = starter
         .await
         .map_or(workflows, |s| s.iter().filter(|ok| !**ok).count());
