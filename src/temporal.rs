@@ -477,6 +477,7 @@ async fn finish(wire: Option<&Wire>) {
         polls_dropped = report.dropped,
         polls_held = report.held,
         polls_let_go = report.let_go,
+        completions_let_go = report.calls_let_go,
         "the wire at the invocation boundary"
     );
 }

@@ -25,7 +25,9 @@
 //!   for its polls with `worker_poll_complete_on_shutdown`, and a saturated server was
 //!   seen to leave them out): answered empty, the poll stays out, its task handed back.
 //!   The SDK's own `ShutdownWorker`, which it awaits before anything else of its shutdown,
-//!   waits 0.5 s at most for the server's answer (the call goes on).
+//!   waits 0.5 s at most for the server's answer (the call goes on), and a completion
+//!   (`Respond…`) 1 s (the call goes on, the session's end waits for it within its limit,
+//!   and a task its late answer carries is handed back).
 //!   The wire's own calls are never cancelled at a limit: only the wait for them ends.
 //! - **Finished** ([`Wire::finish`], once the worker stopped): every task handed out and not
 //!   answered is handed back, and the polls still outstanding are dropped: those of a
@@ -128,6 +130,11 @@ const SDK_SHUTDOWN_WORKER_WAIT: Duration = Duration::from_millis(500);
 const STILL_OUT_AFTER: Duration = Duration::from_secs(3);
 /// A call of the client (not a poll) that takes longer is logged, at debug.
 const SLOW_CALL: Duration = Duration::from_secs(1);
+/// How long the SDK waits for the answer to a completion (`Respond…`) once its shutdown
+/// began: it waits for its completions before it stops, and a saturated server was seen
+/// to leave one unanswered for over 3 s (the process exited as poisoned). Past this, the
+/// completion is answered empty and the call goes on.
+const COMPLETION_WAIT: Duration = Duration::from_secs(1);
 /// How long one call the wire makes itself (`ShutdownWorker`, a hand-back) may take.
 const OWN_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -210,6 +217,8 @@ struct State {
     released_at: Option<Instant>,
     /// The client's calls (not polls) on their way, by id: the RPC and when it was sent.
     calls: HashMap<u64, (String, Instant)>,
+    /// Completions answered to the SDK before the server answered them, still on their way.
+    late_calls: usize,
     report: WireReport,
 }
 
@@ -290,6 +299,9 @@ pub(crate) struct WireReport {
     /// Polls the SDK stopped waiting for, [`RELEASED_POLLS_BACK`] after its shutdown began
     /// (answered empty; the poll stayed out, and a task it brought was handed back).
     pub(crate) let_go: u32,
+    /// Completions answered to the SDK before the server answered them,
+    /// [`COMPLETION_WAIT`] into its shutdown (the calls went on).
+    pub(crate) calls_let_go: u32,
 }
 
 /// One connection's wire. Each session on the connection [`begin`](Self::begin)s it.
@@ -324,6 +336,7 @@ impl Wire {
                 delivering: 0,
                 released_at: None,
                 calls: HashMap::new(),
+                late_calls: 0,
                 report: WireReport::default(),
             }),
             changed: Notify::new(),
@@ -389,7 +402,7 @@ impl Wire {
             "PollNexusTaskQueue" => self.poll(request, |_| Some(PollKind::Nexus)).await,
             "RespondWorkflowTaskCompleted" => {
                 let request = self.completing(request);
-                let answer = self.upstream.call(request).await?;
+                let answer = self.completion(request, true).await?;
                 // The answer may carry the workflow's next task (and eager activities).
                 for (token, kind, workflow) in proto::tasks_in_completion(&answer.proto) {
                     let mut s = self.lock();
@@ -408,7 +421,7 @@ impl Wire {
                 if let Some(token) = proto::task_token(&request.proto) {
                     self.lock().answered(&token);
                 }
-                self.upstream.call(request).await
+                self.completion(request, false).await
             }
             "DescribeNamespace" => {
                 let answer = self.upstream.call(request).await?;
@@ -419,6 +432,45 @@ impl Wire {
             }
             "ShutdownWorker" => self.sdk_shutdown_worker(request).await,
             _ => self.upstream.call(request).await,
+        }
+    }
+
+    /// A completion (`Respond…`) on its way, in a task of its own. Once the SDK's shutdown
+    /// has begun, the SDK waits for its answer [`COMPLETION_WAIT`] at most (from its
+    /// sending or the release, whichever is later): past that it is answered empty and the
+    /// call goes on, the session's end waiting for it within its limit; a task its late
+    /// answer carries (`carries_tasks`: a workflow task's completion) is handed back.
+    async fn completion(
+        self: &Arc<Self>,
+        request: GrpcRequest,
+        carries_tasks: bool,
+    ) -> Result<GrpcSuccessResponse, Status> {
+        let sent = Instant::now();
+        let mut call = tokio::spawn(self.upstream.call(request));
+        tokio::select! {
+            biased;
+            joined = &mut call => joined.unwrap_or_else(|e| Err(Status::internal(e.to_string()))),
+            () = self.released_for_since(sent, COMPLETION_WAIT) => {
+                {
+                    let mut s = self.lock();
+                    s.late_calls += 1;
+                    s.report.calls_let_go += 1;
+                }
+                tracing::debug!("the wire: the server is slow to answer a completion; the SDK's shutdown goes on, and the call too");
+                let wire = self.clone();
+                tokio::spawn(async move {
+                    if let Ok(Ok(answer)) = call.await
+                        && carries_tasks
+                    {
+                        for (token, kind, _) in proto::tasks_in_completion(&answer.proto) {
+                            wire.hand_back_now(token, kind, OWN_CALL_TIMEOUT).await;
+                        }
+                    }
+                    wire.lock().late_calls -= 1;
+                    wire.changed.notify_waiters();
+                });
+                Ok(empty())
+            }
         }
     }
 
@@ -554,6 +606,13 @@ impl Wire {
         self.released().await;
         let since = self.lock().released_at.unwrap_or_else(Instant::now);
         tokio::time::sleep_until(since + grace).await;
+    }
+
+    /// Resolves `grace` after the SDK's shutdown began or `sent`, whichever is later.
+    async fn released_for_since(&self, sent: Instant, grace: Duration) {
+        self.released().await;
+        let since = self.lock().released_at.unwrap_or_else(Instant::now);
+        tokio::time::sleep_until(since.max(sent) + grace).await;
     }
 
     /// Poll `id` came back with `answer`: no longer in flight, its task (if any) handed to
@@ -983,8 +1042,10 @@ impl Wire {
         // Late tasks (and their hand-backs) still on their way reach the server before the
         // answer (after it, the process may be frozen).
         let left = FINISH_LIMIT.saturating_sub(began.elapsed());
-        self.wait_for(left, |s| s.handing_back == 0 && s.delivering == 0)
-            .await;
+        self.wait_for(left, |s| {
+            s.handing_back == 0 && s.delivering == 0 && s.late_calls == 0
+        })
+        .await;
         self.lock().report
     }
 

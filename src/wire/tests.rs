@@ -21,8 +21,9 @@ use temporalio_common::protos::temporal::api::{
     workflowservice::v1::{
         DescribeNamespaceResponse, DescribeTaskQueueRequest, DescribeTaskQueueResponse,
         PollActivityTaskQueueRequest, PollWorkflowTaskQueueRequest, PollWorkflowTaskQueueResponse,
-        RespondActivityTaskFailedRequest, RespondWorkflowTaskCompletedRequest,
-        RespondWorkflowTaskFailedRequest, ShutdownWorkerRequest,
+        RespondActivityTaskCompletedRequest, RespondActivityTaskFailedRequest,
+        RespondWorkflowTaskCompletedRequest, RespondWorkflowTaskFailedRequest,
+        ShutdownWorkerRequest,
     },
 };
 use tokio::sync::oneshot;
@@ -852,6 +853,56 @@ async fn the_sdk_does_not_wait_long_for_its_own_shutdown_worker() {
     // The call itself goes on, and reaches the server.
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(fake.unloaded.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+fn activity_completed() -> GrpcRequest {
+    let completed = RespondActivityTaskCompletedRequest {
+        task_token: b"act-token".to_vec(),
+        ..Default::default()
+    };
+    request("RespondActivityTaskCompleted", completed.encode_to_vec())
+}
+
+/// Seen under a stream of starts with graceful poll shutdown: the server left a
+/// completion unanswered over 3 s into the SDK's shutdown; the SDK waits for its
+/// completions before it stops, and the process exited as poisoned. Once the shutdown has
+/// begun the SDK's wait is bounded; before, a completion waits for the server's answer.
+#[tokio::test(start_paused = true)]
+async fn a_completion_the_server_does_not_answer_does_not_hold_the_sdk_shutdown() {
+    let fake = Arc::new(Fake {
+        hand_back_takes: Some(Duration::from_secs(5)),
+        ..Fake::default()
+    });
+    let wire = wire(&fake);
+    an_activity_running(&fake, &wire).await;
+    let start = tokio::time::Instant::now();
+    wire.clone().call(activity_completed()).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(5));
+
+    let fake = Arc::new(Fake {
+        hangs: true,
+        ..Fake::default()
+    });
+    let wire = self::wire(&fake);
+    an_activity_running(&fake, &wire).await;
+    wire.close().await;
+    wire.release();
+    let released = tokio::time::Instant::now();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(3),
+        wire.clone().call(activity_completed()),
+    )
+    .await
+    .expect("the SDK still waits for its completion 3 s into its shutdown")
+    .unwrap();
+    assert!(answer.proto.is_empty());
+    assert_eq!(released.elapsed(), super::COMPLETION_WAIT);
+    assert_eq!(
+        fake.sent::<RespondActivityTaskCompletedRequest>("RespondActivityTaskCompleted")
+            .len(),
+        1
+    );
+    assert_eq!(wire.finish().await.calls_let_go, 1);
 }
 
 #[tokio::test(start_paused = true)]
