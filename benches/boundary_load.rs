@@ -23,6 +23,8 @@
 //! many invocations at once),
 //! `TLW_BENCH_STREAM_SECS` (0: all queued before the first invocation; else started evenly
 //! over that many seconds while the invocations run, so every stop meets a young backlog),
+//! `TLW_BENCH_GRPC_STARTS` (1: started over gRPC from the bench's process, not with a CLI
+//! process each),
 //! `TLW_BENCH_ENV` (more variables for the bootstraps), `TLW_BENCH_SERVER_ARGS` (more
 //! `temporal server start-dev` arguments), `TLW_BENCH_LOG_DIR`/`TLW_BENCH_LOG_LEVEL`.
 
@@ -143,6 +145,45 @@ fn tree_cpu_secs(pid: u32) -> f64 {
         .sum()
 }
 
+/// Starts a `HelloWorkflow` (input "Load") on `queue` over `connection`; whether it started.
+async fn start_over_grpc(
+    connection: &temporalio_client::Connection,
+    queue: &str,
+    id: &str,
+) -> bool {
+    use temporalio_common::protos::temporal::api::{
+        common::v1::{Payload, Payloads, WorkflowType},
+        taskqueue::v1::TaskQueue,
+        workflowservice::v1::StartWorkflowExecutionRequest,
+    };
+    let input = Payload {
+        metadata: [("encoding".to_owned(), b"json/plain".to_vec())].into(),
+        data: b"\"Load\"".to_vec(),
+        ..Default::default()
+    };
+    let request = StartWorkflowExecutionRequest {
+        namespace: "default".into(),
+        workflow_id: id.into(),
+        workflow_type: Some(WorkflowType {
+            name: "HelloWorkflow".into(),
+        }),
+        task_queue: Some(TaskQueue {
+            name: queue.into(),
+            ..Default::default()
+        }),
+        input: Some(Payloads {
+            payloads: vec![input],
+        }),
+        request_id: format!("bench-{id}"),
+        ..Default::default()
+    };
+    let mut service = connection.workflow_service();
+    service
+        .start_workflow_execution(temporalio_client::tonic::Request::new(request))
+        .await
+        .is_ok()
+}
+
 async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
     let workflows: usize = env_or("TLW_BENCH_WORKFLOWS", 300);
     let processes: usize = env_or("TLW_BENCH_PROCESSES", 2);
@@ -210,12 +251,31 @@ async fn run(binary: &Path, server: &Arc<DevServer>, tag: usize) {
     // `TLW_BENCH_STREAM_SECS`: the workflows start evenly over that many seconds while the
     // invocations run (a young backlog at every stop), not all before them.
     let stream = Duration::from_secs_f64(env_or("TLW_BENCH_STREAM_SECS", 0.0));
+    // `TLW_BENCH_GRPC_STARTS=1`: started over one gRPC connection of this process, not a
+    // `temporal` CLI process each (fifteen of those a second saturate two cores: load
+    // average 37, a third of the starts failing).
+    let grpc = if env_or("TLW_BENCH_GRPC_STARTS", 0u8) == 1 {
+        let url = temporalio_client::Url::parse(&format!("http://{}", server.address)).unwrap();
+        let options = temporalio_client::ConnectionOptions::new(url).build();
+        Some(
+            temporalio_client::Connection::connect(options)
+                .await
+                .unwrap(),
+        )
+    } else {
+        None
+    };
     let starting = {
         let (server, queue, ids) = (server.clone(), queue.clone(), ids.clone());
         async move {
             let start = |id: String| {
-                let (server, queue) = (server.clone(), queue.clone());
-                async move { server.start_hello(&queue, &id, "Load").await.is_ok() }
+                let (server, queue, grpc) = (server.clone(), queue.clone(), grpc.clone());
+                async move {
+                    match grpc {
+                        Some(connection) => start_over_grpc(&connection, &queue, &id).await,
+                        None => server.start_hello(&queue, &id, "Load").await.is_ok(),
+                    }
+                }
             };
             if stream.is_zero() {
                 return bounded(ids, 16, start).await;
