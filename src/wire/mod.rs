@@ -27,7 +27,8 @@
 //!   The SDK's own `ShutdownWorker`, which it awaits before anything else of its shutdown,
 //!   waits 0.5 s at most for the server's answer (the call goes on), and a completion
 //!   (`Respond…`) 1 s (the call goes on, the session's end waits for it within its limit,
-//!   and a task its late answer carries is handed back).
+//!   and a task its late answer carries is handed back); a `DescribeNamespace` (a worker
+//!   still starting) fails after 1 s, and the worker ends with that error.
 //!   The wire's own calls are never cancelled at a limit: only the wait for them ends.
 //! - **Finished** ([`Wire::finish`], once the worker stopped): every task handed out and not
 //!   answered is handed back, and the polls still outstanding are dropped: those of a
@@ -424,7 +425,7 @@ impl Wire {
                 self.completion(request, false).await
             }
             "DescribeNamespace" => {
-                let answer = self.upstream.call(request).await?;
+                let answer = self.describe_namespace(request).await?;
                 if let Some(graceful) = proto::graceful_polls(&answer.proto) {
                     self.lock().graceful_polls = Some(graceful);
                 }
@@ -471,6 +472,27 @@ impl Wire {
                 });
                 Ok(empty())
             }
+        }
+    }
+
+    /// The SDK's `DescribeNamespace` (its `validate`, as a worker starts). Once the SDK's
+    /// shutdown has begun, it waits [`COMPLETION_WAIT`] at most (from its sending or the
+    /// release, whichever is later) and then fails, not to be retried: a worker whose
+    /// session ended while it was still starting was seen to wait 5 s for it and outlast
+    /// its graceful shutdown timeout (the process exited as poisoned). The worker ends
+    /// with that error instead.
+    async fn describe_namespace(
+        &self,
+        request: GrpcRequest,
+    ) -> Result<GrpcSuccessResponse, Status> {
+        let sent = Instant::now();
+        tokio::select! {
+            biased;
+            answer = self.upstream.call(request) => answer,
+            () = self.released_for_since(sent, COMPLETION_WAIT) => Err(Status::cancelled(
+                "the Temporal server did not answer DescribeNamespace before the worker's \
+                 shutdown (the worker had not started polling)",
+            )),
         }
     }
 

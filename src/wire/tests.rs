@@ -54,6 +54,8 @@ struct Fake {
     /// With `graceful`, `ShutdownWorker` leaves the polls out all the same (a saturated
     /// server).
     keeps_polls: bool,
+    /// Never answers a `DescribeNamespace`.
+    describe_hangs: bool,
 }
 
 impl Fake {
@@ -105,7 +107,9 @@ impl Upstream for Arc<Fake> {
             .lock()
             .unwrap()
             .push((rpc.clone(), request.proto.clone()));
-        if self.hangs && rpc.starts_with("Respond") {
+        if (self.hangs && rpc.starts_with("Respond"))
+            || (self.describe_hangs && rpc == "DescribeNamespace")
+        {
             return Box::pin(std::future::pending());
         }
         if rpc.starts_with("Poll") {
@@ -853,6 +857,34 @@ async fn the_sdk_does_not_wait_long_for_its_own_shutdown_worker() {
     // The call itself goes on, and reaches the server.
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(fake.unloaded.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// Seen under a stream of starts with graceful poll shutdown: a worker whose session ended
+/// while it was still starting waited 5 s for its `validate`'s `DescribeNamespace` and
+/// outlasted its graceful shutdown timeout (the process exited as poisoned). Once the
+/// shutdown has begun the wait is bounded, and fails (not retried: Cancelled); before, it
+/// waits for the server.
+#[tokio::test(start_paused = true)]
+async fn a_describe_namespace_the_server_does_not_answer_ends_with_the_shutdown() {
+    let fake = Arc::new(Fake {
+        describe_hangs: true,
+        ..Fake::default()
+    });
+    let wire = wire(&fake);
+    let describe = tokio::spawn(wire.clone().call(request("DescribeNamespace", Vec::new())));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(!describe.is_finished());
+    wire.close().await;
+    wire.release();
+    let released = tokio::time::Instant::now();
+    let status = tokio::time::timeout(Duration::from_secs(3), describe)
+        .await
+        .expect("the SDK still waits for DescribeNamespace 3 s into its shutdown")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(released.elapsed(), super::COMPLETION_WAIT);
+    assert_eq!(status.code(), temporalio_client::tonic::Code::Cancelled);
+    assert!(status.message().contains("DescribeNamespace"), "{status:?}");
 }
 
 fn activity_completed() -> GrpcRequest {
