@@ -451,7 +451,7 @@ impl Wire {
         tokio::select! {
             biased;
             joined = &mut call => joined.unwrap_or_else(|e| Err(Status::internal(e.to_string()))),
-            () = self.released_for_since(sent, COMPLETION_WAIT) => {
+            () = self.released_for(sent, COMPLETION_WAIT) => {
                 {
                     let mut s = self.lock();
                     s.late_calls += 1;
@@ -489,7 +489,7 @@ impl Wire {
         tokio::select! {
             biased;
             answer = self.upstream.call(request) => answer,
-            () = self.released_for_since(sent, COMPLETION_WAIT) => Err(Status::cancelled(
+            () = self.released_for(sent, COMPLETION_WAIT) => Err(Status::cancelled(
                 "the Temporal server did not answer DescribeNamespace before the worker's \
                  shutdown (the worker had not started polling)",
             )),
@@ -566,12 +566,13 @@ impl Wire {
         kind: PollKind,
     ) -> Result<GrpcSuccessResponse, Status> {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let sent = Instant::now();
         // In flight before its task runs: the task removes it when the answer comes.
         let id = {
             let mut s = self.lock();
             s.next_poll += 1;
             let id = s.next_poll;
-            let since = Instant::now();
+            let since = sent;
             let abort = None;
             s.polls.insert(id, InFlight { kind, since, abort });
             id
@@ -606,7 +607,7 @@ impl Wire {
         tokio::select! {
             biased;
             answer = &mut rx => answer.unwrap_or_else(|_| dropped()),
-            () = self.released_for(RELEASED_POLLS_BACK) => {
+            () = self.released_for(sent, RELEASED_POLLS_BACK) => {
                 // The SDK waits no longer; an answer that came meanwhile is still its own.
                 rx.close();
                 match rx.try_recv() {
@@ -623,15 +624,8 @@ impl Wire {
         }
     }
 
-    /// Resolves `grace` after the SDK's shutdown began.
-    async fn released_for(&self, grace: Duration) {
-        self.released().await;
-        let since = self.lock().released_at.unwrap_or_else(Instant::now);
-        tokio::time::sleep_until(since + grace).await;
-    }
-
     /// Resolves `grace` after the SDK's shutdown began or `sent`, whichever is later.
-    async fn released_for_since(&self, sent: Instant, grace: Duration) {
+    async fn released_for(&self, sent: Instant, grace: Duration) {
         self.released().await;
         let since = self.lock().released_at.unwrap_or_else(Instant::now);
         tokio::time::sleep_until(since.max(sent) + grace).await;
