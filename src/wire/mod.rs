@@ -450,7 +450,7 @@ impl Wire {
         let mut call = tokio::spawn(self.upstream.call(request));
         tokio::select! {
             biased;
-            joined = &mut call => joined.unwrap_or_else(|e| Err(Status::internal(e.to_string()))),
+            joined = &mut call => answer_of(joined),
             () = self.released_for(sent, COMPLETION_WAIT) => {
                 {
                     let mut s = self.lock();
@@ -507,7 +507,7 @@ impl Wire {
             self.upstream.call(request),
         ));
         match tokio::time::timeout(SDK_SHUTDOWN_WORKER_WAIT, call).await {
-            Ok(joined) => joined.unwrap_or_else(|e| Err(Status::internal(e.to_string()))),
+            Ok(joined) => answer_of(joined),
             Err(_) => {
                 tracing::debug!(
                     "the wire: the server is slow to answer the SDK's ShutdownWorker; the SDK's \
@@ -1087,7 +1087,7 @@ impl Wire {
         self.lock().handing_back += 1;
         let answer = tokio::time::timeout(limit.min(OWN_CALL_TIMEOUT), call)
             .await
-            .map(|joined| joined.unwrap_or_else(|e| Err(Status::internal(e.to_string()))));
+            .map(answer_of);
         self.lock().handing_back -= 1;
         self.changed.notify_waiters();
         match answer {
@@ -1148,7 +1148,7 @@ impl Wire {
         ));
         let answer = tokio::time::timeout(limit.min(OWN_CALL_TIMEOUT), call)
             .await
-            .map(|joined| joined.unwrap_or_else(|e| Err(Status::internal(e.to_string()))));
+            .map(answer_of);
         match answer {
             Ok(Ok(_)) => {}
             Ok(Err(status)) => tracing::warn!(
@@ -1188,6 +1188,14 @@ impl Drop for OnItsWay<'_> {
     fn drop(&mut self) {
         self.wire.lock().calls.remove(&self.id);
     }
+}
+
+/// The answer of a call run in a task of its own (a task that panicked or was aborted
+/// answers `Internal`).
+fn answer_of(
+    joined: Result<Result<GrpcSuccessResponse, Status>, tokio::task::JoinError>,
+) -> Result<GrpcSuccessResponse, Status> {
+    joined.unwrap_or_else(|e| Err(Status::internal(e.to_string())))
 }
 
 /// `call`, logged at debug if its answer takes over [`SLOW_CALL`] (the SDK waits for its
