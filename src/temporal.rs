@@ -352,9 +352,22 @@ async fn run_worker(host: Rc<Host>, started: StartedWorker, reply: Reply) {
         version,
     ));
     let _hold = AbortOnDrop(hold);
-    let result = poll_beside_watch(&host, &mut worker, &connection, reused, target, done).await;
-    finish(wire.as_deref()).await;
+    let mut result = poll_beside_watch(&host, &mut worker, &connection, reused, target, done).await;
+    let start_cut = finish(wire.as_deref()).await.is_some_and(|r| r.start_cut);
     deregister(&connection, instance);
+    if start_cut && let Some((Err(e), _)) = &result {
+        // The session ended before the worker started: a server slow to answer, not a
+        // failed worker (nothing was polled, so nothing is lost) and not a broken
+        // connection. Ending it as an error would make Lambda retry the event and the
+        // next invocation reconnect, more load on a server already behind.
+        tracing::warn!(
+            error = %e,
+            "the worker's session ended before it started polling: the Temporal server did \
+             not answer DescribeNamespace in time (a server slow to answer); nothing was \
+             polled"
+        );
+        result = result.map(|(_, done)| (Ok(()), done));
+    }
     match result {
         // Answered already: the server is gone.
         None => {}
@@ -463,10 +476,8 @@ fn shutdown(
 
 /// Ends the session on the wire once its worker stopped (tasks it did not run handed
 /// back), and says what the wire did.
-async fn finish(wire: Option<&Wire>) {
-    let Some(wire) = wire else {
-        return;
-    };
+async fn finish(wire: Option<&Wire>) -> Option<crate::wire::WireReport> {
+    let wire = wire?;
     let report = wire.finish().await;
     static MODE: std::sync::Once = std::sync::Once::new();
     if let Some(graceful) = wire.graceful_polls() {
@@ -478,8 +489,10 @@ async fn finish(wire: Option<&Wire>) {
         polls_held = report.held,
         polls_let_go = report.let_go,
         completions_let_go = report.calls_let_go,
+        start_cut = report.start_cut,
         "the wire at the invocation boundary"
     );
+    Some(report)
 }
 
 /// Aborts a task of the host when dropped.

@@ -28,7 +28,8 @@
 //!   waits 0.5 s at most for the server's answer (the call goes on), and a completion
 //!   (`Respond…`) 1 s (the call goes on, the session's end waits for it within its limit,
 //!   and a task its late answer carries is handed back); a `DescribeNamespace` (a worker
-//!   still starting) fails after 1 s, and the worker ends with that error.
+//!   still starting) fails after 1 s, and the worker ends with that error (the session,
+//!   told by [`WireReport::start_cut`], as a stop).
 //!   The wire's own calls are never cancelled at a limit: only the wait for them ends.
 //! - **Finished** ([`Wire::finish`], once the worker stopped): every task handed out and not
 //!   answered is handed back, and the polls still outstanding are dropped: those of a
@@ -303,6 +304,10 @@ pub(crate) struct WireReport {
     /// Completions answered to the SDK before the server answered them,
     /// [`COMPLETION_WAIT`] into its shutdown (the calls went on).
     pub(crate) calls_let_go: u32,
+    /// The worker's start was cut: its `DescribeNamespace` failed unanswered
+    /// [`COMPLETION_WAIT`] into its shutdown, so it never polled and its error says only
+    /// that the session ended first.
+    pub(crate) start_cut: bool,
 }
 
 /// One connection's wire. Each session on the connection [`begin`](Self::begin)s it.
@@ -480,7 +485,8 @@ impl Wire {
     /// release, whichever is later) and then fails, not to be retried: a worker whose
     /// session ended while it was still starting was seen to wait 5 s for it and outlast
     /// its graceful shutdown timeout (the process exited as poisoned). The worker ends
-    /// with that error instead.
+    /// with that error instead, and the report says its start was cut
+    /// ([`WireReport::start_cut`]): the session ends as a stop, not as a failure.
     async fn describe_namespace(
         &self,
         request: GrpcRequest,
@@ -489,10 +495,13 @@ impl Wire {
         tokio::select! {
             biased;
             answer = self.upstream.call(request) => answer,
-            () = self.released_for(sent, COMPLETION_WAIT) => Err(Status::cancelled(
-                "the Temporal server did not answer DescribeNamespace before the worker's \
-                 shutdown (the worker had not started polling)",
-            )),
+            () = self.released_for(sent, COMPLETION_WAIT) => {
+                self.lock().report.start_cut = true;
+                Err(Status::cancelled(
+                    "the Temporal server did not answer DescribeNamespace before the \
+                     worker's shutdown (the worker had not started polling)",
+                ))
+            }
         }
     }
 

@@ -885,6 +885,22 @@ async fn a_describe_namespace_the_server_does_not_answer_ends_with_the_shutdown(
     assert_eq!(released.elapsed(), super::COMPLETION_WAIT);
     assert_eq!(status.code(), temporalio_client::tonic::Code::Cancelled);
     assert!(status.message().contains("DescribeNamespace"), "{status:?}");
+    // The session ends as a stop: the report says the start was cut.
+    assert!(wire.finish().await.start_cut);
+}
+
+/// A `DescribeNamespace` the server answers is no cut start, even late in the session.
+#[tokio::test(start_paused = true)]
+async fn a_describe_namespace_answered_is_no_cut_start() {
+    let fake = Arc::new(Fake::default());
+    let wire = wire(&fake);
+    wire.clone()
+        .call(request("DescribeNamespace", Vec::new()))
+        .await
+        .unwrap();
+    wire.close().await;
+    wire.release();
+    assert!(!wire.finish().await.start_cut);
 }
 
 fn activity_completed() -> GrpcRequest {

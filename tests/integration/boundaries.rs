@@ -261,3 +261,41 @@ async fn a_server_slow_to_answer_shutdown_worker_does_not_end_the_process() {
         assert_eq!(setup.bootstrap.exited(), None, "{tag}: {text}");
     }
 }
+
+/// Seen under a stream of starts (`benches/RESULTS.md`, "A server slow to answer at the
+/// worker's shutdown"): a worker whose session ended while the server had not answered its
+/// `DescribeNamespace` (sdk-core's `validate`, before it polls) waited seconds for it. The
+/// wait is bounded; the worker then ends with that error, and the invocation must end as a
+/// stop, not as a failed worker: nothing was polled, and an error would have Lambda retry
+/// the event and the next invocation reconnect, more load on a server already behind.
+#[tokio::test]
+async fn a_worker_the_server_does_not_let_start_before_its_shutdown_ends_as_a_stop() {
+    // The registering invocation's worker starts; every later one waits 6 s for it.
+    let proxy =
+        temporal_lambda_local::SlowRpc::start_after("DescribeNamespace", Duration::from_secs(6), 1)
+            .await
+            .unwrap();
+    let mut setup = HelloSetup::start_through(
+        "slow-start",
+        &[("TEMPORAL_IDLE_SHUTDOWN_SECS", "off")],
+        &[],
+        Some(&proxy),
+    )
+    .await;
+    for invocation in ["second", "third"] {
+        // 2 s to poll before the 7 s shutdown buffer: the session ends before the worker
+        // could start.
+        let answer = setup.api.invoke(b"", Duration::from_secs(9)).await;
+        let text = read(&setup.log);
+        assert!(
+            matches!(answer.outcome, temporal_lambda_local::Outcome::Response(_)),
+            "{invocation}: {:?}\n{text}",
+            answer.outcome
+        );
+        assert!(
+            text.contains("ended before it started polling"),
+            "{invocation}: {text}"
+        );
+        assert_eq!(setup.bootstrap.exited(), None, "{invocation}: {text}");
+    }
+}

@@ -6,7 +6,10 @@
 
 use std::{
     convert::Infallible,
-    sync::{Arc, OnceLock},
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -26,17 +29,34 @@ impl SlowRpc {
     /// `ShutdownWorker`) wait `delay` before they are forwarded. Nothing is forwarded before
     /// [`forward_to`](Self::forward_to).
     pub async fn start(rpc: &'static str, delay: Duration) -> std::io::Result<Self> {
+        Self::start_after(rpc, delay, 0).await
+    }
+
+    /// As [`start`](Self::start), but the first `spared` calls of `rpc` (over every
+    /// connection) pass at once: say, the first worker's `DescribeNamespace`.
+    pub async fn start_after(
+        rpc: &'static str,
+        delay: Duration,
+        spared: usize,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?.to_string();
         let target = Arc::new(OnceLock::<String>::new());
         let t = target.clone();
+        let seen = Arc::new(AtomicUsize::new(0));
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Some(server) = t.get().cloned() else {
                     continue;
                 };
+                let held = Held {
+                    rpc,
+                    delay,
+                    spared,
+                    seen: seen.clone(),
+                };
                 tokio::spawn(async move {
-                    let _ = proxy(client, &server, rpc, delay).await;
+                    let _ = proxy(client, &server, held).await;
                 });
             }
         });
@@ -64,12 +84,22 @@ impl Drop for SlowRpc {
     }
 }
 
+/// Which calls the proxy holds, and for how long.
+#[derive(Clone)]
+struct Held {
+    rpc: &'static str,
+    delay: Duration,
+    /// Calls of `rpc` that pass at once, before any is held.
+    spared: usize,
+    /// Calls of `rpc` seen so far, over every connection.
+    seen: Arc<AtomicUsize>,
+}
+
 /// One client connection, over one connection of its own to `server`.
 async fn proxy(
     client: TcpStream,
     server: &str,
-    rpc: &'static str,
-    delay: Duration,
+    held: Held,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let upstream = TcpStream::connect(server).await?;
     let (sender, connection) =
@@ -77,9 +107,12 @@ async fn proxy(
     tokio::spawn(connection);
     let service = service_fn(move |request: Request<Incoming>| {
         let mut sender = sender.clone();
+        let held = held.clone();
         async move {
-            if request.uri().path().rsplit('/').next() == Some(rpc) {
-                tokio::time::sleep(delay).await;
+            if request.uri().path().rsplit('/').next() == Some(held.rpc)
+                && held.seen.fetch_add(1, Ordering::SeqCst) >= held.spared
+            {
+                tokio::time::sleep(held.delay).await;
             }
             let answer = match sender.send_request(request).await {
                 Ok(answer) => answer.map(http_body_util::Either::Left),
